@@ -1,0 +1,73 @@
+"""The Target protocol: what every kind of function target answers, and how outcomes are named."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class Outcome(StrEnum):
+    """How an invocation ended; the values are the `outcome` label of poller_invocations_total."""
+
+    SUCCESS = "success"
+    FUNCTION_ERROR = "function_error"
+    TIMEOUT = "timeout"
+    THROTTLED = "throttled"
+    INVOKE_ERROR = "invoke_error"
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationRequest:
+    """One synchronous invocation: the serialized Lambda event plus its tracing identity."""
+
+    payload: bytes
+    request_id: str
+    trace_header: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeResult:
+    """What a target reports back; never raises for anything the function or network did.
+
+    `payload` is the response body (success or function error). `too_large` marks HTTP 413 /
+    RequestTooLargeException: the engine splits the batch. `retry_after` is the server's hint in
+    seconds (Retry-After, retryAfterSeconds). `detail` is a short human reason for logs and
+    /status, never containing record payloads.
+    """
+
+    outcome: Outcome
+    payload: bytes | None = None
+    function_error: str | None = None
+    status_code: int | None = None
+    executed_version: str | None = None
+    retry_after: float | None = None
+    too_large: bool = False
+    detail: str = ""
+
+    @property
+    def reached_function(self) -> bool:
+        """True when the function ran (success, function error or timeout)."""
+        return self.outcome in (Outcome.SUCCESS, Outcome.FUNCTION_ERROR, Outcome.TIMEOUT)
+
+
+class Target(Protocol):
+    """A function poller invokes. Implementations classify every failure into an InvokeResult."""
+
+    @property
+    def function_arn(self) -> str:
+        """The ARN put in events and on-failure records (requestContext.functionArn)."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """A short human description for /status and logs, e.g. `lambda:process-orders`."""
+        ...
+
+    async def invoke(self, request: InvocationRequest) -> InvokeResult:
+        """Invoke once, synchronously; no retries of its own."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections or worker resources."""
+        ...
