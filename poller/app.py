@@ -1,0 +1,210 @@
+"""The daemon: one task group, one task per mapping, signals, a bounded drain (SPEC §1).
+
+Lifecycle as uvicorn has it: start the ops server, start the mappings, wait for a signal;
+the first signal stops intake and gives in-flight batches `shutdown_timeout_seconds` to settle;
+a second signal exits at once with 128+N.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+
+from poller.aws import AwsClients
+from poller.config import MappingSettings, Settings
+from poller.engine import Invoker
+from poller.filtering import FilterSet
+from poller.lifecycle import Shutdown
+from poller.metrics import Metrics
+from poller.server import OpsServer
+from poller.sources.sqs import SqsSource
+from poller.sources.sqs_queue import SqsQueue
+from poller.status import MappingStatus, State
+from poller.targets import Target, build_target
+
+log = logging.getLogger("poller.app")
+
+_RESTART_DELAY = 5.0
+
+
+class MappingRunner(Protocol):
+    """What the app needs of a running mapping, whatever its source."""
+
+    abandoned: int
+
+    async def run(self) -> None: ...
+
+
+@dataclass
+class _Mapping:
+    settings: MappingSettings
+    status: MappingStatus
+    target: Target | None = None
+    runner: MappingRunner | None = None
+
+
+class App:
+    """Owns the clients, the ops server and every mapping for one `poller run`."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.shutdown = Shutdown()
+        self.clients = AwsClients(settings.aws)
+        self.mappings = [self._status_for(m) for m in settings.mappings]
+        self.server = OpsServer(
+            settings.server.host,
+            settings.server.port,
+            self.metrics.registry,
+            [m.status for m in self.mappings],
+            lambda: self.shutdown.is_stopping,
+        )
+        self.started = anyio.Event()
+
+    def _status_for(self, mapping: MappingSettings) -> _Mapping:
+        status = MappingStatus(
+            name=mapping.name,
+            uuid=mapping.uuid,
+            source=mapping.source,
+            target=_describe_target(mapping),
+            metrics=self.metrics.for_mapping(mapping.name),
+        )
+        if not mapping.enabled:
+            status.set(State.DISABLED)
+        return _Mapping(mapping, status)
+
+    def build_targets(self) -> None:
+        """Create each enabled mapping's target; raises ValueError naming the mapping."""
+        for entry in self.mappings:
+            if not entry.settings.enabled:
+                continue
+            arn = entry.settings.source_arn
+            try:
+                entry.target = build_target(
+                    entry.settings.target,
+                    mapping_name=entry.settings.name,
+                    clients=self.clients,
+                    region=arn.region,
+                    account=arn.account,
+                )
+            except (ValueError, ImportError, NotImplementedError) as exc:
+                raise ValueError(f"mapping {entry.settings.name}: target: {exc}") from exc
+            entry.status.target = entry.target.description
+
+    async def run(self, *, handle_signals: bool = True) -> int:
+        """Run until signalled (or `stop()`); the exit code of SPEC §1."""
+        async with self.clients:
+            await self.server.start()
+            log.info("serving /metrics /healthz /readyz /status on port %d", self.server.port)
+            try:
+                async with anyio.create_task_group() as tg:
+                    if handle_signals:
+                        tg.start_soon(self._watch_signals)
+                    async with anyio.create_task_group() as mappings:
+                        for entry in self.mappings:
+                            if entry.settings.enabled:
+                                mappings.start_soon(self._supervise, entry)
+                        self.started.set()
+                    tg.cancel_scope.cancel()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.server.stop()
+                    for entry in self.mappings:
+                        if entry.target is not None:
+                            await entry.target.aclose()
+        abandoned = sum(e.runner.abandoned for e in self.mappings if e.runner is not None)
+        log.info("stopped", extra={"count": abandoned})
+        return 1 if abandoned else 0
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown (what the first SIGTERM does)."""
+        log.info("shutting down: draining in-flight batches")
+        self.shutdown.begin(self.settings.shutdown_timeout_seconds)
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if self.shutdown.is_stopping:
+                    log.warning("second signal: exiting at once")
+                    logging.shutdown()
+                    os._exit(128 + signum)
+                self.stop()
+
+    async def _supervise(self, entry: _Mapping) -> None:
+        """Run one mapping; a bug in it is logged and the mapping restarted, never fatal."""
+        while not self.shutdown.is_stopping:
+            try:
+                entry.runner = self._build_runner(entry)
+                if entry.runner is None:
+                    return
+                await entry.runner.run()
+                return
+            except Exception as exc:
+                entry.status.set(State.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+                log.exception(
+                    "mapping crashed; restarting in %.0fs",
+                    _RESTART_DELAY,
+                    extra={"mapping": entry.settings.name},
+                )
+                with anyio.move_on_after(_RESTART_DELAY):
+                    await self.shutdown.stopping.wait()
+
+    def _build_runner(self, entry: _Mapping) -> MappingRunner | None:
+        mapping = entry.settings
+        target = entry.target
+        if target is None:
+            raise RuntimeError("build_targets() must run before run()")
+        kind = mapping.source_arn.kind
+        if kind != "sqs":
+            message = f"{kind} sources are not supported by this version yet"
+            entry.status.set(State.FAILED, message)
+            entry.status.reached_source = True
+            log.error(message, extra={"mapping": mapping.name})
+            return None
+        metrics = entry.status.metrics
+        invoker = Invoker(target, metrics, entry.status, shutdown=self.shutdown)
+        return _SqsRunner(self, entry, invoker)
+
+
+class _SqsRunner:
+    """Creates the SQS client inside the running loop, then hands over to SqsSource."""
+
+    def __init__(self, app: App, entry: _Mapping, invoker: Invoker) -> None:
+        self._app = app
+        self._entry = entry
+        self._invoker = invoker
+        self.abandoned = 0
+
+    async def run(self) -> None:
+        mapping = self._entry.settings
+        client = await self._app.clients.client("sqs")
+        source = SqsSource(
+            mapping,
+            SqsQueue(client, mapping.source_arn),
+            self._invoker,
+            FilterSet.compile(mapping.filter_patterns),
+            self._entry.status.metrics,
+            self._entry.status,
+            shutdown=self._app.shutdown,
+            backlog_interval=self._app.settings.tuning.backlog_refresh_interval_seconds,
+        )
+        try:
+            await source.run()
+        finally:
+            self.abandoned = source.abandoned
+
+
+def _describe_target(mapping: MappingSettings) -> str:
+    target = mapping.target
+    detail = {
+        "lambda": getattr(target, "function", ""),
+        "http": getattr(target, "url", ""),
+        "python": getattr(target, "handler", ""),
+        "runtime": getattr(target, "code", ""),
+    }[target.type]
+    return f"{target.type}:{detail}"

@@ -1,0 +1,126 @@
+"""`poller run | validate | demo` (SPEC §1): parse, load config, hand over. Thin on purpose."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from poller.config import ConfigError, Settings, load_config
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger("poller.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"poller: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="poller", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def config_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "-c",
+            "--config",
+            default=os.environ.get("POLLER_CONFIG"),
+            help="the YAML configuration (default: $POLLER_CONFIG)",
+        )
+
+    def log_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--log-level",
+            default="INFO",
+            type=str.upper,
+            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        )
+        sub.add_argument("--log-format", choices=["json", "text"], default=None)
+
+    run = commands.add_parser("run", help="run every enabled mapping until SIGTERM/SIGINT")
+    config_option(run)
+    log_options(run)
+    validate = commands.add_parser("validate", help="check a configuration and exit")
+    config_option(validate)
+    demo = commands.add_parser("demo", help="run against an embedded local AWS emulator")
+    demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    log_options(demo)
+    return parser
+
+
+def _load(path_text: str | None) -> Settings:
+    if not path_text:
+        raise ConfigError.single(
+            "<none>", "config", "no configuration: pass -c FILE or set POLLER_CONFIG"
+        )
+    return load_config(Path(path_text))
+
+
+def _report(error: ConfigError) -> None:
+    for problem in error.problems:
+        sys.stderr.write(problem.format() + "\n")
+
+
+def validate(args: argparse.Namespace) -> int:
+    try:
+        settings = _load(args.config)
+    except ConfigError as error:
+        _report(error)
+        return EXIT_USAGE
+    count = len(settings.mappings)
+    sys.stdout.write(f"ok: {count} mapping{'s' if count != 1 else ''}\n")
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    from poller.app import App
+    from poller.logs import configure_logging
+
+    try:
+        settings = _load(args.config)
+    except ConfigError as error:
+        _report(error)
+        return EXIT_USAGE
+    configure_logging(args.log_level, args.log_format)
+    app = App(settings)
+    try:
+        app.build_targets()
+    except ValueError as exc:
+        sys.stderr.write(f"{args.config}: {exc}\n")
+        return EXIT_USAGE
+    try:
+        return anyio.run(app.run)
+    except OSError as exc:
+        # E.g. the ops port is taken: a user's environment problem, said plainly.
+        log.error("cannot start: %s", exc)
+        return EXIT_FATAL
+
+
+def demo(args: argparse.Namespace) -> int:
+    try:
+        from poller.demo import run_demo
+    except ImportError as exc:
+        sys.stderr.write(f"poller demo needs the demo extra (pip install 'poller[demo]'): {exc}\n")
+        return EXIT_USAGE
+    return run_demo(duration=args.duration, log_level=args.log_level, log_format=args.log_format)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"run": run, "validate": validate, "demo": demo}[args.command]
+    return handler(args)
+
+
+def entry() -> None:
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""Every Prometheus metric of SPEC §6, defined once on a registry the caller owns."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from poller.targets.base import Outcome
+
+# Stages of poller_events_total (ESM-SEMANTICS §5.2's event counts).
+STAGES = (
+    "polled",
+    "filtered_out",
+    "invoked",
+    "failed",
+    "dropped",
+    "on_failure_delivered",
+    "deleted",
+)
+BACKLOG_STATES = ("visible", "in_flight", "delayed")
+
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class Metrics:
+    """The metric families. Tests build one per test on a fresh registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.invocations = Counter(
+            "poller_invocations_total", "Invocations by outcome", ["mapping", "outcome"], registry=r
+        )
+        self.invocation_duration = Histogram(
+            "poller_invocation_duration_seconds",
+            "Time inside the target",
+            ["mapping"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.events = Counter(
+            "poller_events_total", "Records at each step", ["mapping", "stage"], registry=r
+        )
+        self.iterator_age = Gauge(
+            "poller_iterator_age_seconds",
+            "Age of the last record of the last batch",
+            ["mapping", "shard"],
+            registry=r,
+        )
+        self.concurrent_executions = Gauge(
+            "poller_concurrent_executions", "Invocations in flight", ["mapping"], registry=r
+        )
+        self.on_failure_delivery_errors = Counter(
+            "poller_on_failure_delivery_errors_total",
+            "Failed deliveries to the on-failure destination",
+            ["mapping"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "poller_batch_size",
+            "Records per invocation",
+            ["mapping"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.mapping_up = Gauge(
+            "poller_mapping_up", "1 while the mapping runs normally", ["mapping"], registry=r
+        )
+        self.source_backlog = Gauge(
+            "poller_source_backlog_messages",
+            "SQS queue depth as the queue reports it",
+            ["mapping", "state"],
+            registry=r,
+        )
+        self.behind_latest = Gauge(
+            "poller_behind_latest_seconds",
+            "Kinesis MillisBehindLatest of the last read, in seconds",
+            ["mapping", "shard"],
+            registry=r,
+        )
+        self.leases_owned = Gauge(
+            "poller_leases_owned", "Shards this instance holds", ["mapping"], registry=r
+        )
+        self.lease_takeovers = Counter(
+            "poller_lease_takeovers_total",
+            "Leases this instance took from another owner",
+            ["mapping"],
+            registry=r,
+        )
+
+    def for_mapping(self, mapping: str) -> MappingMetrics:
+        return MappingMetrics(self, mapping)
+
+
+class MappingMetrics:
+    """The children of one mapping, bound once so the per-batch path does no label lookups."""
+
+    def __init__(self, metrics: Metrics, mapping: str) -> None:
+        self.mapping = mapping
+        self._metrics = metrics
+        self._events = {stage: metrics.events.labels(mapping, stage) for stage in STAGES}
+        self._invocations = {o: metrics.invocations.labels(mapping, o.value) for o in Outcome}
+        self.duration = metrics.invocation_duration.labels(mapping)
+        self.batch_size = metrics.batch_size.labels(mapping)
+        self.concurrent = metrics.concurrent_executions.labels(mapping)
+        self.up = metrics.mapping_up.labels(mapping)
+        self.on_failure_errors = metrics.on_failure_delivery_errors.labels(mapping)
+        self.leases_owned = metrics.leases_owned.labels(mapping)
+        self.lease_takeovers = metrics.lease_takeovers.labels(mapping)
+        self.up.set(0)
+
+    def count(self, stage: str, n: int = 1) -> None:
+        if n:
+            self._events[stage].inc(n)
+
+    def invocation(self, outcome: Outcome) -> None:
+        self._invocations[outcome].inc()
+
+    def backlog(self, state: str, value: float) -> None:
+        self._metrics.source_backlog.labels(self.mapping, state).set(value)
+
+    def iterator_age(self, shard: str, seconds: float) -> None:
+        self._metrics.iterator_age.labels(self.mapping, shard).set(seconds)
+
+    def behind_latest(self, shard: str, seconds: float) -> None:
+        self._metrics.behind_latest.labels(self.mapping, shard).set(seconds)

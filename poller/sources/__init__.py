@@ -1,0 +1,1 @@
+"""Event sources: SQS queues, Kinesis streams, DynamoDB Streams."""
