@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         _report(error)
         return EXIT_USAGE
     configure_logging(args.log_level, args.log_format)
+    # A python target's `module:function` resolves from the working directory, as `python -m`
+    # and uvicorn do, so `handler: app.handlers:handle` works without installing the app.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     app = App(settings)
     try:
         app.build_targets()

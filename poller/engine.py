@@ -138,6 +138,19 @@ class Invoker:
             self.status.recovered()
         return result
 
+    def verdict(
+        self, result: InvokeResult, batch_ids: Sequence[str], *, report_batch_item_failures: bool
+    ) -> BatchVerdict:
+        """The batch verdict for a result that reached the function, counting the records a
+        successful invocation still failed (reported items, or an unreadable answer)."""
+        verdict = verdict_for(
+            result, batch_ids, report_batch_item_failures=report_batch_item_failures
+        )
+        if result.outcome is Outcome.SUCCESS:
+            failed = len(batch_ids) if verdict.failed_ids is None else len(verdict.failed_ids)
+            self.metrics.count("failed", failed)
+        return verdict
+
     async def _sleep(self, seconds: float) -> None:
         # Wake early when the mapping stops: a held batch is abandoned, not waited out.
         with anyio.move_on_after(seconds):

@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 
 from poller.aws_errors import AWS_ERRORS, describe
 from poller.config import MappingSettings
-from poller.engine import Held, Invoker, split_in_two, verdict_for
+from poller.engine import Held, Invoker, split_in_two
 from poller.events import (
     MAX_PAYLOAD_BYTES,
     BatchVerdict,
@@ -323,7 +323,7 @@ class SqsSource:
             await self._invoke_and_settle(first)
             await self._invoke_and_settle(second)
             return
-        verdict = verdict_for(
+        verdict = self.invoker.verdict(
             result,
             [m.message_id for m in messages],
             report_batch_item_failures=self.mapping.report_batch_item_failures,

@@ -123,7 +123,7 @@ async def test_partial_batch_response_returns_only_reported_messages_then_dlq(
         config = mapping_yaml(
             moto, fake, queue, function_response_types=["ReportBatchItemFailures"]
         )
-        async with running(settings_from(config)):
+        async with running(settings_from(config)) as app:
             # maxReceiveCount 2: each bad message is seen twice, then SQS moves it to the DLQ.
             async def in_dlq() -> bool:
                 return (await depth(sqs, queue.dlq_url or ""))[0] == 3
@@ -135,6 +135,8 @@ async def test_partial_batch_response_returns_only_reported_messages_then_dlq(
             f"good-{i}": 1 for i in range(8)
         }
         assert all(delivered[f"bad-{i}"] == 2 for i in range(3))
+        # FailedInvokeEventCount: records listed in batchItemFailures count as failed.
+        assert metric(app, "poller_events_total", mapping="orders", stage="failed") == 6
         dead = sorted(m["Body"] for m in await receive_all(sqs, queue.dlq_url or ""))
         assert dead == ["bad-0", "bad-1", "bad-2"]
         assert await depth(sqs, queue.url) == (0, 0)

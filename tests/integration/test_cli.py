@@ -1,0 +1,175 @@
+"""The command line as a user meets it: exit codes, messages, and the two end-to-end signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.support.daemon import DaemonProcess, eventually
+from tests.support.fake_lambda import FakeLambda, Invocation
+from tests.support.queues import aws_client, depth, make_queue, send
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def poller(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "poller", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=str(REPO),
+    )
+
+
+def test_validate_accepts_the_shipped_configs() -> None:
+    for name in ("example.yaml", "demo.yaml"):
+        result = poller("validate", "-c", str(REPO / "config" / name))
+        assert result.returncode == 0, result.stderr
+        assert re.fullmatch(r"ok: \d+ mappings?\n", result.stdout)
+
+
+def test_validate_reports_each_problem_with_file_line_and_path(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "mappings:\n"
+        "  - name: orders\n"
+        "    source: arn:aws:sqs:us-east-1:123456789012:orders\n"
+        "    target: {type: lambda, function: f}\n"
+        "    batch_sise: 5\n"
+        "    starting_position: LATEST\n"
+    )
+    result = poller("validate", "-c", str(config))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert any(line.startswith(f"{config}:5: mappings[0].batch_sise:") for line in lines), lines
+    assert any(line.startswith(f"{config}:6: mappings[0].starting_position:") for line in lines)
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["run"], {"POLLER_CONFIG": ""}),
+        (["run", "-c", "/nonexistent/poller.yaml"], {}),
+        (["validate", "-c", "/nonexistent/poller.yaml"], {}),
+        (["frobnicate"], {}),
+        (["run", "--log-level", "LOUD", "-c", "x.yaml"], {}),
+    ],
+)
+def test_usage_and_config_errors_exit_2_without_a_traceback(
+    args: list[str], env: dict[str, str]
+) -> None:
+    result = poller(*args, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip()
+
+
+def test_a_python_target_that_cannot_load_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "mappings:\n"
+        "  - name: orders\n"
+        "    source: arn:aws:sqs:us-east-1:123456789012:orders\n"
+        "    target: {type: python, handler: 'no_such_module_xyz:handle'}\n"
+    )
+    result = poller("run", "-c", str(config))
+    assert result.returncode == 2
+    assert "orders" in result.stderr and "no_such_module_xyz" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_runs_and_moves_messages() -> None:
+    result = poller("demo", "--duration", "6", timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    processed = re.search(r"stopped; (\d+) messages processed", result.stdout)
+    assert processed and int(processed.group(1)) > 0, result.stdout
+
+
+def daemon_config(tmp_path: Path, moto: str, fake: FakeLambda, queue_arn: str) -> Path:
+    path = tmp_path / "poller.yaml"
+    path.write_text(
+        f"aws: {{region: us-east-1, endpoint_url: {moto},"
+        f" endpoints: {{lambda: {fake.endpoint_url}}}}}\n"
+        "server: {host: 127.0.0.1, port: 0}\n"
+        "shutdown_timeout_seconds: 15\n"
+        "mappings:\n"
+        "  - name: orders\n"
+        f"    source: {queue_arn}\n"
+        "    target: {type: lambda, function: orders-fn}\n"
+    )
+    return path
+
+
+async def test_sigterm_drains_the_in_flight_batch_and_deletes_it(moto: str, tmp_path: Path) -> None:
+    async def slow(event: Any, info: Invocation) -> Any:
+        await anyio.sleep(2)
+        return None
+
+    async with aws_client("sqs", moto) as sqs, FakeLambda(slow) as fake:
+        queue = await make_queue(sqs, "orders", visibility_timeout=30)
+        await send(sqs, queue.url, ["one", "two", "three"])
+        daemon = DaemonProcess(daemon_config(tmp_path, moto, fake, queue.arn), tmp_path / "log")
+        daemon.start()
+        try:
+            await fake.wait_for(1, timeout=30)
+            assert daemon.proc is not None
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert await daemon.wait(timeout=30) == 0, daemon.logs()
+        finally:
+            daemon.kill()
+        # The batch in flight at SIGTERM finished and was deleted, not abandoned.
+        assert await depth(sqs, queue.url) == (0, 0), daemon.logs()
+        assert len(fake.invocations) == 1
+        assert "shutting down" in daemon.logs()
+
+
+async def test_sigkill_loses_nothing(moto: str, tmp_path: Path) -> None:
+    release = anyio.Event()
+
+    async def stuck_until_released(event: Any, info: Invocation) -> Any:
+        await release.wait()
+        return None
+
+    async with aws_client("sqs", moto) as sqs, FakeLambda(stuck_until_released) as fake:
+        queue = await make_queue(sqs, "orders", visibility_timeout=2)
+        await send(sqs, queue.url, [f"m{i}" for i in range(5)])
+        config = daemon_config(tmp_path, moto, fake, queue.arn)
+        first = DaemonProcess(config, tmp_path / "first.log")
+        first.start()
+        try:
+            await fake.wait_for(1, timeout=30)
+        finally:
+            first.kill()  # SIGKILL with the batch in flight
+        # Nothing was deleted; the messages reappear within one visibility timeout.
+        await eventually(lambda: _visible(sqs, queue.url, 5), timeout=15)
+        release.set()
+        fake.reset()
+        second = DaemonProcess(config, tmp_path / "second.log")
+        second.start()
+        try:
+            await eventually(lambda: _empty(sqs, queue.url), timeout=30)
+        finally:
+            assert second.proc is not None
+            second.proc.send_signal(signal.SIGTERM)
+            await second.wait(timeout=30)
+        bodies = sorted(r["body"] for inv in fake.invocations for r in inv.event["Records"])
+        assert bodies == [f"m{i}" for i in range(5)]
+
+
+async def _visible(sqs: Any, url: str, count: int) -> bool:
+    return (await depth(sqs, url))[0] == count
+
+
+async def _empty(sqs: Any, url: str) -> bool:
+    return await depth(sqs, url) == (0, 0)
