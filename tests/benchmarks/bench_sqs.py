@@ -1,0 +1,255 @@
+"""SQS throughput: the daemon against the loops a user would otherwise write, side by side.
+
+One moto server (its own process) serves every run; each run drains a fresh queue of
+MESSAGES messages (moto's cost per call grows with queue depth: MOTO-NOTES.md keeps backlogs
+to a few hundred). The daemon runs as a real `poller run` subprocess; its CPU time is read
+from /proc between the moment it is ready and the moment the queue is empty.
+
+1. concurrency: the daemon (maximum_concurrency 10, a 500 ms function behind the Invoke API)
+   against a sequential boto3 loop (receive 10 → call the 500 ms function → delete).
+2. overhead: the daemon with an instant in-process function against a bare receive+delete
+   loop running at the same concurrency (10 loops) and calling no function.
+3. cost: the daemon's CPU seconds per 1,000 messages at batch size 10 (from run 2).
+
+Run with `make bench` or `python -m tests.benchmarks.bench_sqs`. Figures only, no pass/fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from tests.support.fake_lambda import FakeLambda, Invocation
+
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "300"))
+CONCURRENCY = 10
+FUNCTION_SECONDS = 0.5
+REPO = Path(__file__).resolve().parents[2]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    """moto's server in its own process, so its GIL is not shared with the loops measured."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("moto server did not start") from None
+            time.sleep(0.05)
+    return proc, endpoint
+
+
+def _sqs(endpoint: str) -> Any:
+    return boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+
+
+def _fill(endpoint: str, name: str) -> tuple[str, str]:
+    sqs = _sqs(endpoint)
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    for start in range(0, MESSAGES, 10):
+        sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "MessageBody": f'{{"n": {start + i}}}'} for i in range(10)],
+        )
+    return url, f"arn:aws:sqs:us-east-1:123456789012:{name}"
+
+
+def _empty(sqs: Any, url: str) -> bool:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return all(v == "0" for v in attributes.values())
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_daemon(
+    endpoint: str, name: str, target: str, lambda_url: str | None
+) -> tuple[float, float]:
+    """Drain a full queue with `poller run`; returns (messages per second, CPU seconds)."""
+    url, arn = _fill(endpoint, name)
+    port = _free_port()
+    endpoints = f", endpoints: {{lambda: {lambda_url}}}" if lambda_url else ""
+    config = (
+        f"aws: {{region: us-east-1, endpoint_url: {endpoint}{endpoints}}}\n"
+        f"server: {{host: 127.0.0.1, port: {port}}}\n"
+        "mappings:\n"
+        f"  - name: {name}\n"
+        f"    source: {arn}\n"
+        f"    target: {target}\n"
+        f"    scaling_config: {{maximum_concurrency: {CONCURRENCY}}}\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.yaml"
+        path.write_text(config)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "poller", "run", "-c", str(path), "--log-level", "WARNING"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                        break
+                except OSError:
+                    time.sleep(0.01)
+            started, cpu_before = time.perf_counter(), _cpu_seconds(proc.pid)
+            sqs = _sqs(endpoint)
+            while not _empty(sqs, url):
+                time.sleep(0.02)
+            elapsed, cpu = time.perf_counter() - started, _cpu_seconds(proc.pid) - cpu_before
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    return MESSAGES / elapsed, cpu
+
+
+def run_sequential_loop(endpoint: str, name: str) -> float:
+    """receive 10 → call the function (500 ms) → delete, one batch at a time."""
+    url, _ = _fill(endpoint, name)
+    sqs = _sqs(endpoint)
+    started = time.perf_counter()
+    done = 0
+    while done < MESSAGES:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        time.sleep(FUNCTION_SECONDS)  # the function
+        if messages:
+            sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)
+                ],
+            )
+            done += len(messages)
+    return MESSAGES / (time.perf_counter() - started)
+
+
+def run_bare_loops(endpoint: str, name: str) -> float:
+    """CONCURRENCY threads of receive 10 + delete, calling nothing: the API calls alone."""
+    url, _ = _fill(endpoint, name)
+    done = [0]
+    lock = threading.Lock()
+
+    def loop() -> None:
+        sqs = _sqs(endpoint)
+        while True:
+            with lock:
+                if done[0] >= MESSAGES:
+                    return
+            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+            if messages:
+                sqs.delete_message_batch(
+                    QueueUrl=url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                        for i, m in enumerate(messages)
+                    ],
+                )
+                with lock:
+                    done[0] += len(messages)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=loop) for _ in range(CONCURRENCY)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return MESSAGES / (time.perf_counter() - started)
+
+
+def _function_thread() -> tuple[str, threading.Event]:
+    """A 500 ms function behind the Invoke API, in its own event loop thread."""
+    ready: list[str] = []
+    stop = threading.Event()
+    started = threading.Event()
+
+    async def serve() -> None:
+        async def slow(event: Any, info: Invocation) -> Any:
+            await asyncio.sleep(FUNCTION_SECONDS)
+            return None
+
+        async with FakeLambda(slow) as fake:
+            ready.append(fake.endpoint_url)
+            started.set()
+            await asyncio.to_thread(stop.wait)
+
+    threading.Thread(target=lambda: asyncio.run(serve()), daemon=True).start()
+    started.wait()
+    return ready[0], stop
+
+
+def main() -> None:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    server, endpoint = _start_moto()
+    lambda_url, stop_function = _function_thread()
+    try:
+        print(f"SQS benchmark: {MESSAGES} messages per run, moto at {endpoint}")
+        loop_rate = run_sequential_loop(endpoint, "seq-loop")
+        daemon_slow, _ = run_daemon(
+            endpoint, "daemon-slow", "{type: lambda, function: slow}", lambda_url
+        )
+        print("1. concurrency (500 ms function, batch 10, maximum_concurrency 10)")
+        print(f"   sequential boto3 loop   {loop_rate:8.1f} msg/s")
+        print(f"   poller                  {daemon_slow:8.1f} msg/s")
+        print(f"   ratio                   {daemon_slow / loop_rate:8.2f}x   (target >= 5x)")
+
+        bare_rate = run_bare_loops(endpoint, "bare-loops")
+        daemon_fast, cpu = run_daemon(
+            endpoint,
+            "daemon-fast",
+            "{type: python, handler: 'tests.benchmarks.handlers:instant'}",
+            None,
+        )
+        print(f"2. overhead (instant function, {CONCURRENCY} concurrent)")
+        print(f"   bare receive+delete     {bare_rate:8.1f} msg/s")
+        print(f"   poller                  {daemon_fast:8.1f} msg/s")
+        print(f"   ratio                   {daemon_fast / bare_rate:8.2f}    (target >= 0.8)")
+        print("3. cost (batch size 10)")
+        print(
+            f"   poller CPU              {cpu / MESSAGES * 1000:8.3f} s per 1,000 messages"
+            "   (target <= 1)"
+        )
+    finally:
+        stop_function.set()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
