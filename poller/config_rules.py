@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ValidatorFunctionWrapHandler, WrapValidator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from poller.arns import SourceArn, parse_destination_arn, parse_source_arn
+from poller.arns import SourceArn, SourceKind, parse_destination_arn, parse_source_arn
+from poller.filtering import PatternError, compile_pattern
 
 if TYPE_CHECKING:
     from poller.config import CheckpointSettings, MappingSettings
@@ -184,11 +185,14 @@ def _at_most(limit: int, noun: str) -> AfterValidator:
     )
 
 
-def _check_filter_pattern(pattern: str) -> str | None:
-    """HOOK: check one FilterCriteria pattern; return what is wrong with it, or None.
+def _check_filter_pattern(pattern: str, kind: SourceKind | None = None) -> str | None:
+    """Check one FilterCriteria pattern; return what is wrong with it, or None.
 
-    The load-time gate for filter patterns (ESM-SEMANTICS §1.3): size and JSON-object shape
-    today; operator validation from `poller.filtering` is to be added here.
+    The load-time gate for filter patterns (ESM-SEMANTICS §0, §1.3): the pattern is compiled
+    with `poller.filtering`, so every operator or shape the matcher cannot honour is refused
+    here, naming the operator and where in the pattern it is. Without `kind` (the field-level
+    check) only what holds for every source is checked; with it, also what Lambda refuses for
+    that source kind (a plain-value Kinesis `data` or DynamoDB `dynamodb` pattern).
     """
     if len(pattern) > MAX_PATTERN_LENGTH:
         return f"must be at most {MAX_PATTERN_LENGTH} characters (got {len(pattern)})"
@@ -196,9 +200,30 @@ def _check_filter_pattern(pattern: str) -> str | None:
         parsed = json.loads(pattern)
     except json.JSONDecodeError as exc:
         return f"is not valid JSON: {exc.msg} at character {exc.pos + 1}"
+    except RecursionError:
+        return "is nested too deeply"
     if not isinstance(parsed, dict):
         return 'must be a JSON object, like \'{"body": {"kind": ["refund"]}}\''
+    try:
+        compiled = compile_pattern(pattern)
+        if kind is not None:
+            compiled.check_source(kind)
+    except PatternError as exc:
+        where = f" (at {exc.path} in the pattern)" if exc.path else ""
+        return f"{exc.reason}{where}"
     return None
+
+
+def _filter_rules(mapping: MappingSettings, source: SourceArn) -> list[RuleProblem]:
+    """The source-kind checks of each filter pattern (the rest ran on the field already)."""
+    if mapping.filter_criteria is None:
+        return []
+    problems: list[RuleProblem] = []
+    for index, item in enumerate(mapping.filter_criteria.filters):
+        message = _check_filter_pattern(item.pattern, source.kind)
+        if message:
+            problems.append((("filter_criteria", "filters", index, "pattern"), message))
+    return problems
 
 
 # Annotated metadata the models in poller.config attach to their fields.
@@ -236,6 +261,7 @@ def check_mapping(mapping: MappingSettings) -> list[RuleProblem]:
     problems += (
         _sqs_rules(mapping, source) if source.kind == "sqs" else _stream_rules(mapping, source)
     )
+    problems += _filter_rules(mapping, source)
     return problems
 
 

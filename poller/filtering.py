@@ -13,6 +13,10 @@ matched against depends on the source (ESM-SEMANTICS §1.3):
 * DynamoDB: the whole record (``eventName``, ``dynamodb``, ...), where ``numeric`` also applies
   to the number strings of ``{"N": "12"}`` attribute values.
 
+Numbers match exactly by their JSON text, as written (300, 300.0 and 3.0e2 are three values);
+only ``numeric`` compares by value (ESM-SEMANTICS §1.3). Decoded payloads therefore keep each
+number's text (``JsonInt``/``JsonFloat`` in ``filtering_nodes``), and patterns keep theirs.
+
 The record passed in is never modified; the function is invoked with the original record.
 """
 
@@ -31,7 +35,7 @@ from poller.filtering_compile import (
     compile_tree,
     parse_pattern,
 )
-from poller.filtering_nodes import MISSING, ObjectNode
+from poller.filtering_nodes import MISSING, JsonFloat, JsonInt, ObjectNode
 
 __all__ = [
     "MAX_FILTERS",
@@ -51,11 +55,17 @@ SourceKind = Literal["sqs", "kinesis", "dynamodb"]
 # The key whose payload must be a JSON (object) pattern for each stream source: Lambda rejects
 # a mapping whose Kinesis `data` or DynamoDB `dynamodb` pattern is a plain value pattern.
 _JSON_ONLY_KEY: Final[Mapping[str, str]] = {"kinesis": "data", "dynamodb": "dynamodb"}
+_SOURCE_NAMES: Final[Mapping[str, str]] = {"kinesis": "Kinesis", "dynamodb": "DynamoDB"}
 
 _JSON_START: Final = frozenset("{[")
 _JSON_START_BYTES: Final = frozenset(b"{[")
 _WHITESPACE: Final = " \t\r\n"
 _EMPTY: Final[Mapping[str, Any]] = {}
+
+# Decodes record payloads keeping each number's JSON text (exact matching compares numbers by
+# text: 300, 300.0 and 3.0e2 differ). Both hooks are str subclasses, which the json scanner
+# calls without running Python code, so this costs about what plain json.loads does.
+_decode_json: Final = json.JSONDecoder(parse_int=JsonInt, parse_float=JsonFloat).decode
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -85,7 +95,7 @@ class CompiledPattern:
         key = _JSON_ONLY_KEY.get(source)
         if key is not None and key in self._top_leaf_keys:
             raise PatternError(
-                f'a {source} "{key}" pattern must be a JSON object pattern such as '
+                f'a {_SOURCE_NAMES[source]} "{key}" pattern must be a JSON object pattern such as '
                 f'{{"{key}": {{"field": ["value"]}}}}, not an array of matchers',
                 path=key,
             )
@@ -122,7 +132,7 @@ def _decode_json_text(text: str) -> Any:
         if not stripped or stripped[0] not in _JSON_START:
             return text
     try:
-        return json.loads(text)
+        return _decode_json(text)
     except (ValueError, RecursionError):
         return text
 
@@ -145,7 +155,8 @@ def _decode_kinesis_data(data: Any) -> Any:
     stripped = raw.lstrip(b" \t\r\n")
     if stripped and stripped[0] in _JSON_START_BYTES:
         try:
-            return json.loads(raw)
+            # What json.loads does with bytes: UTF-8 (with or without a BOM), -16 or -32.
+            return _decode_json(raw.decode(json.detect_encoding(raw), "surrogatepass"))
         except (ValueError, RecursionError):
             pass
     try:

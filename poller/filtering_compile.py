@@ -13,7 +13,7 @@ import json
 from typing import Any, Final
 
 from poller.filtering_nodes import LeafNode, ObjectNode
-from poller.filtering_operators import LeafBuilder, PatternError
+from poller.filtering_operators import LeafBuilder, PatternError, PatternFloat, PatternInt
 
 __all__ = ["MAX_PATTERN_CHARS", "CompileResult", "PatternError", "compile_tree", "parse_pattern"]
 
@@ -69,7 +69,13 @@ def parse_pattern(text: str) -> dict[str, Any]:
         )
     try:
         # Duplicate keys: the last one wins, as Lambda documents; json.loads does the same.
-        value = json.loads(text, parse_constant=_reject_constant)
+        # Numbers keep their text: without `numeric` they match by it (ESM-SEMANTICS §1.3).
+        value = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=PatternInt,
+            parse_float=PatternFloat,
+        )
     except PatternError:
         raise
     except (ValueError, RecursionError) as exc:

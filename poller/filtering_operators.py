@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
-from poller.filtering_nodes import LeafNode, Pred
+from poller.filtering_nodes import LeafNode, Pred, python_number_text
 
 
 class PatternError(ValueError):
@@ -45,9 +45,44 @@ class PatternError(ValueError):
         return f"{prefix}{self.reason}{where}"
 
 
+class PatternInt(int):
+    """An integer of a pattern that remembers how it was written (``parse_int``)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> PatternInt:
+        self = super().__new__(cls, text)
+        self.text = text
+        return self
+
+
+class PatternFloat(float):
+    """A fraction or exponent number of a pattern that remembers how it was written."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> PatternFloat:
+        self = super().__new__(cls, text)
+        self.text = text
+        return self
+
+
 def _is_number(v: Any) -> bool:
     # bool is an int subclass in Python but `true` is not a JSON number.
-    return type(v) is int or type(v) is float
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def number_text(v: int | float) -> str | None:
+    """How a pattern number was written: exact matching compares numbers by this text."""
+    if isinstance(v, PatternInt | PatternFloat):
+        return v.text
+    return python_number_text(v)
+
+
+def _plain(v: int | float) -> int | float:
+    """A pattern number as a plain ``int``/``float``, for fast value comparisons."""
+    return float(v) if isinstance(v, float) else int(v)
 
 
 def _is_finite_number(v: Any) -> bool:
@@ -68,12 +103,12 @@ class LeafBuilder:
         # applies to the number strings DynamoDB puts there.
         self.typed_numbers = typed_numbers
         self.strs: set[str] = set()
-        self.nums: set[float] = set()
+        self.num_texts: set[str] = set()
         self.prefixes: list[str] = []
         self.suffixes: list[str] = []
         self.ignore_case: set[str] = set()
         self.str_preds: list[Pred] = []
-        self.num_preds: list[Pred] = []
+        self.num_text_preds: list[Pred] = []
         self.numeric_preds: list[Pred] = []
         self.str_always = False
         self.num_always = False
@@ -98,9 +133,11 @@ class LeafBuilder:
         elif item is False:
             self.false_ok = True
         elif _is_number(item):
-            # Compared by value (EventBridge adds a numeric-equals matcher for a number), so
-            # 300, 300.0 and 3e2 in a record all match 300 here.
-            self.nums.add(item)
+            # Compared by JSON text, not value (ESM-SEMANTICS §1.3): 300 matches 300 only, not
+            # 300.0 or 3.0e2; `numeric` is the way to compare values.
+            text = number_text(item)
+            if text is not None:
+                self.num_texts.add(text)
         elif isinstance(item, dict):
             self._add_operator(item)
         else:
@@ -168,8 +205,10 @@ class LeafBuilder:
             self.str_preds.append(lambda v: v not in excluded_strs)
             self.num_always = True
         elif all(_is_number(v) for v in values):
-            excluded_nums = frozenset(values)
-            self.num_preds.append(lambda v: v not in excluded_nums)
+            # By text like exact numbers, so a number matches exactly one of [v] and
+            # {"anything-but": [v]}.
+            excluded_nums = frozenset(number_text(v) for v in values)
+            self.num_text_preds.append(lambda text: text not in excluded_nums)
             self.str_always = True
         else:
             raise self.fail(
@@ -217,14 +256,14 @@ class LeafBuilder:
         if self.ignore_case:
             lowered = frozenset(self.ignore_case)
             str_preds.insert(0, lambda v: v.lower() in lowered)
-        num_preds = tuple(self.numeric_preds) + tuple(self.num_preds)
         if self.typed_numbers and self.numeric_preds:
             str_preds.append(_typed_number_pred(tuple(self.numeric_preds)))
         return LeafNode(
             strs=frozenset(self.strs),
-            nums=frozenset(self.nums),
+            num_texts=frozenset(self.num_texts),
             str_preds=tuple(str_preds),
-            num_preds=num_preds,
+            num_text_preds=tuple(self.num_text_preds),
+            num_preds=tuple(self.numeric_preds),
             str_always=self.str_always,
             num_always=self.num_always,
             null_ok=self.null_ok,
@@ -315,7 +354,7 @@ def _numeric_pred(arg: Any, leaf: LeafBuilder) -> Pred:
         raise leaf.fail(f'"numeric" has an unknown comparison {json.dumps(first)}', op)
     if len(terms) < 2 or not _is_finite_number(terms[1]):
         raise leaf.fail(f'"numeric" "{first}" must be followed by a number', op)
-    value = terms[1]
+    value = _plain(terms[1])
     if first == "=" or first in _UPPER_OPS:
         if len(terms) != 2:
             raise leaf.fail(
@@ -335,9 +374,9 @@ def _numeric_pred(arg: Any, leaf: LeafBuilder) -> Pred:
             '"numeric" range must be a lower bound (">", ">=") then an upper bound ("<", "<=")',
             op,
         )
-    high = terms[3]
-    if not _is_finite_number(high):
+    if not _is_finite_number(terms[3]):
         raise leaf.fail(f'"numeric" "{upper}" must be followed by a number', op)
+    high = _plain(terms[3])
     if not low < high:
         # Ruler's Range.ensureValidRange: "Bottom must be less than top".
         raise leaf.fail('"numeric" range needs its lower bound below its upper bound', op)

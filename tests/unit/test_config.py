@@ -67,6 +67,12 @@ def filters(count: int, pattern: str = '{"body": {"a": [1]}}') -> str:
     return SQS + "    filter_criteria:\n      filters:\n" + items
 
 
+def stream_filters(*patterns: str, base: str = KINESIS) -> str:
+    """A stream mapping whose filters start on line 8 (one pattern a line)."""
+    items = "".join(f"      - pattern: '{pattern}'\n" for pattern in patterns)
+    return base + "    filter_criteria:\n      filters:\n" + items
+
+
 M = "mappings[0]."
 T = "mappings[0].target."
 PATTERN = "mappings[0].filter_criteria.filters[0].pattern"
@@ -138,6 +144,69 @@ BAD = [
         PATTERN,
         7,
         "at most 4096 characters",
+    ),
+    (
+        "pattern-cidr",
+        filters(1, '{"body": {"ip": [{"cidr": "10.0.0.0/24"}]}}'),
+        PATTERN,
+        7,
+        'unsupported operator "cidr" (at body.ip in the pattern)',
+    ),
+    (
+        "pattern-anything-but-wildcard",
+        filters(1, '{"body": {"f": [{"anything-but": {"wildcard": "*.tmp"}}]}}'),
+        PATTERN,
+        7,
+        'unsupported operator "anything-but" with "wildcard" (at body.f in the pattern)',
+    ),
+    (
+        "pattern-numeric-op",
+        filters(1, '{"body": {"n": [{"numeric": ["!=", 5]}]}}'),
+        PATTERN,
+        7,
+        '"numeric" has an unknown comparison "!="',
+    ),
+    (
+        "pattern-or-one-branch",
+        filters(1, '{"$or": [{"body": {"a": ["x"]}}]}'),
+        PATTERN,
+        7,
+        '"$or" needs an array of at least 2 objects',
+    ),
+    (
+        "pattern-non-array-leaf",
+        filters(1, '{"body": {"kind": "refund"}}'),
+        PATTERN,
+        7,
+        '"kind" must be an array of matchers or an object, got "refund" (at body.kind',
+    ),
+    (
+        "pattern-kinesis-plain-data",
+        stream_filters('{"data": [{"prefix": "ERROR"}]}'),
+        "mappings[0].filter_criteria.filters[0].pattern",
+        8,
+        'a Kinesis "data" pattern must be a JSON object pattern',
+    ),
+    (
+        "pattern-ddb-plain-dynamodb",
+        stream_filters('{"eventName": ["INSERT"]}', '{"dynamodb": ["x"]}', base=DDB),
+        "mappings[0].filter_criteria.filters[1].pattern",
+        9,
+        'a DynamoDB "dynamodb" pattern must be a JSON object pattern',
+    ),
+    (
+        "pattern-unknown-operator",
+        filters(1, '{"body": {"a": [{"contains": "x"}]}}'),
+        PATTERN,
+        7,
+        'unsupported operator "contains"',
+    ),
+    (
+        "pattern-nan",
+        filters(1, '{"body": {"a": [NaN]}}'),
+        PATTERN,
+        7,
+        "NaN is not a JSON number",
     ),
     (
         "sqs-destination",
@@ -560,6 +629,45 @@ def test_properties() -> None:
     assert first.filter_patterns == ['{"body": {"a": [1]}}']
     assert first.uuid == str(uuid.uuid5(uuid.NAMESPACE_URL, "poller:q"))
     assert [m.name for m in settings.enabled_mappings] == ["q"]
+
+
+def test_supported_filter_patterns_load() -> None:
+    sqs_patterns = [
+        '{"body": [{"prefix": "ERROR"}]}',
+        '{"body": {"n": [{"numeric": [">", 0, "<=", 5]}], "s": [{"anything-but": ["a"]}]}}',
+        '{"$or": [{"body": {"a": [{"exists": false}]}}, {"attributes": {"x": [{"suffix": "y"}]}}]}',
+        '{"body": {"f": [{"wildcard": "*.png"}, {"equals-ignore-case": "x"}, null, ""]}}',
+    ]
+    text = SQS + "    filter_criteria:\n      filters:\n"
+    text += "".join(f"      - pattern: '{p}'\n" for p in sqs_patterns)
+    assert parse_config(text, "f.yaml", {}).mappings[0].filter_patterns == sqs_patterns
+    kinesis = stream_filters('{"data": {"t": ["buy"]}, "partitionKey": ["1"]}')
+    assert parse_config(kinesis, "f.yaml", {}).mappings[0].filter_patterns
+    dynamodb = stream_filters('{"dynamodb": {"NewImage": {"q": {"N": [{"numeric": [">", 1]}]}}}}')
+    assert parse_config(dynamodb.replace(KINESIS, DDB), "f.yaml", {}).mappings[0].filter_patterns
+
+
+def test_filter_problems_of_several_mappings_are_all_reported() -> None:
+    text = (
+        stream_filters('{"data": ["x"]}')  # mapping 0, pattern on line 8
+        + SQS.replace("mappings:\n", "").replace("name: q", "name: q2")  # mapping 1 from line 9
+        + "    batch_sise: 1\n"  # 12: a typo does not hide the filter problem
+        + "    filter_criteria:\n      filters:\n"
+        + '      - pattern: \'{"body": {"a": ["x"]}}\'\n'  # 15: fine
+        + '      - pattern: \'{"body": {"ip": [{"cidr": "10.0.0.0/8"}]}}\'\n'  # 16
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "f.yaml", {})
+    found = [(p.line, p.path) for p in info.value.problems]
+    assert found == [
+        (8, "mappings[0].filter_criteria.filters[0].pattern"),
+        (12, "mappings[1].batch_sise"),
+        (16, "mappings[1].filter_criteria.filters[1].pattern"),
+    ]
+    assert str(info.value).splitlines()[-1] == (
+        'f.yaml:16: mappings[1].filter_criteria.filters[1].pattern: unsupported operator "cidr"'
+        " (at body.ip in the pattern)"
+    )
 
 
 def test_fifo_accepts_batch_10_and_explicit_zero_window() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from poller import filtering
 from poller.filtering import (
     MAX_FILTERS,
     MAX_PATTERN_CHARS,
@@ -127,8 +128,60 @@ CASES: list[tuple[str, str, dict[str, Any] | str, dict[str, Any], bool]] = [
     ("exact number", "view", {"n": [5]}, {"n": 5}, True),
     ("number pattern vs string record", "view", {"n": [5]}, {"n": "5"}, False),
     ("string pattern vs number record", "view", {"n": ["5"]}, {"n": 5}, False),
-    ("5 equals 5.0 by value", "view", {"n": [5]}, {"n": 5.0}, True),
-    ("300 equals 3.0e2 in a JSON body", "sqs", {"body": {"n": [300]}}, sqs('{"n": 3.0e2}'), True),
+    # Without `numeric`, numbers match by their JSON text (ESM-SEMANTICS §1.3): 300, 300.0
+    # and 3.0e2 are three values. Patterns are given as text so 3.0e2 stays as written.
+    ("5 is not 5.0 without numeric", "view", {"n": [5]}, {"n": 5.0}, False),
+    ("5.0 matches 5.0", "view", {"n": [5.0]}, {"n": 5.0}, True),
+    ("300 matches 300", "sqs", '{"body": {"n": [300]}}', sqs('{"n": 300}'), True),
+    ("300 is not 300.0", "sqs", '{"body": {"n": [300]}}', sqs('{"n": 300.0}'), False),
+    ("300 is not 3.0e2", "sqs", '{"body": {"n": [300]}}', sqs('{"n": 3.0e2}'), False),
+    ("300.0 is not 300", "sqs", '{"body": {"n": [300.0]}}', sqs('{"n": 300}'), False),
+    ("300.0 matches 300.0", "sqs", '{"body": {"n": [300.0]}}', sqs('{"n": 300.0}'), True),
+    ("300.0 is not 3.0e2", "sqs", '{"body": {"n": [300.0]}}', sqs('{"n": 3.0e2}'), False),
+    ("3.0e2 is not 300", "sqs", '{"body": {"n": [3.0e2]}}', sqs('{"n": 300}'), False),
+    ("3.0e2 is not 300.0", "sqs", '{"body": {"n": [3.0e2]}}', sqs('{"n": 300.0}'), False),
+    ("3.0e2 matches 3.0e2", "sqs", '{"body": {"n": [3.0e2]}}', sqs('{"n": 3.0e2}'), True),
+    ("3.0e2 is not 3.0E2", "sqs", '{"body": {"n": [3.0e2]}}', sqs('{"n": 3.0E2}'), False),
+    ("0 is not -0", "sqs", '{"body": {"n": [0]}}', sqs('{"n": -0}'), False),
+    ("one of several number texts", "sqs", '{"body": {"n": [1, 1.0]}}', sqs('{"n": 1.0}'), True),
+    (
+        "number texts in a record array",
+        "sqs",
+        '{"body": {"n": [300]}}',
+        sqs('{"n": [3.0e2, 300]}'),
+        True,
+    ),
+    ("number text is not a string", "sqs", '{"body": {"n": ["300"]}}', sqs('{"n": 300}'), False),
+    ("string is not a number text", "sqs", '{"body": {"n": [300]}}', sqs('{"n": "300"}'), False),
+    (
+        "numeric = compares 3.0e2 by value",
+        "sqs",
+        '{"body": {"n": [{"numeric": ["=", 300]}]}}',
+        sqs('{"n": 3.0e2}'),
+        True,
+    ),
+    (
+        "numeric = compares 300.0 by value",
+        "sqs",
+        '{"body": {"n": [{"numeric": ["=", 3.0e2]}]}}',
+        sqs('{"n": 300.0}'),
+        True,
+    ),
+    (
+        "numeric range on an exponent",
+        "sqs",
+        '{"body": {"n": [{"numeric": [">", 299, "<=", 300]}]}}',
+        sqs('{"n": 3e2}'),
+        True,
+    ),
+    ("kinesis number text", "kinesis", '{"data": {"p": [1.50]}}', kinesis(b'{"p": 1.50}'), True),
+    (
+        "kinesis 1.50 is not 1.5",
+        "kinesis",
+        '{"data": {"p": [1.50]}}',
+        kinesis(b'{"p": 1.5}'),
+        False,
+    ),
     ("number mismatch", "view", {"n": [5]}, {"n": 6}, False),
     ("true matches true", "view", {"b": [True]}, {"b": True}, True),
     ("true is not 1", "view", {"b": [True]}, {"b": 1}, False),
@@ -168,10 +221,24 @@ CASES: list[tuple[str, str, dict[str, Any] | str, dict[str, Any], bool]] = [
     ),
     ("anything-but numbers", "view", {"x": [{"anything-but": [100, 200]}]}, {"x": 150}, True),
     (
-        "anything-but numbers by value",
+        "anything-but numbers by text",
         "view",
         {"x": [{"anything-but": [100]}]},
         {"x": 100.0},
+        True,
+    ),
+    (
+        "anything-but 300 lets 3.0e2 through",
+        "sqs",
+        '{"body": {"x": [{"anything-but": [300, 400]}]}}',
+        sqs('{"x": 3.0e2}'),
+        True,
+    ),
+    (
+        "anything-but 300 stops 300",
+        "sqs",
+        '{"body": {"x": [{"anything-but": [300, 400]}]}}',
+        sqs('{"x": 300}'),
         False,
     ),
     ("anything-but string on number", "view", {"s": [{"anything-but": "5"}]}, {"s": 5}, True),
@@ -738,17 +805,17 @@ def test_records_are_not_mutated() -> None:
 
 def test_body_decoded_once_and_only_when_referenced(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = 0
-    real_loads = json.loads
+    real_decode = filtering._decode_json
 
-    def counting_loads(*args: Any, **kwargs: Any) -> Any:
+    def counting_decode(text: str) -> Any:
         nonlocal calls
         calls += 1
-        return real_loads(*args, **kwargs)
+        return real_decode(text)
 
     five = FilterSet.compile([json.dumps({"body": {"k": [f"v{i}"]}}) for i in range(5)])
     no_body = FilterSet.compile(['{"attributes": {"ApproximateReceiveCount": ["9"]}}'] * 5)
     record = sqs({"k": "nope"})
-    monkeypatch.setattr(json, "loads", counting_loads)  # what poller.filtering calls
+    monkeypatch.setattr(filtering, "_decode_json", counting_decode)  # what matches_sqs calls
     assert not five.matches_sqs(record)
     assert calls == 1
     assert not no_body.matches_sqs(record)
@@ -781,3 +848,28 @@ def test_non_mapping_views_are_handled() -> None:
     fs = FilterSet.compile(['{"partitionKey": [{"exists": false}]}'])
     assert fs.matches_kinesis({"eventSource": "aws:kinesis"})
     assert compile_pattern('{"a": [{"exists": false}]}').matches({})
+
+
+def test_numbers_keep_their_text_only_for_matching() -> None:
+    # The decoded body holds numbers as their text; the record itself is never touched.
+    fs = FilterSet.compile(['{"body": {"n": [3.0e2], "m": [{"numeric": [">", 1]}]}}'])
+    record = sqs('{"n": 3.0e2, "m": 1.5e0}')
+    assert fs.matches_sqs(record)
+    assert record["body"] == '{"n": 3.0e2, "m": 1.5e0}'
+    assert not fs.matches_sqs(sqs('{"n": 300.0, "m": 2}'))
+
+
+def test_huge_integer_in_a_body() -> None:
+    # More digits than int() converts: still JSON, compared by text; `numeric` sees infinity.
+    digits = "9" * 5000
+    exact = FilterSet.compile(['{"body": {"n": [9]}}'])
+    numeric = FilterSet.compile(['{"body": {"n": [{"numeric": [">", 0]}]}}'])
+    assert not exact.matches_sqs(sqs(f'{{"n": {digits}}}'))
+    assert numeric.matches_sqs(sqs(f'{{"n": {digits}}}'))
+
+
+def test_python_numbers_in_a_view_stand_for_their_repr() -> None:
+    p = compile_pattern('{"a": [1e+16], "b": [7], "c": [0.1]}')
+    assert p.matches({"a": 1e16, "b": 7, "c": 0.1})
+    assert not p.matches({"a": 1e16, "b": 7.0, "c": 0.1})
+    assert not compile_pattern('{"b": [7]}').matches({"b": True})

@@ -102,3 +102,16 @@ def test_record_array_can_satisfy_both_twins() -> None:
     positive, negative = _twins(["a"])
     assert positive.matches({"f": ["a", "b"]})
     assert negative.matches({"f": ["a", "b"]})
+
+
+@given(st.integers(min_value=-(10**9), max_value=10**9), st.sampled_from([".0", "e0", ".00e0"]))
+def test_numbers_match_by_text_unless_numeric(n: int, tail: str) -> None:
+    # ESM-SEMANTICS §1.3: 300 and 300.0 are different without `numeric`, equal with it.
+    exact = FilterSet.compile([f'{{"body": {{"n": [{n}]}}}}'])
+    numeric = FilterSet.compile([f'{{"body": {{"n": [{{"numeric": ["=", {n}]}}]}}}}'])
+    same = {"messageId": "1", "body": f'{{"n": {n}}}'}
+    other_form = {"messageId": "1", "body": f'{{"n": {n}{tail}}}'}
+    assert exact.matches_sqs(same)
+    assert not exact.matches_sqs(other_form)
+    assert numeric.matches_sqs(same)
+    assert numeric.matches_sqs(other_form)
