@@ -1,0 +1,138 @@
+"""The SQLite checkpoint store: durable across reopen, isolated per mapping, safe concurrently."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from poller.checkpoints import Checkpoint, open_checkpoint_store
+from poller.checkpoints.sqlite import SCHEMA_VERSION, SqliteCheckpointStore
+from poller.config import CheckpointSettings
+
+STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
+OTHER_STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/refunds"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteCheckpointStore]:
+    opened = SqliteCheckpointStore(tmp_path / "state.db")
+    yield opened
+    await opened.aclose()
+
+
+async def test_get_of_an_unknown_shard_is_none(store: SqliteCheckpointStore) -> None:
+    assert await store.get("orders", STREAM, "shardId-000000000000") is None
+    assert await store.all("orders", STREAM) == {}
+
+
+async def test_put_then_get_and_overwrite(store: SqliteCheckpointStore) -> None:
+    await store.put("orders", STREAM, "shard-1", Checkpoint("9"))
+    assert await store.get("orders", STREAM, "shard-1") == Checkpoint("9")
+    await store.put("orders", STREAM, "shard-1", Checkpoint("10"))
+    assert await store.get("orders", STREAM, "shard-1") == Checkpoint("10")
+
+
+async def test_durable_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "state.db"
+    first = SqliteCheckpointStore(path)
+    await first.put("orders", STREAM, "shard-1", Checkpoint("49650000000000000000000000001"))
+    await first.put("orders", STREAM, "shard-2", Checkpoint(None))
+    await first.set_mapping_started_at("orders", STREAM, 1_735_732_800.25)
+    await first.aclose()
+
+    second = SqliteCheckpointStore(path)
+    try:
+        assert await second.all("orders", STREAM) == {
+            "shard-1": Checkpoint("49650000000000000000000000001"),
+            "shard-2": Checkpoint(None),
+        }
+        assert await second.mapping_started_at("orders", STREAM) == 1_735_732_800.25
+    finally:
+        await second.aclose()
+
+
+async def test_a_put_is_on_disk_before_it_returns(tmp_path: Path) -> None:
+    """Another connection (as after a SIGKILL) sees the write without the store closing."""
+    path = tmp_path / "state.db"
+    store = SqliteCheckpointStore(path)
+    await store.put("orders", STREAM, "shard-1", Checkpoint("7", finished=True))
+    try:
+        other = sqlite3.connect(path)
+        row = other.execute(
+            "SELECT sequence_number, finished FROM checkpoints WHERE shard_id = 'shard-1'"
+        ).fetchone()
+        modes = other.execute("PRAGMA journal_mode").fetchone()
+        other.close()
+        assert row == ("7", 1)
+        assert modes == ("wal",)
+    finally:
+        await store.aclose()
+
+
+async def test_finished_flag(store: SqliteCheckpointStore) -> None:
+    await store.put("orders", STREAM, "parent", Checkpoint("20", finished=True))
+    await store.put("orders", STREAM, "child", Checkpoint("21"))
+    everything = await store.all("orders", STREAM)
+    assert everything["parent"].finished
+    assert not everything["child"].finished
+
+
+async def test_mapping_started_at_keeps_the_first_time(store: SqliteCheckpointStore) -> None:
+    assert await store.mapping_started_at("orders", STREAM) is None
+    await store.set_mapping_started_at("orders", STREAM, 100.0)
+    await store.set_mapping_started_at("orders", STREAM, 200.0)
+    assert await store.mapping_started_at("orders", STREAM) == 100.0
+    assert await store.mapping_started_at("orders", OTHER_STREAM) is None
+    assert await store.mapping_started_at("refunds", STREAM) is None
+
+
+async def test_two_mappings_and_two_streams_are_isolated(store: SqliteCheckpointStore) -> None:
+    await store.put("orders", STREAM, "shard-1", Checkpoint("1"))
+    await store.put("audit", STREAM, "shard-1", Checkpoint("2"))
+    await store.put("orders", OTHER_STREAM, "shard-1", Checkpoint("3"))
+    assert await store.get("orders", STREAM, "shard-1") == Checkpoint("1")
+    assert await store.get("audit", STREAM, "shard-1") == Checkpoint("2")
+    assert await store.all("orders", OTHER_STREAM) == {"shard-1": Checkpoint("3")}
+    assert await store.all("audit", OTHER_STREAM) == {}
+
+
+async def test_concurrent_puts(store: SqliteCheckpointStore) -> None:
+    async def advance(shard: str) -> None:
+        for sequence in range(1, 51):
+            await store.put("orders", STREAM, shard, Checkpoint(str(sequence)))
+
+    async with anyio.create_task_group() as tg:
+        for index in range(8):
+            tg.start_soon(advance, f"shard-{index}")
+    assert await store.all("orders", STREAM) == {
+        f"shard-{index}": Checkpoint("50") for index in range(8)
+    }
+
+
+async def test_schema_version_is_recorded_and_a_newer_file_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteCheckpointStore(path)
+    await store.get("orders", STREAM, "shard-1")
+    await store.aclose()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+    with db:
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    db.close()
+    newer = SqliteCheckpointStore(path)
+    with pytest.raises(RuntimeError, match="newer poller"):
+        await newer.get("orders", STREAM, "shard-1")
+    await newer.aclose()
+
+
+async def test_open_checkpoint_store_picks_the_backend(tmp_path: Path) -> None:
+    store = open_checkpoint_store(CheckpointSettings(path=str(tmp_path / "x.db")))
+    await store.put("orders", STREAM, "shard-1", Checkpoint("1"))
+    assert await store.get("orders", STREAM, "shard-1") == Checkpoint("1")
+    await store.aclose()
+    with pytest.raises(NotImplementedError, match="issue 6"):
+        open_checkpoint_store(CheckpointSettings(backend="dynamodb", table="poller-leases"))
