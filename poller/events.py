@@ -130,6 +130,7 @@ def parse_batch_item_failures(payload: bytes | None, batch_ids: Sequence[str]) -
         if not isinstance(identifier, str) or not identifier:
             return whole_batch_failed("a batchItemFailures entry has no itemIdentifier")
         if identifier not in known:
-            return whole_batch_failed(f"itemIdentifier {identifier!r} is not in the batch")
+            # The value is the function's to choose: it is not echoed into logs.
+            return whole_batch_failed("a reported itemIdentifier is not in the batch")
         failed.add(identifier)
     return BatchVerdict(frozenset(failed))

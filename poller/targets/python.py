@@ -107,6 +107,7 @@ class LambdaContext:
         log_stream_name: str,
         memory_limit_in_mb: int,
         deadline: float,
+        trace_id: str | None = None,
     ) -> None:
         self.function_name = function_name
         self.function_version = "$LATEST"
@@ -119,6 +120,9 @@ class LambdaContext:
         self.identity = CognitoIdentity()
         self.client_context: Any = None
         self.tenant_id: str | None = None
+        # The X-Ray header Lambda would put in _X_AMZN_TRACE_ID. poller never sets that
+        # variable in its own process (every handler shares it), so it rides here instead.
+        self.trace_id = trace_id
         self._deadline = deadline
 
     def get_remaining_time_in_millis(self) -> int:
@@ -268,6 +272,7 @@ class PythonTarget:
             log_stream_name=self._log_stream,
             memory_limit_in_mb=self._memory,
             deadline=time.monotonic() + self._timeout,
+            trace_id=request.trace_header,
         )
         result: _Result | None = None
         with (

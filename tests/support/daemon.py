@@ -69,9 +69,10 @@ def metric(app: App, name: str, **labels: str) -> float:
 class DaemonProcess:
     """`poller run -c FILE` in a subprocess, logs captured to a file."""
 
-    def __init__(self, config_path: Path, log_path: Path) -> None:
+    def __init__(self, config_path: Path, log_path: Path, *, log_level: str = "DEBUG") -> None:
         self.config_path = config_path
         self.log_path = log_path
+        self.log_level = log_level
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

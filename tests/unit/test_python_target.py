@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import decimal
 import json
+import os
 import sys
 import textwrap
 import threading
@@ -97,6 +98,8 @@ def context_fields(event: Any, context: Any) -> Any:
         "remaining": context.get_remaining_time_in_millis(),
         "identity_id": context.identity.cognito_identity_id,
         "client_context": context.client_context,
+        "trace_id": context.trace_id,
+        "env_trace": os.environ.get("_X_AMZN_TRACE_ID"),
     }
 
 
@@ -274,6 +277,9 @@ async def test_context_carries_lambdas_fields() -> None:
     assert 2000 < ctx["remaining"] <= 3000
     assert ctx["identity_id"] is None
     assert ctx["client_context"] is None
+    # The trace header reaches the handler on its context, never through poller's environment.
+    assert ctx["trace_id"] == "Root=1-abc"
+    assert ctx["env_trace"] is None
 
 
 async def test_target_identity() -> None:

@@ -1,0 +1,120 @@
+"""Running in production: outages survived, logs that never leak payloads or secrets."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.support.daemon import DaemonProcess, eventually, metric, running, settings_from
+from tests.support.fake_lambda import FakeLambda, Invocation, Reply
+from tests.support.proxy import Proxy
+from tests.support.queues import aws_client, depth, make_queue, send
+
+
+@pytest.fixture
+async def sqs(moto: str) -> AsyncIterator[Any]:
+    async with aws_client("sqs", moto) as client:
+        yield client
+
+
+async def test_a_network_outage_to_aws_is_survived_without_losing_records(
+    moto: str, sqs: Any
+) -> None:
+    queue = await make_queue(sqs, "orders", visibility_timeout=5)
+    upstream = urlparse(moto)
+    seen_states: set[str] = set()
+    async with FakeLambda() as fake, Proxy(upstream.hostname or "", upstream.port or 0) as proxy:
+        config = (
+            f"aws: {{region: us-east-1, endpoint_url: {proxy.url},"
+            f" endpoints: {{lambda: {fake.endpoint_url}}}}}\n"
+            "server: {host: 127.0.0.1, port: 0}\n"
+            "mappings:\n"
+            "  - name: orders\n"
+            f"    source: {queue.arn}\n"
+            "    target: {type: lambda, function: orders-fn}\n"
+        )
+        async with running(settings_from(config)) as app:
+            status = app.mappings[0].status
+            await send(sqs, queue.url, [f"before-{i}" for i in range(5)])
+            await eventually(lambda: status.state.value == "running")
+            await fake.wait_for(1)
+            await proxy.cut()
+
+            def degraded() -> bool:
+                seen_states.add(status.state.value)
+                return status.state.value == "degraded"
+
+            await eventually(degraded, timeout=30)
+            assert "orders" in (status.error or "")
+            await send(sqs, queue.url, [f"during-{i}" for i in range(5)])
+            await proxy.restore()
+            await eventually(lambda: status.state.value == "running", timeout=30)
+            await eventually(
+                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") >= 10,
+                timeout=30,
+            )
+
+            async def drained() -> bool:
+                return await depth(sqs, queue.url) == (0, 0)
+
+            await eventually(drained, timeout=30)
+    delivered = {r["body"] for inv in fake.invocations for r in inv.event["Records"]}
+    assert delivered == {f"before-{i}" for i in range(5)} | {f"during-{i}" for i in range(5)}
+
+
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY-zz9"
+PAYLOAD = "CARDNUMBER-4111-1111-1111-1111"
+
+
+async def test_logs_never_carry_payloads_or_credentials(moto: str, tmp_path: Path) -> None:
+    calls = 0
+
+    def misbehave(event: Any, info: Invocation) -> Any:
+        nonlocal calls
+        calls += 1
+        # A function error whose message echoes the payload, a malformed partial response,
+        # and a throttle: every error path the daemon logs.
+        return [
+            Reply.error(f"cannot handle {PAYLOAD}"),
+            Reply.result({"batchItemFailures": [{"itemIdentifier": PAYLOAD}]}),
+            Reply.throttled(),
+            Reply.result(PAYLOAD),
+        ][min(calls - 1, 3)]
+
+    async with aws_client("sqs", moto) as sqs, FakeLambda(misbehave) as fake:
+        queue = await make_queue(sqs, "orders", visibility_timeout=1)
+        await send(sqs, queue.url, [f'{{"card": "{PAYLOAD}"}}', "not json " + PAYLOAD])
+        config = tmp_path / "poller.yaml"
+        config.write_text(
+            f"aws: {{region: us-east-1, endpoint_url: {moto},"
+            f" endpoints: {{lambda: {fake.endpoint_url}}}}}\n"
+            "server: {host: 127.0.0.1, port: 0}\n"
+            "mappings:\n"
+            "  - name: orders\n"
+            f"    source: {queue.arn}\n"
+            "    target: {type: lambda, function: orders-fn}\n"
+            "    function_response_types: [ReportBatchItemFailures]\n"
+        )
+        os.environ["AWS_SECRET_ACCESS_KEY"] = SECRET
+        try:
+            daemon = DaemonProcess(config, tmp_path / "out.log", log_level="INFO")
+            daemon.start()
+        finally:
+            os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+        try:
+            await fake.wait_for(4, timeout=40)
+            assert daemon.proc is not None
+            daemon.proc.send_signal(signal.SIGTERM)
+            await daemon.wait(timeout=30)
+        finally:
+            daemon.kill()
+    logs = daemon.logs()
+    assert "function error" in logs or "failed" in logs  # the error paths did log
+    assert PAYLOAD not in logs
+    assert SECRET not in logs
