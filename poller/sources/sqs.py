@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,7 +106,7 @@ class SqsSource:
         self._unsettled = 0
         self._idle = anyio.Event()
         self._idle.set()
-        self._receive_failing = False
+        self._receive_failures = 0
         self._fifo = mapping.source_arn.is_fifo
         self._region = mapping.source_arn.region
         self._extra = {"mapping": mapping.name}
@@ -188,7 +189,10 @@ class SqsSource:
             try:
                 carry = await self._gather(batch)
             except BaseException:
+                # Shutdown cut the gathering short: hand the messages back to the queue now
+                # rather than leaving them hidden for a whole visibility timeout.
                 self._keeper.release(batch.lease)
+                await self._return_to_queue(batch.lease.receipts)
                 self._end()
                 self._slots.release()
                 raise
@@ -198,6 +202,12 @@ class SqsSource:
                 self._slots.release()
                 continue
             work.start_soon(self._process, batch)
+
+    async def _return_to_queue(self, receipts: Sequence[Receipt]) -> None:
+        if not receipts:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await self.queue.extend(receipts, 0)
 
     def _begin(self) -> None:
         self._unsettled += 1
@@ -256,15 +266,21 @@ class SqsSource:
                 what=f"mapping {self.mapping.name}: receiving from {self.mapping.source}",
                 permission="sqs:ReceiveMessage",
             )
-            self._receive_failing = True
-            self.status.degraded(problem.message)
+            self._receive_failures += 1
+            if problem.fatal:
+                self.status.set(State.FAILED, problem.message)
+            else:
+                self.status.degraded(problem.message)
             log.error(problem.message, extra=self._extra)
             if has_batch:
                 return None
-            await anyio.sleep(10.0 if problem.fatal else 1.0)
+            # Full jitter, doubling from 1 s to a minute, so a fleet of receivers does not
+            # hammer an endpoint that is down, and comes back soon after it returns.
+            ceiling = min(_SOURCE_RETRY_CAP, 2.0 ** min(self._receive_failures - 1, 6))
+            await anyio.sleep(random.uniform(0, ceiling))
             return []
-        if self._receive_failing:
-            self._receive_failing = False
+        if self._receive_failures:
+            self._receive_failures = 0
             self.status.recovered()
         if not raw:
             return []
