@@ -9,36 +9,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from tests.support.daemon import eventually, metric, running, settings_from
+from tests.support.daemon import eventually, metric, running, settings_from, sqs_mapping_yaml
 from tests.support.fake_lambda import FakeLambda
-from tests.support.queues import Queue, aws_client, depth, make_queue, send
-
-
-@pytest.fixture
-async def sqs(moto: str) -> AsyncIterator[Any]:
-    async with aws_client("sqs", moto) as client:
-        yield client
+from tests.support.queues import Queue, depth, make_queue, send
 
 
 def mapping_yaml(moto: str, fake: FakeLambda, queue: Queue, patterns: list[str]) -> str:
     """A one-mapping config whose filter_criteria holds `patterns` (YAML single-quoted)."""
     filters = "".join(f"        - pattern: '{pattern}'\n" for pattern in patterns)
-    return (
-        f"aws: {{region: us-east-1, endpoint_url: {moto},"
-        f" endpoints: {{lambda: {fake.endpoint_url}}}}}\n"
-        "server: {host: 127.0.0.1, port: 0}\n"
-        "shutdown_timeout_seconds: 10\n"
-        "mappings:\n"
-        "  - name: orders\n"
-        f"    source: {queue.arn}\n"
-        "    target: {type: lambda, function: orders-fn}\n"
-        "    filter_criteria:\n"
-        "      filters:\n" + filters
+    return sqs_mapping_yaml(
+        moto, fake.endpoint_url, queue.arn, "    filter_criteria:\n      filters:\n" + filters
     )
 
 

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
-
-import pytest
 
 from tests.support.daemon import DaemonProcess, eventually, metric, running, settings_from
 from tests.support.fake_lambda import FakeLambda, Invocation, Reply
 from tests.support.proxy import Proxy
 from tests.support.queues import aws_client, depth, make_queue, send
-
-
-@pytest.fixture
-async def sqs(moto: str) -> AsyncIterator[Any]:
-    async with aws_client("sqs", moto) as client:
-        yield client
 
 
 async def test_a_network_outage_to_aws_is_survived_without_losing_records(

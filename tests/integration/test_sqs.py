@@ -4,36 +4,19 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import pytest
 
-from tests.support.daemon import eventually, metric, running, settings_from
+from tests.support.daemon import eventually, metric, running, settings_from, sqs_mapping_yaml
 from tests.support.fake_lambda import FakeLambda, Invocation, Reply
-from tests.support.queues import Queue, aws_client, depth, make_queue, receive_all, send
-
-
-@pytest.fixture
-async def sqs(moto: str) -> AsyncIterator[Any]:
-    async with aws_client("sqs", moto) as client:
-        yield client
+from tests.support.queues import Queue, depth, make_queue, receive_all, send
 
 
 def mapping_yaml(moto: str, fake: FakeLambda, queue: Queue, extra: str = "", **keys: Any) -> str:
     """A one-mapping config; `keys` become mapping keys, `extra` more YAML under the mapping."""
     lines = "".join(f"    {key}: {json.dumps(value)}\n" for key, value in keys.items())
-    return (
-        f"aws: {{region: us-east-1, endpoint_url: {moto},"
-        f" endpoints: {{lambda: {fake.endpoint_url}}}}}\n"
-        "server: {host: 127.0.0.1, port: 0}\n"
-        "shutdown_timeout_seconds: 10\n"
-        "mappings:\n"
-        "  - name: orders\n"
-        f"    source: {queue.arn}\n"
-        "    target: {type: lambda, function: orders-fn}\n" + lines + extra
-    )
+    return sqs_mapping_yaml(moto, fake.endpoint_url, queue.arn, lines + extra)
 
 
 def bodies(invocation: Invocation) -> list[str]:

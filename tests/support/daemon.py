@@ -115,3 +115,18 @@ class DaemonProcess:
 
 
 Condition = Callable[[], Awaitable[bool]]
+
+
+def sqs_mapping_yaml(moto: str, lambda_url: str, queue_arn: str, mapping: str = "") -> str:
+    """A config with one SQS mapping `orders` → the fake function `orders-fn`; `mapping` is
+    more YAML indented under the mapping."""
+    return (
+        f"aws: {{region: us-east-1, endpoint_url: {moto},"
+        f" endpoints: {{lambda: {lambda_url}}}}}\n"
+        "server: {host: 127.0.0.1, port: 0}\n"
+        "shutdown_timeout_seconds: 10\n"
+        "mappings:\n"
+        "  - name: orders\n"
+        f"    source: {queue_arn}\n"
+        "    target: {type: lambda, function: orders-fn}\n" + mapping
+    )
