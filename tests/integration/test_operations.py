@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from tests.support.daemon import DaemonProcess, eventually, metric, running, settings_from
+import aiohttp
+
+from tests.support.daemon import (
+    DaemonProcess,
+    eventually,
+    metric,
+    running,
+    settings_from,
+    sqs_mapping_yaml,
+)
 from tests.support.fake_lambda import FakeLambda, Invocation, Reply
 from tests.support.proxy import Proxy
 from tests.support.queues import aws_client, depth, make_queue, send
@@ -109,3 +119,51 @@ async def test_logs_never_carry_payloads_or_credentials(moto: str, tmp_path: Pat
     assert "function error" in logs or "failed" in logs  # the error paths did log
     assert PAYLOAD not in logs
     assert SECRET not in logs
+
+
+async def test_ops_endpoints_report_health_readiness_status_and_metrics(
+    moto: str, sqs: Any
+) -> None:
+    queue = await make_queue(sqs, "orders")
+    await send(sqs, queue.url, ["a", "b"])
+    async with FakeLambda() as fake:
+        config = sqs_mapping_yaml(moto, fake.endpoint_url, queue.arn) + (
+            "  - name: paused\n"
+            f"    source: {queue.arn}\n"
+            "    target: {type: lambda, function: other}\n"
+            "    enabled: false\n"
+        )
+        async with running(settings_from(config)) as app, aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{app.server.port}"
+
+            async def get(path: str) -> tuple[int, str]:
+                async with http.get(base + path) as response:
+                    return response.status, await response.text()
+
+            assert (await get("/healthz"))[0] == 200
+
+            async def ready() -> bool:
+                return (await get("/readyz"))[0] == 200
+
+            await eventually(ready)
+            await eventually(
+                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") == 2
+            )
+            status, body = await get("/status")
+            assert status == 200
+            mappings = {m["name"]: m for m in json.loads(body)["mappings"]}
+            assert mappings["orders"]["state"] == "running"
+            assert mappings["orders"]["source"] == queue.arn
+            assert mappings["orders"]["target"] == "lambda:orders-fn"
+            assert mappings["orders"]["error"] is None
+            assert mappings["orders"]["shards"] == []
+            assert len(mappings["orders"]["uuid"]) == 36
+            assert mappings["paused"]["state"] == "disabled"
+            status, text = await get("/metrics")
+            assert status == 200
+            assert 'poller_events_total{mapping="orders",stage="deleted"} 2.0' in text
+            assert 'poller_mapping_up{mapping="orders"} 1.0' in text
+            assert 'poller_mapping_up{mapping="paused"} 0.0' in text
+            app.stop()
+            code, reason = await get("/readyz")
+            assert code == 503 and "shutting down" in reason
