@@ -262,7 +262,28 @@ def check_mapping(mapping: MappingSettings) -> list[RuleProblem]:
         _sqs_rules(mapping, source) if source.kind == "sqs" else _stream_rules(mapping, source)
     )
     problems += _filter_rules(mapping, source)
+    problems += _runtime_rules(mapping)
     return problems
+
+
+# What a `runtime` target sets for its runtime; Lambda refuses these in `Environment` too.
+# (Credentials and region stay overridable: a function may act with other credentials.)
+_RESERVED_VARIABLE = re.compile(
+    r"_HANDLER|_X_AMZN_TRACE_ID|AWS_EXECUTION_ENV|LAMBDA_TASK_ROOT|LAMBDA_RUNTIME_DIR|AWS_LAMBDA_"
+    r"(FUNCTION_NAME|FUNCTION_MEMORY_SIZE|FUNCTION_VERSION|INITIALIZATION_TYPE|LOG_GROUP_NAME"
+    r"|LOG_STREAM_NAME|RUNTIME_API)"
+)
+
+
+def _runtime_rules(mapping: MappingSettings) -> list[RuleProblem]:
+    target = mapping.target
+    if target.type != "runtime":
+        return []
+    return [
+        (("target", "environment", key), f"{key} is reserved: poller sets it, as Lambda does")
+        for key in sorted(target.environment)
+        if _RESERVED_VARIABLE.fullmatch(key)
+    ]
 
 
 def _not_applicable(key: str, source: SourceArn) -> str:

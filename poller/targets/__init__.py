@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 
-from poller.aws import AwsClients
+from poller.aws import SERVICES, AwsClients
 from poller.config import (
+    DEFAULT_MAXIMUM_CONCURRENCY,
     HttpTargetSettings,
     LambdaTargetSettings,
     PythonTargetSettings,
+    RuntimeTargetSettings,
     TargetSettings,
+    TuningSettings,
 )
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome, Target
 from poller.targets.http import HttpTarget
 from poller.targets.lambda_ import LambdaTarget
 from poller.targets.python import PythonTarget, TargetLoadError
+from poller.targets.runtime import RuntimeTarget, default_concurrency
 
 __all__ = [
     "HttpTarget",
@@ -23,9 +28,11 @@ __all__ = [
     "LambdaTarget",
     "Outcome",
     "PythonTarget",
+    "RuntimeTarget",
     "Target",
     "TargetLoadError",
     "build_target",
+    "default_concurrency",
 ]
 
 
@@ -37,12 +44,16 @@ def build_target(
     region: str,
     account: str,
     log: logging.Logger | None = None,
+    runtime_concurrency: int | None = None,
+    runtime_init_timeout: float | None = None,
 ) -> Target:
     """Build the target a mapping's settings describe.
 
-    Raises TargetLoadError when a `python` handler cannot be imported (the caller names the
-    mapping), NotImplementedError for `runtime` targets. Makes no network call: Lambda and HTTP
-    targets connect on their first invocation.
+    Raises TargetLoadError when a `python` handler cannot be imported, ValueError when a
+    `runtime` package or layer is missing (the caller names the mapping). Makes no network call
+    and starts no process: targets connect, or start their environments, on first invocation.
+    `runtime_concurrency` is the mapping's own concurrency (`default_concurrency(mapping)`), used
+    when a `runtime` target sets none; `runtime_init_timeout` is `tuning`'s.
     """
     if isinstance(target, LambdaTargetSettings):
         return LambdaTarget(target, clients=clients, region=region, account=account)
@@ -52,4 +63,18 @@ def build_target(
         return PythonTarget(
             target, mapping_name=mapping_name, region=region, account=account, log=log
         )
-    raise NotImplementedError("runtime targets arrive in a later release")
+    if isinstance(target, RuntimeTargetSettings):
+        endpoints = {service: clients.endpoint_for(service) for service in SERVICES}
+        return RuntimeTarget(
+            target,
+            mapping_name=mapping_name,
+            region=region,
+            account=account,
+            default_concurrency=runtime_concurrency or DEFAULT_MAXIMUM_CONCURRENCY,
+            init_timeout=runtime_init_timeout or TuningSettings().runtime_init_timeout_seconds,
+            aws_region=clients.region,
+            endpoints={service: url for service, url in endpoints.items() if url},
+            environ=os.environ,
+            log=log,
+        )
+    raise TypeError(f"unknown target settings {type(target).__name__}")

@@ -27,6 +27,7 @@ from poller.targets import (
     build_target,
 )
 from poller.targets.python import load_handler
+from poller.targets.runtime import RuntimeTarget
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -389,11 +390,12 @@ async def test_build_target_python_and_runtime() -> None:
             account=ACCOUNT,
         )
         assert isinstance(built, PythonTarget)
-        with pytest.raises(NotImplementedError, match="later release"):
-            build_target(
-                RuntimeTargetSettings(type="runtime", code=".", handler="app.handler"),
-                mapping_name="orders",
-                clients=clients,
-                region=REGION,
-                account=ACCOUNT,
-            )
+        runtime = build_target(
+            RuntimeTargetSettings(type="runtime", code=".", handler="app.handler"),
+            mapping_name="orders",
+            clients=clients,
+            region=REGION,
+            account=ACCOUNT,
+        )
+        assert isinstance(runtime, RuntimeTarget)
+        await runtime.aclose()
