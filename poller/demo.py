@@ -26,7 +26,8 @@ from poller.logs import configure_logging
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-QUEUE = "demo-orders"
+ORDERS = "demo-orders"  # python target, with a DLQ and a few poison messages
+INVOICES = "demo-invoices"  # runtime target: a Lambda package behind the Runtime API
 SEND_PER_SECOND = 20
 POISON_SHARE = 0.03
 
@@ -45,69 +46,66 @@ def _start_emulator() -> tuple[Any, str]:
     return server, f"http://{host}:{port}"
 
 
-async def _create_queue(endpoint: str) -> str:
-    from aiobotocore.session import get_session
-
-    async with get_session().create_client("sqs", region_name=REGION, endpoint_url=endpoint) as sqs:
-        dlq = await sqs.create_queue(QueueName=f"{QUEUE}-dlq")
-        dlq_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{QUEUE}-dlq"
-        await sqs.create_queue(
-            QueueName=QUEUE,
-            Attributes={
-                "VisibilityTimeout": "5",
-                "RedrivePolicy": json.dumps(
-                    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}
-                ),
-            },
-        )
-        del dlq
-    return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{QUEUE}"
+def _arn(queue: str) -> str:
+    return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}"
 
 
-async def _feed(endpoint: str, sent: list[int]) -> None:
-    """Send a steady trickle of orders, a few of them poison, until cancelled."""
-    from aiobotocore.session import get_session
-
-    async with get_session().create_client("sqs", region_name=REGION, endpoint_url=endpoint) as sqs:
-        url = (await sqs.get_queue_url(QueueName=QUEUE))["QueueUrl"]
-        order = 0
-        while True:
-            entries = []
-            for index in range(SEND_PER_SECOND // 4):
-                order += 1
-                body = {"orderId": order, "amount": random.randint(1, 500)}
-                if random.random() < POISON_SHARE:
-                    body["poison"] = True
-                entries.append({"Id": str(index), "MessageBody": json.dumps(body)})
-            await sqs.send_message_batch(QueueUrl=url, Entries=entries)
-            sent[0] += len(entries)
-            await anyio.sleep(0.25)
+async def _create_queues(sqs: Any) -> None:
+    await sqs.create_queue(QueueName=f"{ORDERS}-dlq")
+    redrive = {"deadLetterTargetArn": _arn(f"{ORDERS}-dlq"), "maxReceiveCount": "3"}
+    await sqs.create_queue(
+        QueueName=ORDERS,
+        Attributes={"VisibilityTimeout": "5", "RedrivePolicy": json.dumps(redrive)},
+    )
+    await sqs.create_queue(QueueName=INVOICES, Attributes={"VisibilityTimeout": "30"})
 
 
-def _value(app: App, name: str, **labels: str) -> float:
-    value = app.metrics.registry.get_sample_value(name, {"mapping": "demo-orders", **labels})
+async def _feed(sqs: Any, queue: str, per_second: int, poison: float, sent: list[int]) -> None:
+    """Send a steady trickle of orders, a share of them poison, until cancelled."""
+    url = (await sqs.get_queue_url(QueueName=queue))["QueueUrl"]
+    number = 0
+    while True:
+        entries = []
+        for index in range(max(1, per_second // 4)):
+            number += 1
+            body: dict[str, Any] = {"id": number, "amount": random.randint(1, 500)}
+            if random.random() < poison:
+                body["poison"] = True
+            entries.append({"Id": str(index), "MessageBody": json.dumps(body)})
+        await sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        sent[0] += len(entries)
+        await anyio.sleep(0.25)
+
+
+def _value(app: App, mapping: str, name: str, **labels: str) -> float:
+    value = app.metrics.registry.get_sample_value(name, {"mapping": mapping, **labels})
     return float(value) if value is not None else 0.0
 
 
+def _deleted(app: App, mapping: str) -> float:
+    return _value(app, mapping, "poller_events_total", stage="deleted")
+
+
 async def _show_progress(app: App, sent: list[int], out: TextIO) -> None:
-    """One status line a second: what was sent, polled, invoked, failed, deleted, and the rate."""
+    """One status line a second: sent, and per mapping deleted and the rate, then failures."""
     started = time.monotonic()
-    last_deleted = 0.0
+    mappings = [m.settings.name for m in app.mappings]
+    last = dict.fromkeys(mappings, 0.0)
     interactive = out.isatty()
     while True:
         await anyio.sleep(1.0)
-        deleted = _value(app, "poller_events_total", stage="deleted")
-        line = (
-            f"[{time.monotonic() - started:5.0f}s] sent {sent[0]:6d} · "
-            f"polled {_value(app, 'poller_events_total', stage='polled'):6.0f} · "
-            f"invoked {_value(app, 'poller_events_total', stage='invoked'):6.0f} · "
-            f"failed {_value(app, 'poller_events_total', stage='failed'):4.0f} · "
-            f"deleted {deleted:6.0f} · "
-            f"{deleted - last_deleted:4.0f} msg/s · "
-            f"in flight {_value(app, 'poller_concurrent_executions'):2.0f} · "
-            f"state {app.mappings[0].status.state.value}"
-        )
-        last_deleted = deleted
+        parts = [f"[{time.monotonic() - started:4.0f}s] sent {sent[0]:5d}"]
+        for entry in app.mappings:
+            name = entry.settings.name
+            deleted = _deleted(app, name)
+            short = name.removeprefix("demo-")
+            parts.append(
+                f"{short}: {deleted:5.0f} done {deleted - last[name]:3.0f}/s "
+                f"{_value(app, name, 'poller_events_total', stage='failed'):3.0f} failed "
+                f"({entry.status.state.value})"
+            )
+            last[name] = deleted
+        line = " · ".join(parts)
         out.write(("\r" + line) if interactive else (line + "\n"))
         out.flush()
 
@@ -122,56 +120,76 @@ def _use_demo_credentials() -> None:
 
 
 async def _main(duration: float | None, log_level: str, log_format: str | None) -> int:
+    from aiobotocore.session import get_session
+
     _use_demo_credentials()
     server, endpoint = _start_emulator()
+    out = sys.stdout
+    log_file = Path(tempfile.gettempdir()) / "poller-demo.log"
+    log_stream = log_file.open("a")
     try:
-        queue_arn = await _create_queue(endpoint)
         text = resources.files("poller").joinpath("demo.yaml").read_text()
-        environ = {
-            **os.environ,
-            "POLLER_DEMO_ENDPOINT": endpoint,
-            "POLLER_DEMO_QUEUE_ARN": queue_arn,
-            "POLLER_DEMO_PORT": os.environ.get("POLLER_DEMO_PORT", "0"),
-        }
-        try:
-            settings = parse_config(text, "demo.yaml", environ=environ)
-        except ConfigError as error:
-            for problem in error.problems:
-                sys.stderr.write(problem.format() + "\n")
-            return 2
-        log_file = Path(tempfile.gettempdir()) / "poller-demo.log"
-        configure_logging(log_level, log_format or "json", stream=log_file.open("a"))
-        app = App(settings)
-        app.build_targets()
-        out = sys.stdout
-        out.write(
-            f"poller demo: moto at {endpoint}, queue {QUEUE}, handler poller.demo_handler:handle\n"
-            f"daemon logs: {log_file}   (Ctrl-C to stop"
-            + (f"; stopping after {duration:g}s" if duration else "")
-            + ")\n"
-        )
-        sent = [0]
-        code = 0
-        async with anyio.create_task_group() as tg:
+        with resources.as_file(resources.files("poller") / "demo_function") as function_dir:
+            environ = {
+                **os.environ,
+                "POLLER_DEMO_ENDPOINT": endpoint,
+                "POLLER_DEMO_QUEUE_ARN": _arn(ORDERS),
+                "POLLER_DEMO_INVOICES_ARN": _arn(INVOICES),
+                "POLLER_DEMO_FUNCTION": str(function_dir),
+                "POLLER_DEMO_PORT": os.environ.get("POLLER_DEMO_PORT", "0"),
+            }
+            try:
+                settings = parse_config(text, "demo.yaml", environ=environ)
+            except ConfigError as error:
+                for problem in error.problems:
+                    sys.stderr.write(problem.format() + "\n")
+                return 2
+            # The daemon's logs and what the functions print go to the log file; the
+            # terminal keeps the progress line.
+            configure_logging(log_level, log_format or "json", stream=log_stream)
+            sys.stdout = log_stream
+            app = App(settings)
+            app.build_targets()
+            out.write(
+                f"poller demo: moto at {endpoint}\n"
+                f"  {ORDERS}: SQS → python handler poller.demo_handler:handle "
+                "(partial batch failures, DLQ after 3 receives)\n"
+                f"  {INVOICES}: SQS → runtime target, a Lambda package run through "
+                "awslambdaric\n"
+                f"daemon and function logs: {log_file}   (Ctrl-C to stop"
+                + (f"; stopping after {duration:g}s" if duration else "")
+                + ")\n"
+            )
+            sent = [0]
+            code = 0
+            session = get_session()
+            async with (
+                session.create_client("sqs", region_name=REGION, endpoint_url=endpoint) as sqs,
+                anyio.create_task_group() as tg,
+            ):
+                await _create_queues(sqs)
 
-            async def run_app() -> None:
-                nonlocal code
-                code = await app.run()
-                tg.cancel_scope.cancel()
+                async def run_app() -> None:
+                    nonlocal code
+                    code = await app.run()
+                    tg.cancel_scope.cancel()
 
-            tg.start_soon(run_app)
-            await app.started.wait()
-            out.write(f"metrics and status: http://127.0.0.1:{app.server.port}/status\n")
-            tg.start_soon(_feed, endpoint, sent)
-            tg.start_soon(_show_progress, app, sent, out)
-            if duration is not None:
-                await anyio.sleep(duration)
-                app.stop()
+                tg.start_soon(run_app)
+                await app.started.wait()
+                out.write(f"metrics and status: http://127.0.0.1:{app.server.port}/status\n")
+                tg.start_soon(_feed, sqs, ORDERS, SEND_PER_SECOND, POISON_SHARE, sent)
+                tg.start_soon(_feed, sqs, INVOICES, SEND_PER_SECOND // 2, 0.0, sent)
+                tg.start_soon(_show_progress, app, sent, out)
+                if duration is not None:
+                    await anyio.sleep(duration)
+                    app.stop()
         out.write("\n")
-        processed = _value(app, "poller_events_total", stage="deleted")
+        processed = sum(_deleted(app, m.settings.name) for m in app.mappings)
         out.write(f"poller demo: stopped; {processed:.0f} messages processed and deleted\n")
         return code
     finally:
+        sys.stdout = out
+        log_stream.close()
         server.stop()
 
 
