@@ -15,21 +15,33 @@ from typing import Protocol
 
 import anyio
 
+from poller.arns import SourceArn
 from poller.aws import AwsClients
+from poller.aws_errors import AWS_ERRORS, describe
+from poller.checkpoints import CheckpointStore, open_checkpoint_store
 from poller.config import MappingSettings, Settings
+from poller.destinations import destination_for
 from poller.engine import Invoker
 from poller.filtering import FilterSet
 from poller.lifecycle import Shutdown
 from poller.metrics import Metrics
 from poller.server import OpsServer
+from poller.sources.dynamodb import DynamoDBShards
+from poller.sources.kinesis import KinesisShards
+from poller.sources.shard_reader import StreamContext
+from poller.sources.shards import ShardApi, ShardGauges
 from poller.sources.sqs import SqsSource
 from poller.sources.sqs_queue import SqsQueue
+from poller.sources.stream_source import StreamSource
 from poller.status import MappingStatus, State
-from poller.targets import Target, build_target
+from poller.stream_batches import StreamBatchProcessor
+from poller.targets import Target, build_target, default_concurrency
 
 log = logging.getLogger("poller.app")
 
 _RESTART_DELAY = 5.0
+# GetCallerIdentity must not hold a Kinesis mapping back for long when STS is unreachable.
+_IDENTITY_TIMEOUT = 15.0
 
 
 class MappingRunner(Protocol):
@@ -65,6 +77,11 @@ class App:
             lambda: self.shutdown.is_stopping,
         )
         self.started = anyio.Event()
+        # Stream positions: one store for every stream mapping, opened by run() when needed.
+        self.checkpoints: CheckpointStore | None = None
+        self.checkpoints_error = "checkpoint store not opened"
+        self._identity: str | None = None
+        self._identity_lock = anyio.Lock()
 
     def _status_for(self, mapping: MappingSettings) -> _Mapping:
         status = MappingStatus(
@@ -91,6 +108,8 @@ class App:
                     clients=self.clients,
                     region=arn.region,
                     account=arn.account,
+                    runtime_concurrency=default_concurrency(entry.settings),
+                    runtime_init_timeout=self.settings.tuning.runtime_init_timeout_seconds,
                 )
             except (ValueError, ImportError, NotImplementedError) as exc:
                 raise ValueError(f"mapping {entry.settings.name}: target: {exc}") from exc
@@ -101,6 +120,12 @@ class App:
         async with self.clients:
             await self.server.start()
             log.info("serving /metrics /healthz /readyz /status on port %d", self.server.port)
+            if any(m.enabled and m.source_arn.is_stream for m in self.settings.mappings):
+                try:
+                    self.checkpoints = open_checkpoint_store(self.settings.checkpoints)
+                except (NotImplementedError, ValueError, OSError) as exc:
+                    # Stream mappings then fail on their own; SQS mappings still run.
+                    self.checkpoints_error = f"checkpoints: {exc}"
             try:
                 async with anyio.create_task_group() as tg:
                     if handle_signals:
@@ -117,6 +142,8 @@ class App:
                     for entry in self.mappings:
                         if entry.target is not None:
                             await entry.target.aclose()
+                    if self.checkpoints is not None:
+                        await self.checkpoints.aclose()
         abandoned = sum(e.runner.abandoned for e in self.mappings if e.runner is not None)
         log.info("stopped", extra={"count": abandoned})
         return 1 if abandoned else 0
@@ -125,6 +152,34 @@ class App:
         """Begin a graceful shutdown (what the first SIGTERM does)."""
         log.info("shutting down: draining in-flight batches")
         self.shutdown.begin(self.settings.shutdown_timeout_seconds)
+
+    async def invoke_identity(self, source: SourceArn) -> str:
+        """The events' `invokeIdentityArn` (ESM-SEMANTICS §0), resolved once per process:
+        `aws.invoke_identity_arn`, else whom poller's credentials resolve to."""
+        if self.settings.aws.invoke_identity_arn:
+            return self.settings.aws.invoke_identity_arn
+        async with self._identity_lock:
+            if self._identity is None:
+                self._identity = await self._caller_identity(source)
+        return self._identity
+
+    async def _caller_identity(self, source: SourceArn) -> str:
+        try:
+            with anyio.fail_after(_IDENTITY_TIMEOUT):
+                sts = await self.clients.client("sts", retries=False, read_timeout=10)
+                answer = await sts.get_caller_identity()
+            return role_arn(str(answer["Arn"]))
+        except AWS_ERRORS as exc:
+            fallback = f"arn:{source.partition}:iam::{source.account}:root"
+            action = "sts:GetCallerIdentity"
+            problem = describe(exc, what=action, permission=action)
+            log.warning(
+                "cannot tell which identity poller runs as (%s); Kinesis events carry "
+                "invokeIdentityArn %s; set aws.invoke_identity_arn to choose it",
+                problem.message,
+                fallback,
+            )
+            return fallback
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -159,15 +214,10 @@ class App:
         target = entry.target
         if target is None:
             raise RuntimeError("build_targets() must run before run()")
-        kind = mapping.source_arn.kind
-        if kind != "sqs":
-            message = f"{kind} sources are not supported by this version yet"
-            entry.status.set(State.FAILED, message)
-            entry.status.reached_source = True
-            log.error(message, extra={"mapping": mapping.name})
-            return None
         metrics = entry.status.metrics
         invoker = Invoker(target, metrics, entry.status, shutdown=self.shutdown)
+        if mapping.source_arn.is_stream:
+            return _StreamRunner(self, entry, invoker)
         return _SqsRunner(self, entry, invoker)
 
 
@@ -197,6 +247,73 @@ class _SqsRunner:
             await source.run()
         finally:
             self.abandoned = source.abandoned
+
+
+class _StreamRunner:
+    """Builds a Kinesis or DynamoDB Streams mapping inside the running loop, then runs it."""
+
+    def __init__(self, app: App, entry: _Mapping, invoker: Invoker) -> None:
+        self._app = app
+        self._entry = entry
+        self._invoker = invoker
+        self.abandoned = 0
+
+    async def run(self) -> None:
+        """Wire the shard API, processor and checkpoint store together and run the mapping."""
+        app, mapping, status = self._app, self._entry.settings, self._entry.status
+        source, target, store = mapping.source_arn, self._entry.target, app.checkpoints
+        if target is None:
+            raise RuntimeError("build_targets() must run before run()")
+        if store is None:
+            status.set(State.FAILED, app.checkpoints_error)
+            status.reached_source = True
+            log.error(app.checkpoints_error, extra={"mapping": mapping.name})
+            return
+        api: ShardApi
+        if source.kind == "kinesis":
+            identity = await app.invoke_identity(source)
+            client = await app.clients.client("kinesis")
+            api = KinesisShards(client, source, invoke_identity_arn=identity)
+        else:
+            api = DynamoDBShards(await app.clients.client("dynamodbstreams"), source)
+        processor = StreamBatchProcessor(
+            mapping,
+            self._invoker,
+            status.metrics,
+            kind=api.kind,
+            stream_arn=source.arn,
+            function_arn=target.function_arn,
+            destination=destination_for(mapping, app.clients),
+            shutdown=app.shutdown,
+        )
+        context = StreamContext(
+            mapping=mapping,
+            api=api,
+            processor=processor,
+            store=store,
+            filters=FilterSet.compile(mapping.filter_patterns, source=api.kind),
+            metrics=status.metrics,
+            gauges=ShardGauges(app.metrics, mapping.name),
+            status=status,
+            shutdown=app.shutdown,
+        )
+        stream = StreamSource(
+            context, discovery_interval=app.settings.tuning.shard_discovery_interval_seconds
+        )
+        try:
+            await stream.run()
+        finally:
+            self.abandoned = stream.abandoned
+
+
+def role_arn(caller_arn: str) -> str:
+    """An STS assumed-role ARN as the IAM role it stands for (what Lambda puts in events);
+    any other caller ARN is returned as it is."""
+    prefix, _, resource = caller_arn.partition(":assumed-role/")
+    if not resource or ":sts::" not in prefix:
+        return caller_arn
+    role = resource.split("/", 1)[0]
+    return f"{prefix.replace(':sts::', ':iam::')}:role/{role}"
 
 
 def _describe_target(mapping: MappingSettings) -> str:

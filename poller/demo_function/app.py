@@ -5,12 +5,13 @@ It is an ordinary Lambda Python handler: the same file, zipped, would run in AWS
 
 import json
 import os
+from typing import Any
 
 # Module-level state survives between invocations of a warm execution environment.
 WARM_INVOCATIONS = 0
 
 
-def handler(event, context):
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global WARM_INVOCATIONS
     WARM_INVOCATIONS += 1
     total = 0

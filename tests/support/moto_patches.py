@@ -11,6 +11,8 @@ so two receivers can interleave inside that loop. The patch, for receives only:
 - freezes moto's clock for each pass, so "visible" means the same thing throughout a pass;
 - releases every timed-out in-flight message before the pass starts, and starts the pass
   over (with the rest of the long poll) when one times out while it waits.
+
+Kinesis resharding: see `_patch_kinesis_resharding`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ import time
 from typing import Any
 
 _applied = False
+
+# Kinesis: whether GetRecords on a closed shard ends with a null NextShardIterator (AWS does;
+# moto never does). A test may turn it off to exercise the other way poller tells that a closed
+# shard is finished: the listing's EndingSequenceNumber plus a read with nothing past it.
+closed_shard_iterators_end = True
 
 
 class _Restart(Exception):
@@ -79,4 +86,79 @@ def apply() -> None:
     models.unix_time_millis = now_millis
     models.SQSBackend.receive_message = receive_message
     models.Queue.wait_for_messages = wait_for_messages
+    _patch_kinesis_resharding()
     _applied = True
+
+
+def _patch_kinesis_resharding() -> None:
+    """Kinesis resharding as AWS does it (moto 5.2.5, `moto.kinesis.models`).
+
+    Gaps covered: (1) moto routes a write to the first shard whose hash range covers the key,
+    so writes after a split or merge still land in the closed parent; (2) `split_shard`
+    re-puts the parent's records (renumbered from 1, into the parent again) and
+    `merge_shards` copies both parents' records into the child, where AWS leaves every record
+    in its closed parent; (3) GetRecords on a closed shard never returns a null
+    NextShardIterator, so a reader cannot see the shard end the way AWS shows it.
+    """
+    from moto.kinesis.exceptions import InvalidArgumentError
+    from moto.kinesis.models import KinesisBackend, Shard, Stream
+    from moto.kinesis.utils import decompose_shard_iterator
+    from moto.utilities.utils import md5_hash
+
+    def get_shard_for_key(self: Any, partition_key: str, explicit_hash_key: str) -> Any:
+        if explicit_hash_key:
+            key = int(explicit_hash_key)
+        else:
+            key = int(md5_hash(partition_key.encode("utf-8")).hexdigest(), 16)
+        for shard in self.shards.values():
+            if shard.is_open and shard.starting_hash <= key <= shard.ending_hash:
+                return shard
+        return None
+
+    def next_shard_number(stream: Any) -> int:
+        return max(shard._shard_id for shard in stream.shards.values()) + 1
+
+    def split_shard(self: Any, shard_to_split: str, new_starting_hash_key: str) -> None:
+        parent = self.shards[shard_to_split]
+        start = int(new_starting_hash_key)
+        if not parent.is_open or not parent.starting_hash < start <= parent.ending_hash:
+            raise InvalidArgumentError(f"cannot split {shard_to_split} at {start}")
+        number = next_shard_number(self)
+        for offset, (low, high) in enumerate(
+            ((parent.starting_hash, start - 1), (start, parent.ending_hash))
+        ):
+            child = Shard(number + offset, low, high, parent=parent.shard_id)
+            self.shards[child.shard_id] = child
+        parent.is_open = False
+
+    def merge_shards(self: Any, shard_to_merge: str, adjacent_shard_to_merge: str) -> None:
+        first, second = self.shards[shard_to_merge], self.shards[adjacent_shard_to_merge]
+        low, high = sorted((first, second), key=lambda shard: shard.starting_hash)
+        if low.ending_hash + 1 != high.starting_hash or not (first.is_open and second.is_open):
+            raise InvalidArgumentError(adjacent_shard_to_merge)
+        child = Shard(
+            next_shard_number(self),
+            low.starting_hash,
+            high.ending_hash,
+            parent=first.shard_id,
+            adjacent_parent=second.shard_id,
+        )
+        self.shards[child.shard_id] = child
+        first.is_open = second.is_open = False
+
+    original_get_records = KinesisBackend.get_records
+
+    def get_records(self: Any, stream_arn: str | None, shard_iterator: str, limit: Any) -> Any:
+        following, records, behind = original_get_records(self, stream_arn, shard_iterator, limit)
+        if closed_shard_iterators_end:
+            stream_name, shard_id, position = decompose_shard_iterator(following)
+            stream = self.describe_stream(stream_arn=stream_arn, stream_name=stream_name)
+            shard = stream.get_shard(shard_id)
+            if not shard.is_open and int(position) >= shard.get_max_sequence_number():
+                following = None
+        return following, records, behind
+
+    Stream.get_shard_for_key = get_shard_for_key
+    Stream.split_shard = split_shard
+    Stream.merge_shards = merge_shards
+    KinesisBackend.get_records = get_records

@@ -1,0 +1,316 @@
+"""What Kinesis and DynamoDB Streams mappings share: shard listings, lineage, where a shard
+starts, the settled-prefix watermark, key routing, and the per-shard batching lanes.
+
+Everything here is pure or nearly so (no AWS calls): `ShardApi` is the seam each service fills
+in (`sources.kinesis`, `sources.dynamodb`); `sources.stream_source` runs discovery and
+`sources.shard_reader` the per-shard loops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import zlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import anyio
+
+from poller.aws_errors import error_code
+from poller.events import MAX_PAYLOAD_BYTES, payload_size
+from poller.filtering import FilterSet
+from poller.metrics import Metrics
+from poller.stream_records import StreamRecord
+
+StreamKind = Literal["kinesis", "dynamodb"]
+IteratorType = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "AFTER_SEQUENCE_NUMBER"]
+Progress = Callable[[str], Awaitable[None]]
+
+# ESM-SEMANTICS §0 / issue 3: the reader stops while the unsettled span behind the checkpoint
+# exceeds this many batches, so one stuck key bounds both memory and the replay after a restart.
+MAX_UNSETTLED_BATCHES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    """One shard as the listing shows it; `ending_sequence` is set once the shard is closed."""
+
+    shard_id: str
+    parents: tuple[str, ...] = ()
+    ending_sequence: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartAt:
+    """Where GetShardIterator points: a type plus its sequence number or timestamp."""
+
+    type: IteratorType
+    sequence_number: str | None = None
+    timestamp: float | None = None
+
+
+TRIM_HORIZON = StartAt("TRIM_HORIZON")
+LATEST = StartAt("LATEST")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """One GetRecords answer. `caught_up`: nothing newer was waiting when it was read."""
+
+    records: Sequence[Mapping[str, Any]]
+    next_iterator: str | None
+    caught_up: bool
+    behind_latest: float | None = None  # seconds; Kinesis only
+
+
+class ShardApi(Protocol):
+    """The calls a stream mapping makes; one implementation per service."""
+
+    stream_arn: str
+    max_records: int  # GetRecords' Limit ceiling
+    idle_poll_seconds: float  # pause after a read that found nothing new
+    supports_at_timestamp: bool
+    list_permission: str
+    read_permission: str
+
+    @property
+    def kind(self) -> StreamKind:
+        """Which service this is."""
+        ...
+
+    async def list_shards(self) -> list[ShardInfo]:
+        """Every shard the stream lists now, following pagination."""
+        ...
+
+    async def iterator(self, shard_id: str, start: StartAt) -> str:
+        """A shard iterator at `start`."""
+        ...
+
+    async def read(self, iterator: str, limit: int) -> ReadResult:
+        """One GetRecords call."""
+        ...
+
+    def event_record(self, raw: Mapping[str, Any], shard_id: str) -> dict[str, Any]:
+        """The Lambda event record for one raw record."""
+        ...
+
+    def matches(self, filters: FilterSet, record: Mapping[str, Any]) -> bool:
+        """Whether an event record passes the mapping's filters."""
+        ...
+
+
+class BatchProcessor(Protocol):
+    """Settles one shard's batch (poller.stream_batches.StreamBatchProcessor)."""
+
+    async def process(
+        self, shard_id: str, records: Sequence[StreamRecord], progress: Progress | None = None
+    ) -> None:
+        """Return once every record is settled; `progress` reports safe positions before."""
+        ...
+
+
+ReadErrorKind = Literal["expired", "throttled", "trimmed", "missing"]
+
+_READ_ERRORS: Mapping[str, ReadErrorKind] = {
+    "ExpiredIteratorException": "expired",
+    "ProvisionedThroughputExceededException": "throttled",
+    "LimitExceededException": "throttled",
+    "ThrottlingException": "throttled",
+    "TrimmedDataAccessException": "trimmed",
+    "ResourceNotFoundException": "missing",
+}
+
+
+def read_error_kind(exc: BaseException) -> ReadErrorKind | None:
+    """The shard-reading errors that have their own handling; None for everything else."""
+    return _READ_ERRORS.get(error_code(exc) or "")
+
+
+def startable(
+    shards: Iterable[ShardInfo], finished: Collection[str], started: Collection[str]
+) -> list[ShardInfo]:
+    """Shards that may start now: not started or finished, every parent finished.
+
+    A parent the listing no longer shows was trimmed away, and counts as finished: its
+    records are gone, so waiting for it would stall the child forever.
+    """
+    shards = list(shards)
+    listed = {shard.shard_id for shard in shards}
+    return [
+        shard
+        for shard in shards
+        if shard.shard_id not in finished
+        and shard.shard_id not in started
+        and all(parent in finished or parent not in listed for parent in shard.parents)
+    ]
+
+
+def lane_for(key: str, lanes: int) -> int:
+    """The lane (virtual shard) of a partition key; stable across processes and restarts."""
+    if lanes == 1:
+        return 0
+    return zlib.crc32(key.encode()) % lanes
+
+
+class Watermark:
+    """Records of one shard in read order; the checkpoint may move only over a settled prefix.
+
+    `add` numbers each record; `settle` marks one done (in any order, idempotently);
+    `advance` drops the settled prefix and returns its last sequence number.
+    """
+
+    __slots__ = ("_base", "_entries")
+
+    def __init__(self) -> None:
+        self._base = 0  # the index of _entries[0]
+        self._entries: deque[list[Any]] = deque()  # [sequence_number, settled]
+
+    def add(self, sequence_number: str, *, settled: bool = False) -> int:
+        """Append a record read (already settled if filtered out or skipped); its index."""
+        self._entries.append([sequence_number, settled])
+        return self._base + len(self._entries) - 1
+
+    def settle(self, index: int) -> None:
+        """Mark one record done, in any order."""
+        offset = index - self._base
+        if offset >= 0:  # below the base: already checkpointed
+            self._entries[offset][1] = True
+
+    def advance(self) -> str | None:
+        """Pop the settled prefix; its last sequence number, or None if nothing moved."""
+        last: str | None = None
+        while self._entries and self._entries[0][1]:
+            last = self._entries.popleft()[0]
+            self._base += 1
+        return last
+
+    @property
+    def span(self) -> int:
+        """Records read but not yet behind the checkpoint (settled or not)."""
+        return len(self._entries)
+
+
+class Lane:
+    """Records of one virtual shard waiting for a batch; at most one batch in flight.
+
+    The batch closes at `batch_size`, at the 6 MB payload limit, or when the batching window
+    (counted from the first waiting record, or from the end of the lane's last invocation,
+    whichever is later: Lambda starts the next window when the previous invocation ends)
+    runs out.
+    """
+
+    __slots__ = ("_bytes", "_idle_since", "_oldest", "batch_size", "busy", "pending", "window")
+
+    def __init__(self, batch_size: int, window: float) -> None:
+        self.batch_size = batch_size
+        self.window = window
+        self.pending: deque[tuple[int, StreamRecord]] = deque()
+        self.busy = False
+        self._bytes = 0
+        self._oldest = 0.0
+        self._idle_since = 0.0
+
+    def add(self, index: int, record: StreamRecord, now: float) -> None:
+        """Queue a record (`now` on the monotonic clock) for the lane's next batch."""
+        if not self.pending:
+            self._oldest = now
+        self.pending.append((index, record))
+        self._bytes += len(record.serialized)
+
+    def full(self) -> bool:
+        """Whether the waiting records make a whole batch (count or payload size)."""
+        size = payload_size(self._bytes, len(self.pending))
+        return len(self.pending) >= self.batch_size or size >= MAX_PAYLOAD_BYTES
+
+    def due_at(self) -> float:
+        """When the window closes (monotonic seconds); -inf when the batch may go now."""
+        if self.window <= 0 or self.full():
+            return -math.inf
+        return max(self._oldest, self._idle_since) + self.window
+
+    def take(self) -> list[tuple[int, StreamRecord]]:
+        """The next batch: up to batch_size records and within the payload limit (at least 1)."""
+        batch: list[tuple[int, StreamRecord]] = []
+        size = 0
+        while self.pending and len(batch) < self.batch_size:
+            record = self.pending[0][1]
+            if batch and payload_size(size + len(record.serialized), len(batch) + 1) > (
+                MAX_PAYLOAD_BYTES
+            ):
+                break
+            batch.append(self.pending.popleft())
+            size += len(record.serialized)
+        self._bytes -= size
+        return batch
+
+    def finished_batch(self, now: float) -> None:
+        """The lane's batch settled; the next window starts now at the earliest."""
+        self.busy = False
+        self._idle_since = now
+
+
+class Signal:
+    """A broadcast "something changed": waiters re-check their own condition after waking."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def notify(self) -> None:
+        """Wake every waiter."""
+        self._event.set()
+        self._event = anyio.Event()
+
+    async def wait(self) -> None:
+        """Sleep until the next notify()."""
+        await self._event.wait()
+
+
+class ReadBackoff:
+    """Exponential back-off for failing source calls: from `base`, doubling, capped, jittered.
+
+    The jitter keeps at least half of each step, so a persistent error never spins.
+    """
+
+    __slots__ = ("_attempt", "base", "cap")
+
+    def __init__(self, base: float = 1.0, cap: float = 60.0) -> None:
+        self.base = base
+        self.cap = cap
+        self._attempt = 0
+
+    def next(self) -> float:
+        """The next delay, in seconds."""
+        step = min(self.cap, self.base * 2**self._attempt)
+        self._attempt += 1
+        return random.uniform(step / 2, step)
+
+    def reset(self) -> None:
+        """Start over from `base` after a success."""
+        self._attempt = 0
+
+
+class ShardGauges:
+    """The per-shard series of one mapping: iterator age and Kinesis' behind-latest."""
+
+    def __init__(self, metrics: Metrics, mapping: str) -> None:
+        self._metrics = metrics
+        self._mapping = mapping
+
+    def iterator_age(self, shard_id: str, seconds: float) -> None:
+        """Set poller_iterator_age_seconds{shard}."""
+        self._metrics.iterator_age.labels(self._mapping, shard_id).set(seconds)
+
+    def behind_latest(self, shard_id: str, seconds: float) -> None:
+        """Set poller_behind_latest_seconds{shard}."""
+        self._metrics.behind_latest.labels(self._mapping, shard_id).set(seconds)
+
+    def remove(self, shard_id: str) -> None:
+        """Drop a finished shard's series, so dashboards do not show it stuck forever."""
+        for family in (self._metrics.iterator_age, self._metrics.behind_latest):
+            with contextlib.suppress(KeyError):
+                family.remove(self._mapping, shard_id)

@@ -1,0 +1,533 @@
+"""Kinesis mappings end to end: the real daemon, moto's server, aiobotocore, a fake Invoke API."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.support import moto_patches
+from tests.support.daemon import DaemonProcess, eventually, metric, running, settings_from
+from tests.support.fake_lambda import FakeLambda, Invocation, Reply
+from tests.support.queues import Queue, aws_client, make_queue, receive_all
+from tests.support.streams import (
+    backdate_kinesis_records,
+    kinesis_data,
+    kinesis_records,
+    list_shards,
+    make_stream,
+    put_records,
+    stream_yaml,
+)
+
+
+@pytest.fixture
+async def kinesis(moto: str) -> AsyncIterator[Any]:
+    async with aws_client("kinesis", moto) as client:
+        yield client
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "state.db"
+
+
+@pytest.fixture
+async def sqs(moto: str) -> AsyncIterator[Any]:
+    async with aws_client("sqs", moto) as client:
+        yield client
+
+
+def numbers(records: list[dict[str, Any]]) -> list[int]:
+    return [kinesis_data(r)["n"] for r in records]
+
+
+def shard_status(app: Any, mapping: str) -> dict[str, Any]:
+    return next(m.status.shards for m in app.mappings if m.settings.name == mapping)
+
+
+async def caught_up(app: Any, mapping: str, shards: list[str]) -> None:
+    """Wait until every shard had an empty, caught-up read (its iterator age went to 0)."""
+
+    def ready() -> bool:
+        status = shard_status(app, mapping)
+        return all(s in status and status[s].iterator_age_seconds == 0 for s in shards)
+
+    await eventually(ready, timeout=10)
+
+
+async def test_order_per_partition_key_over_two_shards(
+    moto: str, kinesis: Any, state: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders", shards=2)
+    sent = [(f"customer-{i % 6}", {"customer": i % 6, "n": i}) for i in range(60)]
+    placed = await put_records(kinesis, arn, sent)
+    assert len({shard for shard, _ in placed}) == 2  # the keys spread over both shards
+    async with FakeLambda() as fake:
+        config = stream_yaml(
+            moto,
+            fake,
+            state,
+            [{"source": arn, "starting_position": "TRIM_HORIZON", "batch_size": 7}],
+        )
+        async with running(settings_from(config)) as app:
+            await eventually(lambda: len(kinesis_records(fake)) >= 60)
+            await eventually(
+                lambda: all(
+                    metric(app, "poller_iterator_age_seconds", mapping="orders", shard=shard) == 0
+                    and app.mappings[0].status.shards[shard].iterator_age_seconds == 0
+                    for shard, _ in placed
+                ),
+                timeout=5,
+            )
+            status = app.mappings[0].status.as_json()
+        records = kinesis_records(fake)
+        assert Counter(json.dumps(kinesis_data(r)) for r in records) == Counter(
+            json.dumps(data) for _, data in sent
+        )
+        per_key: dict[str, list[int]] = defaultdict(list)
+        for record in records:
+            per_key[record["kinesis"]["partitionKey"]].append(kinesis_data(record)["n"])
+        assert all(ns == sorted(ns) for ns in per_key.values())
+        assert all(len(inv.event["Records"]) <= 7 for inv in fake.invocations)
+        # A batch never mixes shards.
+        for inv in fake.invocations:
+            assert len({r["eventID"].split(":")[0] for r in inv.event["Records"]}) == 1
+        last = {shard: max(int(seq) for s, seq in placed if s == shard) for shard, _ in placed}
+        record = records[0]
+        shard_id, sequence = record["eventID"].split(":")
+        assert shard_id in last and sequence == record["kinesis"]["sequenceNumber"]
+        assert record["eventSourceARN"] == arn
+        assert record["eventSource"] == "aws:kinesis"
+        assert record["invokeIdentityArn"].startswith("arn:aws:")
+        assert isinstance(record["kinesis"]["approximateArrivalTimestamp"], float)
+        assert {s["id"]: s["checkpoint"] for s in status["shards"]} == {
+            shard: str(seq) for shard, seq in last.items()
+        }
+        assert all(s["owner"] is None for s in status["shards"])
+        assert metric(app, "poller_events_total", mapping="orders", stage="polled") == 60
+        assert app.exit_code == 0  # type: ignore[attr-defined]
+
+
+async def test_batch_size_one_is_honoured_for_records_put_in_one_call(
+    moto: str, kinesis: Any, state: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+    await put_records(kinesis, arn, [("k", {"n": i}) for i in range(5)])
+    async with FakeLambda() as fake:
+        mapping = {"source": arn, "starting_position": "TRIM_HORIZON", "batch_size": 1}
+        async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))):
+            await fake.wait_for(5)
+        assert [len(inv.event["Records"]) for inv in fake.invocations] == [1] * 5
+        assert numbers(kinesis_records(fake)) == [0, 1, 2, 3, 4]
+
+
+async def test_latest_skips_old_records_while_trim_horizon_reads_them(
+    moto: str, kinesis: Any, state: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+    await put_records(kinesis, arn, [("k", {"n": i}) for i in range(3)])
+    async with FakeLambda() as fake:
+        config = stream_yaml(
+            moto,
+            fake,
+            state,
+            [
+                {
+                    "name": "latest",
+                    "function": "latest-fn",
+                    "source": arn,
+                    "starting_position": "LATEST",
+                },
+                {
+                    "name": "horizon",
+                    "function": "horizon-fn",
+                    "source": arn,
+                    "starting_position": "TRIM_HORIZON",
+                },
+            ],
+        )
+        async with running(settings_from(config)) as app:
+            shard = (await list_shards(kinesis, arn))[0]["ShardId"]
+            await caught_up(app, "latest", [shard])
+            await put_records(kinesis, arn, [("k", {"n": i}) for i in range(3, 6)])
+            await eventually(lambda: len(kinesis_records(fake, "horizon-fn")) == 6)
+            await eventually(lambda: len(kinesis_records(fake, "latest-fn")) == 3)
+        assert numbers(kinesis_records(fake, "latest-fn")) == [3, 4, 5]
+        assert numbers(kinesis_records(fake, "horizon-fn")) == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_latest_start_is_durable_across_a_restart(
+    moto: str, kinesis: Any, state: Path
+) -> None:
+    """ESM-SEMANTICS §0: stopped before its first checkpoint, a LATEST mapping resumes at its
+    first start, so what arrived while it was down is not skipped."""
+    arn = await make_stream(kinesis, "orders")
+    await put_records(kinesis, arn, [("k", {"n": 0})])
+    async with FakeLambda() as fake:
+        mapping = {"source": arn, "starting_position": "LATEST"}
+        config = settings_from(stream_yaml(moto, fake, state, [mapping]))
+        async with running(config) as app:
+            shard = (await list_shards(kinesis, arn))[0]["ShardId"]
+            await caught_up(app, "orders", [shard])
+        assert not fake.invocations
+        await put_records(kinesis, arn, [("k", {"n": 1}), ("k", {"n": 2})])
+        async with running(config):
+            await fake.wait_for(1)
+            await eventually(lambda: len(kinesis_records(fake)) == 2)
+        assert numbers(kinesis_records(fake)) == [1, 2]
+
+
+async def test_two_mappings_on_one_stream_each_get_everything(
+    moto: str, kinesis: Any, state: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders", shards=2)
+    sent = [(f"k{i % 5}", {"n": i}) for i in range(40)]
+    await put_records(kinesis, arn, sent)
+    async with FakeLambda() as fake:
+        config = stream_yaml(
+            moto,
+            fake,
+            state,
+            [
+                {
+                    "name": name,
+                    "function": f"{name}-fn",
+                    "source": arn,
+                    "starting_position": "TRIM_HORIZON",
+                    "batch_size": 10,
+                }
+                for name in ("billing", "shipping")
+            ],
+        )
+        async with running(settings_from(config)):
+            await eventually(lambda: len(kinesis_records(fake, "billing-fn")) >= 40)
+            await eventually(lambda: len(kinesis_records(fake, "shipping-fn")) >= 40)
+        for function in ("billing-fn", "shipping-fn"):
+            assert sorted(numbers(kinesis_records(fake, function))) == list(range(40))
+
+
+async def test_parallelization_factor_runs_batches_of_one_shard_concurrently_in_key_order(
+    moto: str, kinesis: Any, state: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+    sent = [(f"key-{i % 8}", {"key": i % 8, "n": i}) for i in range(80)]
+    await put_records(kinesis, arn, sent)
+    active = 0
+    peak = 0
+
+    async def slow(event: Any, info: Invocation) -> Any:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await anyio.sleep(0.1)
+        active -= 1
+        return None
+
+    async with FakeLambda(slow) as fake:
+        mapping = {
+            "source": arn,
+            "starting_position": "TRIM_HORIZON",
+            "batch_size": 5,
+            "parallelization_factor": 4,
+        }
+        async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))) as app:
+            await eventually(lambda: len(kinesis_records(fake)) >= 80)
+            shard = (await list_shards(kinesis, arn))[0]["ShardId"]
+            await eventually(
+                lambda: app.mappings[0].status.shards[shard].checkpoint == "80", timeout=5
+            )
+        assert peak > 1
+        assert all(len(inv.event["Records"]) <= 5 for inv in fake.invocations)
+        records = kinesis_records(fake)
+        assert sorted(numbers(records)) == list(range(80))  # each exactly once
+        per_key: dict[int, list[int]] = defaultdict(list)
+        for record in records:
+            data = kinesis_data(record)
+            per_key[data["key"]].append(data["n"])
+        assert all(ns == sorted(ns) for ns in per_key.values())
+
+
+def on_failure(queue: Queue, **keys: Any) -> dict[str, Any]:
+    return {"destination_config": {"on_failure": {"destination": queue.arn}}, **keys}
+
+
+async def test_a_poison_record_with_bisect_ends_alone_in_the_on_failure_queue(
+    moto: str, kinesis: Any, sqs: Any, state: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+    placed = await put_records(kinesis, arn, [("k", {"n": i}) for i in range(10)])
+    failed = await make_queue(sqs, "orders-failed")
+
+    def poisoned(event: Any, info: Invocation) -> Any:
+        if 6 in numbers(event["Records"]):
+            return Reply.error("poison")
+        return None
+
+    async with FakeLambda(poisoned) as fake:
+        mapping = on_failure(
+            failed,
+            source=arn,
+            starting_position="TRIM_HORIZON",
+            bisect_batch_on_function_error=True,
+            maximum_retry_attempts=1,
+        )
+        async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))) as app:
+            messages = await eventually(lambda: receive_all(sqs, failed.url), timeout=20)
+            await eventually(
+                lambda: (
+                    metric(
+                        app, "poller_events_total", mapping="orders", stage="on_failure_delivered"
+                    )
+                    == 1
+                )
+            )
+        succeeded = [
+            n
+            for inv in fake.invocations
+            if 6 not in numbers(inv.event["Records"])
+            for n in numbers(inv.event["Records"])
+        ]
+        assert sorted(succeeded) == [0, 1, 2, 3, 4, 5, 7, 8, 9]
+        assert len(messages) == 1
+        record = json.loads(messages[0]["Body"])
+        assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+        info = record["KinesisBatchInfo"]
+        poison_shard, poison_sequence = placed[6]
+        assert info["batchSize"] == 1
+        assert info["startSequenceNumber"] == info["endSequenceNumber"] == poison_sequence
+        assert info["shardId"] == poison_shard
+        assert info["streamArn"] == arn
+
+
+async def test_a_partial_batch_response_with_maximum_retry_attempts_reaches_the_destination(
+    moto: str, kinesis: Any, sqs: Any, state: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+    placed = await put_records(kinesis, arn, [("k", {"n": i}) for i in range(6)])
+    failed = await make_queue(sqs, "orders-failed")
+
+    def report_three(event: Any, info: Invocation) -> Any:
+        failures = [
+            {"itemIdentifier": r["kinesis"]["sequenceNumber"]}
+            for r in event["Records"]
+            if kinesis_data(r)["n"] == 3
+        ]
+        return {"batchItemFailures": failures}
+
+    async with FakeLambda(report_three) as fake:
+        mapping = on_failure(
+            failed,
+            source=arn,
+            starting_position="TRIM_HORIZON",
+            maximum_retry_attempts=2,
+            function_response_types=["ReportBatchItemFailures"],
+        )
+        async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))) as app:
+            messages = await eventually(lambda: receive_all(sqs, failed.url), timeout=20)
+            shard = placed[0][0]
+            await eventually(
+                lambda: app.mappings[0].status.shards[shard].checkpoint == placed[5][1]
+            )
+        assert [numbers(inv.event["Records"]) for inv in fake.invocations] == [
+            [0, 1, 2, 3, 4, 5],
+            [3, 4, 5],
+            [3, 4, 5],
+        ]
+        record = json.loads(messages[0]["Body"])
+        assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+        assert record["requestContext"]["approximateInvokeCount"] == 3
+        info = record["KinesisBatchInfo"]
+        assert (info["startSequenceNumber"], info["endSequenceNumber"]) == (
+            placed[3][1],
+            placed[5][1],
+        )
+        assert info["batchSize"] == 3
+
+
+async def test_throttles_never_exhaust_retries(
+    moto: str, kinesis: Any, sqs: Any, state: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+    await put_records(kinesis, arn, [("k", {"n": i}) for i in range(4)])
+    failed = await make_queue(sqs, "orders-failed")
+    calls = 0
+
+    def throttle_twice(event: Any, info: Invocation) -> Any:
+        nonlocal calls
+        calls += 1
+        return Reply.throttled() if calls <= 2 else None
+
+    async with FakeLambda(throttle_twice) as fake:
+        mapping = on_failure(
+            failed, source=arn, starting_position="TRIM_HORIZON", maximum_retry_attempts=0
+        )
+        async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))) as app:
+            await fake.wait_for(3, timeout=20)
+            await eventually(
+                lambda: (
+                    metric(app, "poller_invocations_total", mapping="orders", outcome="success")
+                    == 1
+                )
+            )
+            assert (
+                metric(app, "poller_invocations_total", mapping="orders", outcome="throttled") == 2
+            )
+        assert numbers(fake.invocations[-1].event["Records"]) == [0, 1, 2, 3]
+        assert await receive_all(sqs, failed.url) == []
+
+
+async def test_records_older_than_maximum_record_age_go_to_the_destination(
+    moto: str, kinesis: Any, sqs: Any, state: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+    await put_records(kinesis, arn, [("k", {"n": i}) for i in range(3)])
+    backdate_kinesis_records("orders", 120)
+    failed = await make_queue(sqs, "orders-failed")
+    async with FakeLambda() as fake:
+        mapping = on_failure(
+            failed,
+            source=arn,
+            starting_position="TRIM_HORIZON",
+            maximum_record_age_in_seconds=60,
+        )
+        async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))):
+            messages = await eventually(lambda: receive_all(sqs, failed.url), timeout=20)
+            await put_records(kinesis, arn, [("k", {"n": 3})])
+            await fake.wait_for(1)
+        assert numbers(kinesis_records(fake)) == [3]
+        record = json.loads(messages[0]["Body"])
+        assert record["requestContext"]["condition"] == "RecordAgeExceeded"
+        assert record["KinesisBatchInfo"]["batchSize"] == 3
+
+
+async def reshard(kinesis: Any, arn: str, put: Any) -> dict[str, list[str]]:
+    """Split the stream's one shard, then merge the two children, putting 12 records (keys
+    k0..k3) before, between and after; returns each phase's shard ids."""
+    phases: dict[str, list[str]] = {}
+    phases["parent"] = await put(0)
+    parent = (await list_shards(kinesis, arn))[0]["ShardId"]
+    await kinesis.split_shard(StreamARN=arn, ShardToSplit=parent, NewStartingHashKey=str(2**127))
+    phases["split"] = await put(12)
+    children = [s["ShardId"] for s in await list_shards(kinesis, arn) if s.get("ParentShardId")]
+    await kinesis.merge_shards(
+        StreamARN=arn, ShardToMerge=children[0], AdjacentShardToMerge=children[1]
+    )
+    phases["merged"] = await put(24)
+    return phases
+
+
+def assert_parents_before_children(fake: FakeLambda, shards: list[dict[str, Any]]) -> None:
+    order = [r["eventID"].split(":")[0] for r in kinesis_records(fake)]
+    first = {shard: order.index(shard) for shard in set(order)}
+    last = {shard: len(order) - 1 - order[::-1].index(shard) for shard in set(order)}
+    for shard in shards:
+        for parent in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")):
+            if parent and parent in last and shard["ShardId"] in first:
+                assert last[parent] < first[shard["ShardId"]], (parent, shard["ShardId"])
+    per_key: dict[int, list[int]] = defaultdict(list)
+    for record in kinesis_records(fake):
+        data = kinesis_data(record)
+        per_key[data["key"]].append(data["n"])
+    assert all(ns == sorted(ns) for ns in per_key.values())
+
+
+@pytest.mark.parametrize("iterators_end", [True, False], ids=["null-iterator", "ending-sequence"])
+async def test_resharding_reads_parents_before_children(
+    moto: str, kinesis: Any, state: Path, monkeypatch: pytest.MonkeyPatch, iterators_end: bool
+) -> None:
+    """Split then merge before the daemon starts: every shard is there at once, and lineage
+    alone orders them. Without the null-iterator patch a closed shard ends by its
+    EndingSequenceNumber instead."""
+    monkeypatch.setattr(moto_patches, "closed_shard_iterators_end", iterators_end)
+    arn = await make_stream(kinesis, "orders")
+
+    async def put(start: int) -> list[str]:
+        sent = [(f"k{n % 4}", {"key": n % 4, "n": n}) for n in range(start, start + 12)]
+        return sorted({shard for shard, _ in await put_records(kinesis, arn, sent)})
+
+    phases = await reshard(kinesis, arn, put)
+    shards = await list_shards(kinesis, arn)
+    assert len(shards) == 4 and len(phases["split"]) == 2 and len(phases["merged"]) == 1
+    async with FakeLambda() as fake:
+        mapping = {"source": arn, "starting_position": "TRIM_HORIZON", "batch_size": 5}
+        async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))) as app:
+            await eventually(lambda: len(kinesis_records(fake)) >= 36)
+            # Finished shards leave /status and their series are removed.
+            await eventually(lambda: set(app.mappings[0].status.shards) == set(phases["merged"]))
+            assert (
+                not metric(
+                    app, "poller_iterator_age_seconds", mapping="orders", shard=phases["parent"][0]
+                )
+                and app.metrics.registry.get_sample_value(
+                    "poller_iterator_age_seconds",
+                    {"mapping": "orders", "shard": phases["parent"][0]},
+                )
+                is None
+            )
+        assert sorted(numbers(kinesis_records(fake))) == list(range(36))
+        assert_parents_before_children(fake, shards)
+
+
+async def test_resharding_while_running_starts_children_from_their_start(
+    moto: str, kinesis: Any, state: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+    async with FakeLambda() as fake:
+        mapping = {"source": arn, "starting_position": "LATEST", "batch_size": 5}
+        async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))) as app:
+            await caught_up(app, "orders", [(await list_shards(kinesis, arn))[0]["ShardId"]])
+
+            async def put(start: int) -> list[str]:
+                sent = [(f"k{n % 4}", {"key": n % 4, "n": n}) for n in range(start, start + 12)]
+                placed = await put_records(kinesis, arn, sent)
+                await eventually(lambda: len(kinesis_records(fake)) >= start + 12)
+                return sorted({shard for shard, _ in placed})
+
+            await reshard(kinesis, arn, put)
+        # LATEST applied only to the shard that existed at the start: the children were
+        # read from TRIM_HORIZON, so nothing written to them was skipped.
+        assert sorted(numbers(kinesis_records(fake))) == list(range(36))
+        assert_parents_before_children(fake, await list_shards(kinesis, arn))
+
+
+@pytest.mark.slow
+async def test_sigkill_and_restart_lose_nothing_and_replay_at_most_the_in_flight_batches(
+    moto: str, kinesis: Any, tmp_path: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders", shards=2)
+    await put_records(kinesis, arn, [(f"k{n % 7}", {"n": n}) for n in range(200)])
+
+    async def slowish(event: Any, info: Invocation) -> Any:
+        await anyio.sleep(0.05)
+        return None
+
+    async with FakeLambda(slowish) as fake:
+        mapping = {"source": arn, "starting_position": "TRIM_HORIZON", "batch_size": 10}
+        config = tmp_path / "poller.yaml"
+        config.write_text(stream_yaml(moto, fake, tmp_path / "state.db", [mapping]))
+        daemon = DaemonProcess(config, tmp_path / "first.log")
+        daemon.start()
+        try:
+            await eventually(lambda: len(kinesis_records(fake)) >= 60, timeout=30)
+        finally:
+            daemon.kill()
+        before = len(kinesis_records(fake))
+        restarted = DaemonProcess(config, tmp_path / "second.log")
+        restarted.start()
+        try:
+            await eventually(lambda: set(numbers(kinesis_records(fake))) == set(range(200)))
+            restarted.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            assert await restarted.wait() == 0, restarted.logs()
+        finally:
+            restarted.kill()
+        delivered = numbers(kinesis_records(fake))
+        duplicates = len(delivered) - 200
+        # At most one batch of 10 per shard was in flight when the first daemon died.
+        assert 0 <= duplicates <= 2 * 10, (before, duplicates)

@@ -1,0 +1,589 @@
+"""Shard machinery without AWS: watermark, lineage, key routing, lanes, and the readers driven
+against an in-memory shard API (topologies and faults moto cannot produce)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from botocore.exceptions import ClientError
+
+from poller.app import role_arn
+from poller.arns import parse_source_arn
+from poller.checkpoints.base import Checkpoint
+from poller.config import MappingSettings
+from poller.events import MAX_PAYLOAD_BYTES
+from poller.events_streams import kinesis_record
+from poller.filtering import FilterSet
+from poller.lifecycle import Shutdown
+from poller.metrics import Metrics
+from poller.sources.dynamodb import DynamoDBShards
+from poller.sources.kinesis import KinesisShards
+from poller.sources.shard_reader import StreamContext
+from poller.sources.shards import (
+    Lane,
+    ReadResult,
+    ShardGauges,
+    ShardInfo,
+    StartAt,
+    Watermark,
+    lane_for,
+    read_error_kind,
+    startable,
+)
+from poller.sources.stream_source import StreamSource
+from poller.status import MappingStatus
+from poller.stream_records import StreamRecord
+
+ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
+
+
+# -- pure pieces ------------------------------------------------------------------------------
+
+
+def test_watermark_moves_only_over_a_settled_prefix() -> None:
+    marks = Watermark()
+    indexes = [marks.add(str(seq)) for seq in (10, 11, 12, 13)]
+    marks.settle(indexes[1])
+    marks.settle(indexes[2])
+    assert marks.advance() is None  # 10 is still out
+    assert marks.span == 4
+    marks.settle(indexes[0])
+    assert marks.advance() == "12"
+    assert marks.span == 1
+    marks.settle(indexes[0])  # settling twice, or below the checkpoint, is harmless
+    marks.add("14", settled=True)  # e.g. filtered out
+    assert marks.advance() is None
+    marks.settle(indexes[3])
+    assert marks.advance() == "14"
+    assert marks.span == 0
+
+
+def shard(shard_id: str, *parents: str, ending: int | None = None) -> ShardInfo:
+    return ShardInfo(shard_id, tuple(parents), ending)
+
+
+def test_lineage_children_wait_for_every_parent() -> None:
+    listing = [
+        shard("a", ending=10),
+        shard("b", "a", ending=20),
+        shard("c", "a", ending=30),
+        shard("d", "b", "c"),  # a merge: two parents
+    ]
+    ids = lambda found: [s.shard_id for s in found]  # noqa: E731
+    assert ids(startable(listing, finished=set(), started=set())) == ["a"]
+    assert ids(startable(listing, finished=set(), started={"a"})) == []
+    assert ids(startable(listing, finished={"a"}, started={"a"})) == ["b", "c"]
+    assert ids(startable(listing, finished={"a", "b"}, started={"b", "c"})) == []
+    assert ids(startable(listing, finished={"a", "b", "c"}, started={"b", "c"})) == ["d"]
+
+
+def test_lineage_a_parent_trimmed_from_the_listing_counts_as_finished() -> None:
+    listing = [shard("child", "gone-parent"), shard("merged", "gone", "child")]
+    assert [s.shard_id for s in startable(listing, set(), set())] == ["child"]
+
+
+def test_keys_route_to_stable_lanes() -> None:
+    keys = [f"customer-{i}" for i in range(200)]
+    lanes = [lane_for(key, 4) for key in keys]
+    assert lanes == [lane_for(key, 4) for key in keys]  # stable (crc32, not hash())
+    assert set(lanes) == {0, 1, 2, 3}
+    assert lane_for("anything", 1) == 0
+
+
+def record(seq: int, key: str = "k", size: int = 10) -> StreamRecord:
+    return StreamRecord(str(seq), seq, key, time.time(), b"x" * size)
+
+
+def test_a_lane_batch_stops_at_batch_size_and_the_payload_limit() -> None:
+    lane = Lane(batch_size=3, window=0)
+    for seq in range(5):
+        lane.add(seq, record(seq), now=0)
+    assert lane.full()
+    assert [index for index, _ in lane.take()] == [0, 1, 2]
+    assert [index for index, _ in lane.take()] == [3, 4]
+    big = Lane(batch_size=100, window=0)
+    for seq in range(3):
+        big.add(seq, record(seq, size=MAX_PAYLOAD_BYTES // 2 + 100), now=0)
+    assert big.full()
+    assert [index for index, _ in big.take()] == [0]  # two of them exceed 6 MB
+    assert len(big.take()) == 1
+
+
+def test_a_lane_window_counts_from_the_first_record_or_the_last_invocation() -> None:
+    lane = Lane(batch_size=10, window=2)
+    lane.add(0, record(0), now=100.0)
+    assert lane.due_at() == 102.0
+    lane.take()
+    lane.finished_batch(now=105.0)
+    lane.add(1, record(1), now=104.0)  # arrived while the last batch was in flight
+    assert lane.due_at() == 107.0
+
+
+def client_error(code: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code}}, "GetRecords")
+
+
+def test_read_errors_are_classified_by_code() -> None:
+    assert read_error_kind(client_error("ExpiredIteratorException")) == "expired"
+    assert read_error_kind(client_error("ProvisionedThroughputExceededException")) == "throttled"
+    assert read_error_kind(client_error("LimitExceededException")) == "throttled"
+    assert read_error_kind(client_error("TrimmedDataAccessException")) == "trimmed"
+    assert read_error_kind(client_error("InternalFailure")) is None
+
+
+# -- readers against an in-memory shard API --------------------------------------------------
+
+
+@dataclass
+class FakeShard:
+    info: ShardInfo
+    records: list[tuple[int, str, float]] = field(default_factory=list)  # seq, key, arrival
+
+    @property
+    def last(self) -> int:
+        return self.records[-1][0] if self.records else 0
+
+
+class FakeApi:
+    """A stream in memory; closed shards end their iterators unless `closed_iterators_end`
+    is off (then only the listing's ending sequence number tells)."""
+
+    kind = "kinesis"
+    stream_arn = ARN
+    max_records = 1000
+    idle_poll_seconds = 0.01
+    supports_at_timestamp = True
+    list_permission = read_permission = "kinesis:*"
+
+    def __init__(self, shards: Sequence[FakeShard], *, closed_iterators_end: bool = True) -> None:
+        self.shards = {s.info.shard_id: s for s in shards}
+        self.closed_iterators_end = closed_iterators_end
+        self.faults: dict[int, BaseException] = {}  # read number (from 1) -> its error
+        self.reads = 0
+        self.starts: list[tuple[str, StartAt]] = []
+        self.read_upto: dict[str, int] = defaultdict(int)
+
+    async def list_shards(self) -> list[ShardInfo]:
+        return [s.info for s in self.shards.values()]
+
+    async def iterator(self, shard_id: str, start: StartAt) -> str:
+        self.starts.append((shard_id, start))
+        fake = self.shards[shard_id]
+        if start.type == "AFTER_SEQUENCE_NUMBER":
+            position = int(start.sequence_number or 0)
+        elif start.type == "LATEST":
+            position = fake.last
+        elif start.type == "AT_TIMESTAMP":
+            older = [seq for seq, _, arrival in fake.records if arrival < (start.timestamp or 0)]
+            position = max(older, default=0)
+        else:
+            position = 0
+        return f"{shard_id}|{position}"
+
+    async def read(self, iterator: str, limit: int) -> ReadResult:
+        await anyio.lowlevel.checkpoint()
+        self.reads += 1
+        if self.reads in self.faults:
+            raise self.faults[self.reads]
+        shard_id, position = iterator.split("|")
+        fake = self.shards[shard_id]
+        found = [r for r in fake.records if r[0] > int(position)][:limit]
+        reached = found[-1][0] if found else int(position)
+        self.read_upto[shard_id] = max(self.read_upto[shard_id], reached)
+        closed = fake.info.ending_sequence is not None
+        ended = closed and self.closed_iterators_end and reached >= fake.last
+        raw = [
+            {
+                "SequenceNumber": str(s),
+                "PartitionKey": k,
+                "Data": b"{}",
+                "ApproximateArrivalTimestamp": a,
+            }
+            for s, k, a in found
+        ]
+        return ReadResult(
+            raw, None if ended else f"{shard_id}|{reached}", reached >= fake.last, 0.0
+        )
+
+    def event_record(self, raw: Mapping[str, Any], shard_id: str) -> dict[str, Any]:
+        return kinesis_record(
+            raw, shard_id=shard_id, stream_arn=ARN, region="us-east-1", invoke_identity_arn="x"
+        )
+
+    def matches(self, filters: FilterSet, record: Mapping[str, Any]) -> bool:
+        return filters.matches_kinesis(record)
+
+
+class FakeProcessor:
+    """Records each batch; a key in `blocked` holds its batch until the event is set."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[tuple[str, list[int], list[str]]] = []
+        self.blocked: dict[str, anyio.Event] = {}
+        self.delay = delay
+        self.active = 0
+        self.peak = 0
+
+    async def process(
+        self, shard_id: str, records: Sequence[StreamRecord], progress: Any = None
+    ) -> None:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            for r in records:
+                if r.key in self.blocked:
+                    await self.blocked[r.key].wait()
+            await anyio.sleep(self.delay)
+        finally:
+            self.active -= 1
+        self.batches.append((shard_id, [r.sequence for r in records], [r.key for r in records]))
+
+    def processed(self, shard_id: str | None = None) -> list[int]:
+        return [s for sid, seqs, _ in self.batches if shard_id in (None, sid) for s in seqs]
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.checkpoints: dict[str, Checkpoint] = {}
+        self.started: float | None = None
+
+    async def get(self, mapping: str, stream_arn: str, shard_id: str) -> Checkpoint | None:
+        return self.checkpoints.get(shard_id)
+
+    async def put(self, mapping: str, stream_arn: str, shard_id: str, cp: Checkpoint) -> None:
+        self.checkpoints[shard_id] = cp
+
+    async def all(self, mapping: str, stream_arn: str) -> dict[str, Checkpoint]:
+        return dict(self.checkpoints)
+
+    async def mapping_started_at(self, mapping: str, stream_arn: str) -> float | None:
+        return self.started
+
+    async def set_mapping_started_at(self, mapping: str, stream_arn: str, at: float) -> None:
+        self.started = self.started or at
+
+    async def aclose(self) -> None:
+        pass
+
+
+@dataclass
+class Harness:
+    api: FakeApi
+    processor: FakeProcessor
+    store: MemoryStore
+    status: MappingStatus
+    shutdown: Shutdown
+    source: StreamSource
+
+
+@asynccontextmanager
+async def streaming(
+    api: FakeApi,
+    processor: FakeProcessor | None = None,
+    store: MemoryStore | None = None,
+    *,
+    drain: float = 5.0,
+    **mapping: Any,
+) -> AsyncIterator[Harness]:
+    """A StreamSource over `api` running in the background; stopped (drain seconds) on exit."""
+    settings = MappingSettings.model_validate(
+        {
+            "name": "orders",
+            "source": ARN,
+            "target": {"type": "python", "handler": "m:f"},
+            "starting_position": "TRIM_HORIZON",
+            "batch_size": 5,
+            **mapping,
+        }
+    )
+    metrics = Metrics()
+    status = MappingStatus(
+        "orders", settings.uuid, ARN, "python:m:f", metrics.for_mapping("orders")
+    )
+    shutdown = Shutdown()
+    context = StreamContext(
+        mapping=settings,
+        api=api,
+        processor=processor or FakeProcessor(),
+        store=store or MemoryStore(),
+        filters=FilterSet.compile(settings.filter_patterns, source="kinesis"),
+        metrics=status.metrics,
+        gauges=ShardGauges(metrics, "orders"),
+        status=status,
+        shutdown=shutdown,
+        backoff_base=0.01,
+    )
+    source = StreamSource(context, discovery_interval=0.05)
+    harness = Harness(api, context.processor, context.store, status, shutdown, source)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(source.run)
+        try:
+            yield harness
+        finally:
+            shutdown.begin(drain)
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout):
+        while not condition():  # noqa: ASYNC110 - polling state that has no event of its own
+            await anyio.sleep(0.005)
+
+
+def checkpoint(h: Harness, shard_id: str) -> str | None:
+    status = h.status.shards.get(shard_id)
+    return status.checkpoint if status else None
+
+
+def records(seqs: range, key: Callable[[int], str] = lambda s: "k") -> list[tuple[int, str, float]]:
+    return [(s, key(s), time.time()) for s in seqs]
+
+
+@pytest.mark.parametrize("closed_iterators_end", [True, False])
+async def test_split_and_merge_read_parents_before_children(closed_iterators_end: bool) -> None:
+    api = FakeApi(
+        [
+            FakeShard(shard("a", ending=10), records(range(1, 11))),
+            FakeShard(shard("b", "a", ending=25), records(range(11, 26))),
+            FakeShard(shard("c", "a", ending=33), records(range(26, 34))),
+            FakeShard(shard("d", "b", "c"), records(range(34, 40))),
+        ],
+        closed_iterators_end=closed_iterators_end,
+    )
+    async with streaming(api) as h:
+        await eventually(lambda: len(h.processor.processed()) == 39)
+        await eventually(lambda: set(h.status.shards) == {"d"})
+    order = [sid for sid, seqs, _ in h.processor.batches for _ in seqs]
+    last = {sid: max(i for i, s in enumerate(order) if s == sid) for sid in "abcd"}
+    first = {sid: order.index(sid) for sid in "abcd"}
+    assert last["a"] < first["b"] and last["a"] < first["c"]
+    assert max(last["b"], last["c"]) < first["d"]
+    for sid in "abcd":  # siblings interleave; each shard stays in order
+        assert h.processor.processed(sid) == sorted(h.processor.processed(sid))
+    checkpoints = h.store.checkpoints
+    assert [checkpoints[s] for s in "abc"] == [
+        Checkpoint("10", True),
+        Checkpoint("25", True),
+        Checkpoint("33", True),
+    ]
+    assert checkpoints["d"] == Checkpoint("39", False)
+
+
+async def test_a_new_shard_after_the_first_start_reads_from_trim_horizon() -> None:
+    store = MemoryStore()
+    api = FakeApi([FakeShard(shard("a"), records(range(1, 4)))])
+    async with streaming(api, store=store, starting_position="LATEST") as h:
+        await eventually(lambda: ("a", StartAt("LATEST")) in api.starts)
+        api.shards["a"].records += records(range(4, 6))
+        api.shards["new"] = FakeShard(shard("new"), records(range(1, 3)))
+        await eventually(lambda: len(h.processor.processed()) == 4)
+    assert h.processor.processed("a") == [4, 5]
+    assert h.processor.processed("new") == [1, 2]
+    assert ("new", StartAt("TRIM_HORIZON")) in api.starts
+
+
+async def test_a_latest_mapping_restarted_before_its_first_checkpoint_resumes_at_its_start() -> (
+    None
+):
+    store = MemoryStore()
+    old = [(seq, "k", time.time() - 5) for seq in range(1, 4)]
+    api = FakeApi([FakeShard(shard("a"), old)])
+    async with streaming(api, store=store, starting_position="LATEST"):
+        await eventually(lambda: api.read_upto["a"] == 3 and store.started is not None)
+    assert store.checkpoints == {"a": Checkpoint(None)}  # an initial shard, no position yet
+    started = store.started
+    api.shards["a"].records += records(range(4, 6))
+    async with streaming(api, store=store, starting_position="LATEST") as h:
+        await eventually(lambda: h.processor.processed() == [4, 5])
+    assert api.starts[-1] == ("a", StartAt("AT_TIMESTAMP", timestamp=started))
+    # Where AT_TIMESTAMP does not exist (DynamoDB), the horizon is read and older records skipped.
+    api.supports_at_timestamp = False
+    store.checkpoints = {"a": Checkpoint(None)}
+    async with streaming(api, store=store, starting_position="LATEST") as h:
+        await eventually(lambda: h.processor.processed() == [4, 5])
+    assert api.starts[-1] == ("a", StartAt("TRIM_HORIZON"))
+
+
+async def test_read_faults_lose_nothing_and_repeat_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = FakeApi([FakeShard(shard("a"), records(range(1, 21)))])
+    api.faults = {
+        2: client_error("ExpiredIteratorException"),
+        4: client_error("ProvisionedThroughputExceededException"),
+        6: client_error("InternalFailure"),
+        8: client_error("TrimmedDataAccessException"),
+    }
+    caplog.set_level(logging.INFO, logger="poller.streams")
+    async with streaming(api) as h:
+        await eventually(lambda: checkpoint(h, "a") == "20")
+        assert h.status.state.value == "running"  # degraded by the failure, then recovered
+    assert h.processor.processed() == list(range(1, 21))
+    degraded = [r for r in caplog.records if "InternalFailure" in r.getMessage()]
+    assert degraded and degraded[0].levelno == logging.ERROR
+    trimmed = [r for r in caplog.records if "retention" in r.getMessage()]
+    assert trimmed and trimmed[0].levelno == logging.ERROR
+    assert "shard a" in trimmed[0].getMessage()
+    assert [start.type for _, start in api.starts] == [
+        "TRIM_HORIZON",
+        "AFTER_SEQUENCE_NUMBER",  # expired: a new iterator after the last record read
+        "AFTER_SEQUENCE_NUMBER",  # after the failure
+        "TRIM_HORIZON",  # trimmed: what is left from the horizon (read records skipped)
+    ]
+
+
+async def test_back_pressure_reads_at_most_one_batch_beyond_the_one_in_flight() -> None:
+    api = FakeApi([FakeShard(shard("a"), records(range(1, 101)))])
+    processor = FakeProcessor()
+    processor.blocked["k"] = anyio.Event()
+    async with streaming(api, processor, batch_size=10) as h:
+        await eventually(lambda: api.read_upto["a"] == 20)
+        await anyio.sleep(0.1)
+        assert api.read_upto["a"] == 20  # 10 in flight, 10 gathered, nothing more
+        processor.blocked.pop("k").set()
+        await eventually(lambda: len(h.processor.processed()) == 100)
+
+
+async def test_parallel_lanes_keep_key_order_and_a_stuck_key_bounds_the_read_ahead() -> None:
+    keys = ["stuck", "a", "b", "c", "d", "e"]
+    api = FakeApi([FakeShard(shard("a"), records(range(1, 601), lambda s: keys[s % 6]))])
+    processor = FakeProcessor(delay=0.002)
+    processor.blocked["stuck"] = anyio.Event()
+    async with streaming(api, processor, batch_size=5, parallelization_factor=4) as h:
+        await eventually(lambda: processor.peak > 1)
+        await anyio.sleep(0.3)
+        # The checkpoint cannot pass the stuck key's first record, and reading stops once the
+        # span behind it exceeds 10 batches (plus at most one read of a batch).
+        assert int(checkpoint(h, "a") or 0) < 6  # record 6 is the stuck key's first
+        assert api.read_upto["a"] <= 10 * 5 + 5
+        processor.blocked.pop("stuck").set()
+        await eventually(lambda: len(processor.processed()) == 600)
+        await eventually(lambda: checkpoint(h, "a") == "600")
+    per_key: dict[str, list[int]] = defaultdict(list)
+    for _, seqs, batch_keys in processor.batches:
+        for seq, key in zip(seqs, batch_keys, strict=True):
+            per_key[key].append(seq)
+    assert all(seqs == sorted(seqs) for seqs in per_key.values())
+    assert sorted(processor.processed()) == list(range(1, 601))
+
+
+async def test_a_batching_window_gathers_records_from_several_reads() -> None:
+    api = FakeApi([FakeShard(shard("a"), records(range(1, 4)))])
+    async with streaming(api, batch_size=10, maximum_batching_window_in_seconds=1) as h:
+        await eventually(lambda: api.read_upto["a"] == 3)
+        api.shards["a"].records += records(range(4, 8))
+        await eventually(lambda: api.read_upto["a"] == 7)
+        assert not h.processor.batches  # the window is still open
+        await eventually(lambda: len(h.processor.batches) == 1, timeout=3)
+        api.shards["a"].records += records(range(8, 20))
+        await eventually(lambda: len(h.processor.processed()) == 19, timeout=3)
+    assert [seqs for _, seqs, _ in h.processor.batches][:2] == [
+        list(range(1, 8)),
+        list(range(8, 18)),  # full at batch_size: it does not wait for the window
+    ]
+
+
+async def test_filtered_out_records_move_the_checkpoint() -> None:
+    api = FakeApi([FakeShard(shard("a"), records(range(1, 11), lambda s: f"k{s % 2}"))])
+    pattern = '{"partitionKey": ["k0"]}'
+    async with streaming(api, filter_criteria={"filters": [{"pattern": pattern}]}) as h:
+        await eventually(lambda: checkpoint(h, "a") == "10")
+    assert h.processor.processed() == [2, 4, 6, 8, 10]
+
+
+async def test_shutdown_abandons_a_batch_still_in_flight_at_the_deadline() -> None:
+    api = FakeApi([FakeShard(shard("a"), records(range(1, 11)))])
+    processor = FakeProcessor()
+    processor.blocked["k"] = anyio.Event()
+    async with streaming(api, processor, drain=0.1) as h:
+        await eventually(lambda: processor.active == 1)
+    assert h.source.abandoned == 1
+    assert h.store.checkpoints.get("a") is None or h.store.checkpoints["a"].sequence_number is None
+
+
+# -- the service-specific parts ---------------------------------------------------------------
+
+
+class PagedClient:
+    """Answers ListShards / DescribeStream in pages of one shard, recording the requests."""
+
+    def __init__(self, shards: list[dict[str, Any]]) -> None:
+        self.shards = shards
+        self.requests: list[dict[str, Any]] = []
+
+    async def list_shards(self, **request: Any) -> dict[str, Any]:
+        self.requests.append(request)
+        index = int(request.get("NextToken", 0))
+        page: dict[str, Any] = {"Shards": self.shards[index : index + 1]}
+        if index + 1 < len(self.shards):
+            page["NextToken"] = str(index + 1)
+        return page
+
+    async def describe_stream(self, **request: Any) -> dict[str, Any]:
+        self.requests.append(request)
+        ids = [s["ShardId"] for s in self.shards]
+        after = request.get("ExclusiveStartShardId")
+        index = ids.index(after) + 1 if after else 0
+        description: dict[str, Any] = {"Shards": self.shards[index : index + 1]}
+        if index + 1 < len(self.shards):
+            description["LastEvaluatedShardId"] = ids[index]
+        return {"StreamDescription": description}
+
+
+LISTED = [
+    {
+        "ShardId": "p",
+        "SequenceNumberRange": {"StartingSequenceNumber": "1", "EndingSequenceNumber": "9"},
+    },
+    {
+        "ShardId": "q",
+        "SequenceNumberRange": {"StartingSequenceNumber": "1", "EndingSequenceNumber": "9"},
+    },
+    {
+        "ShardId": "m",
+        "ParentShardId": "p",
+        "AdjacentParentShardId": "q",
+        "SequenceNumberRange": {"StartingSequenceNumber": "10"},
+    },
+]
+
+
+async def test_kinesis_lists_every_page_with_merge_lineage() -> None:
+    client = PagedClient(LISTED)
+    api = KinesisShards(client, parse_source_arn(ARN), invoke_identity_arn="x")
+    assert await api.list_shards() == [
+        ShardInfo("p", (), 9),
+        ShardInfo("q", (), 9),
+        ShardInfo("m", ("p", "q"), None),
+    ]
+    # NextToken names the stream on its own: the API refuses StreamARN beside it.
+    assert client.requests == [{"StreamARN": ARN}, {"NextToken": "1"}, {"NextToken": "2"}]
+
+
+async def test_dynamodb_lists_every_page_by_exclusive_start_shard_id() -> None:
+    stream = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2025-01-01T00:00:00.000"
+    shards = [
+        {"ShardId": "old", "SequenceNumberRange": {"EndingSequenceNumber": "300"}},
+        {"ShardId": "new", "ParentShardId": "old", "SequenceNumberRange": {}},
+    ]
+    client = PagedClient(shards)
+    api = DynamoDBShards(client, parse_source_arn(stream))
+    assert await api.list_shards() == [ShardInfo("old", (), 300), ShardInfo("new", ("old",))]
+    assert client.requests == [
+        {"StreamArn": stream},
+        {"StreamArn": stream, "ExclusiveStartShardId": "old"},
+    ]
+
+
+def test_an_assumed_role_identity_is_reported_as_its_role() -> None:
+    assumed = "arn:aws:sts::123456789012:assumed-role/consumer-role/session-1"
+    assert role_arn(assumed) == "arn:aws:iam::123456789012:role/consumer-role"
+    assert role_arn("arn:aws:iam::123456789012:user/moto") == "arn:aws:iam::123456789012:user/moto"
