@@ -34,6 +34,8 @@ T = TypeVar("T")
 # ESM-SEMANTICS §0: throttles and transient errors back off exponentially from 1 s, doubling,
 # full jitter, capped at 60 s; a server's Retry-After hint is honoured when it is longer.
 THROTTLE_BACKOFF_CAP = 60.0
+# Invoke errors that name a problem a person must fix: unauthorized, forbidden, not found.
+_NEEDS_A_HUMAN = frozenset({401, 403, 404, 405})
 
 
 class Held(Exception):
@@ -105,7 +107,13 @@ class Invoker:
         result = outcome.result() if outcome is not None and not outcome.failed else None
         reason = f"{result.outcome.value}: {result.detail}" if result else "unknown"
         self.gate.close()
-        self.status.degraded(f"target {self.target.description}: {reason}")
+        message = f"mapping {self.status.name}: target {self.target.description}: {reason}"
+        if result is not None and result.status_code in _NEEDS_A_HUMAN:
+            # The function is missing or refuses poller: retrying will not mend it, so the
+            # mapping shows failed (poller_mapping_up 0) while it keeps trying with back-off.
+            self.status.failed(message)
+        else:
+            self.status.degraded(message)
         if self._shutdown.is_stopping:
             raise Held(reason)
         delay = state.upcoming_sleep

@@ -51,6 +51,10 @@ class MappingStatus:
         if self.state is not State.STOPPING:
             self.set(State.DEGRADED, error)
 
+    def failed(self, error: str) -> None:
+        if self.state is not State.STOPPING:
+            self.set(State.FAILED, error)
+
     def recovered(self) -> None:
         if self.state in (State.DEGRADED, State.STARTING, State.FAILED):
             self.set(State.RUNNING)

@@ -368,3 +368,23 @@ async def test_a_missing_queue_fails_its_mapping_only(moto: str, sqs: Any) -> No
             assert "ghost" in (ghost.error or "")
             assert metric(app, "poller_mapping_up", mapping="ghost") == 0
             assert metric(app, "poller_mapping_up", mapping="orders") == 1
+
+
+async def test_a_missing_function_fails_its_mapping_until_it_appears(moto: str, sqs: Any) -> None:
+    queue = await make_queue(sqs, "orders", visibility_timeout=2, max_receive_count=1)
+    await send(sqs, queue.url, ["x", "y"])
+    async with FakeLambda(lambda event, info: Reply.not_found("orders-fn")) as fake:
+        async with running(settings_from(mapping_yaml(moto, fake, queue))) as app:
+            status = app.mappings[0].status
+            await eventually(lambda: status.state.value == "failed")
+            assert "orders-fn" in (status.error or "") and "orders" in (status.error or "")
+            assert metric(app, "poller_mapping_up", mapping="orders") == 0
+            fake.handler = lambda event, info: None  # the function is deployed
+            await eventually(
+                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") == 2,
+                timeout=90,
+            )
+            assert status.state.value == "running"
+            assert metric(app, "poller_mapping_up", mapping="orders") == 1
+    # Held with its visibility extended the whole time: nothing drifted to the DLQ.
+    assert await depth(sqs, queue.dlq_url or "") == (0, 0)
