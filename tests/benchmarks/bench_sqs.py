@@ -41,10 +41,12 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    """moto's server in its own process, so its GIL is not shared with the loops measured."""
+    """moto's server in its own process, so its GIL is not shared with the loops measured,
+    with its clock made cheap (tests/benchmarks/fast_moto.py says why)."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "tests.benchmarks.fast_moto", "-H", "127.0.0.1", "-p", str(port)],
+        cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
