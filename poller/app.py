@@ -122,7 +122,9 @@ class App:
             log.info("serving /metrics /healthz /readyz /status on port %d", self.server.port)
             if any(m.enabled and m.source_arn.is_stream for m in self.settings.mappings):
                 try:
-                    self.checkpoints = open_checkpoint_store(self.settings.checkpoints)
+                    self.checkpoints = open_checkpoint_store(
+                        self.settings.checkpoints, self.clients
+                    )
                 except (NotImplementedError, ValueError, OSError) as exc:
                     # Stream mappings then fail on their own; SQS mappings still run.
                     self.checkpoints_error = f"checkpoints: {exc}"
@@ -296,6 +298,7 @@ class _StreamRunner:
             gauges=ShardGauges(app.metrics, mapping.name),
             status=status,
             shutdown=app.shutdown,
+            leases=store.leases(mapping.name, source.arn, status, app.shutdown),
         )
         stream = StreamSource(
             context, discovery_interval=app.settings.tuning.shard_discovery_interval_seconds

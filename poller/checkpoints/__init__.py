@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
-from poller.checkpoints.base import Checkpoint, CheckpointStore
+from typing import TYPE_CHECKING
+
+from poller.checkpoints.base import (
+    AllShards,
+    Checkpoint,
+    CheckpointStore,
+    LeaseLost,
+    LeaseState,
+    ShardLeases,
+)
 from poller.config import CheckpointSettings
 
-__all__ = ["Checkpoint", "CheckpointStore", "open_checkpoint_store"]
+if TYPE_CHECKING:
+    from poller.aws import AwsClients
+
+__all__ = [
+    "AllShards",
+    "Checkpoint",
+    "CheckpointStore",
+    "LeaseLost",
+    "LeaseState",
+    "ShardLeases",
+    "open_checkpoint_store",
+]
 
 
-def open_checkpoint_store(settings: CheckpointSettings) -> CheckpointStore:
-    """The store `checkpoints:` configures (SPEC §2). The caller awaits `aclose()` when done."""
+def open_checkpoint_store(
+    settings: CheckpointSettings, clients: AwsClients | None = None
+) -> CheckpointStore:
+    """The store `checkpoints:` configures (SPEC §2). The caller awaits `aclose()` when done.
+
+    Nothing is read or written here: the lease table is created or checked on first use.
+    """
     if settings.backend == "sqlite":
         from poller.checkpoints.sqlite import SqliteCheckpointStore
 
         return SqliteCheckpointStore(settings.path)
-    raise NotImplementedError("the lease table arrives with issue 6")
+    if clients is None or settings.table is None:
+        raise ValueError("backend dynamodb needs AWS clients and checkpoints.table")
+    from poller.checkpoints.dynamodb import DynamoDBCheckpointStore
+
+    return DynamoDBCheckpointStore(
+        clients, settings.table, lease_duration=settings.lease_duration_seconds
+    )

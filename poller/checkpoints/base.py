@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from poller.lifecycle import Shutdown
+    from poller.sources.shards import ShardInfo
+    from poller.status import MappingStatus
+
+# What an instance may do with a shard: read it ("held"), finish what is in flight and hand it
+# over ("releasing"); None: leave it alone (another instance owns it, or nobody yet).
+LeaseState = Literal["held", "releasing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +58,96 @@ class CheckpointStore(Protocol):
         """Record the first start time (kept if one is already stored); durable at once."""
         ...
 
+    def leases(
+        self, mapping: str, stream_arn: str, status: MappingStatus, shutdown: Shutdown
+    ) -> ShardLeases:
+        """Who reads which shard of one mapping's stream (one instance: this one, all of them)."""
+        ...
+
     async def aclose(self) -> None:
         """Flush and release the backend."""
         ...
+
+
+class StoreUnusable(Exception):
+    """The checkpoint store cannot be used as configured; the message says what to do."""
+
+
+class LeaseLost(Exception):
+    """A checkpoint write found the shard's lease held by another instance: nothing was
+    written, and the reader must stop (its records are the new owner's to deliver)."""
+
+
+class ShardLeases(Protocol):
+    """Which shards of one mapping's stream this instance may read.
+
+    The lease-table backend takes, renews, balances and releases leases shared with other
+    instances; with one instance (SQLite) `AllShards` grants every shard, so a stream source
+    has a single path either way.
+    """
+
+    @property
+    def owner(self) -> str | None:
+        """This instance's id on /status; None when it is the only reader."""
+        ...
+
+    @property
+    def exclusive(self) -> bool:
+        """True when no other instance can ever read these shards."""
+        ...
+
+    @property
+    def handover_seconds(self) -> float:
+        """How long a shard being given up may finish its in-flight batches."""
+        ...
+
+    @property
+    def finished(self) -> Collection[str]:
+        """Shards some instance read to the end (so their children may start)."""
+        ...
+
+    def update(self, listing: Sequence[ShardInfo]) -> None:
+        """The stream's shards as last listed: the ones leases exist for."""
+        ...
+
+    def state(self, shard_id: str) -> LeaseState | None:
+        """What this instance may do with the shard now."""
+        ...
+
+    async def run(self, changed: Callable[[], None]) -> None:
+        """Keep the leases (renew, take, balance) until cancelled; `changed()` after any
+        change of what `state` answers."""
+        ...
+
+    async def release(self, shard_id: str) -> None:
+        """Give the shard's lease back, after its final checkpoint."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release whatever is still held and say this instance is gone."""
+        ...
+
+
+class AllShards:
+    """The single-instance grant: every shard is this instance's to read, for good."""
+
+    owner: str | None = None
+    exclusive = True
+    handover_seconds = 0.0
+    finished: frozenset[str] = frozenset()
+
+    def update(self, listing: Sequence[ShardInfo]) -> None:
+        """Nothing to track: every shard is granted."""
+
+    def state(self, shard_id: str) -> LeaseState | None:
+        """Always "held"."""
+        return "held"
+
+    async def run(self, changed: Callable[[], None]) -> None:
+        """Nothing to keep."""
+
+    async def release(self, shard_id: str) -> None:
+        """Nothing to give back."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""

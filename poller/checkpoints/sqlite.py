@@ -18,7 +18,9 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
-from poller.checkpoints.base import Checkpoint
+from poller.checkpoints.base import AllShards, Checkpoint
+from poller.lifecycle import Shutdown
+from poller.status import MappingStatus
 
 T = TypeVar("T")
 
@@ -132,6 +134,12 @@ class SqliteCheckpointStore:
             )
 
         await self._run_shielded(write)
+
+    def leases(
+        self, mapping: str, stream_arn: str, status: MappingStatus, shutdown: Shutdown
+    ) -> AllShards:
+        """One instance reads every shard: a local file has no other readers."""
+        return AllShards()
 
     async def aclose(self) -> None:
         """Checkpoint the WAL into the main file and close the connection."""

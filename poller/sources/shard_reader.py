@@ -3,20 +3,25 @@
 The reader owns the shard's iterator and its position; each lane (a virtual shard when
 `parallelization_factor` > 1) has at most one batch in flight; the watermark lets the
 checkpoint move only over a contiguous run of settled records (ESM-SEMANTICS §3.3, §4.2).
+
+Shutdown, or a lease handed back, stops reading, lets the batches in flight finish until a
+deadline and writes a final checkpoint; a lease lost stops the reader at once, drops what it
+buffered and writes nothing more (the new owner reads on from the last checkpoint).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
 
 from poller.aws_errors import AWS_ERRORS, describe
-from poller.checkpoints.base import Checkpoint, CheckpointStore
+from poller.checkpoints.base import AllShards, Checkpoint, CheckpointStore, LeaseLost, ShardLeases
 from poller.config import MappingSettings
 from poller.engine import Held
 from poller.events_streams import stream_record
@@ -66,6 +71,7 @@ class StreamContext:
     shutdown: Shutdown
     clock: Callable[[], float] = time.time
     backoff_base: float = 1.0  # first step of the back-off after a failing AWS call
+    leases: ShardLeases = field(default_factory=AllShards)  # which shards this instance reads
 
 
 class ShardReader:
@@ -90,6 +96,8 @@ class ShardReader:
         self.listed = True  # False once the listing no longer shows the shard (trimmed)
         self.ended = False
         self.abandoned = 0
+        self.revoked = False  # the lease went to another instance
+        self.handed_back = False  # the lease is being given up (balance)
         mapping = context.mapping
         self._batch_size = mapping.batch_size
         self._lanes = [
@@ -106,32 +114,58 @@ class ShardReader:
         self._changed = Signal()
         self._lock = anyio.Lock()
         self._reading = True
+        self._stop = anyio.Event()  # stop reading: shutdown, or the lease handed back
+        self._deadline = math.inf  # until when in-flight batches may finish after that
+        self._scope: anyio.CancelScope | None = None
         self._failing = False
         self._backoff = ReadBackoff(context.backoff_base)
-        self._status = ShardStatus(shard.shard_id, checkpoint=checkpoint)
+        self._status = ShardStatus(shard.shard_id, context.leases.owner, checkpoint)
         context.status.shards[shard.shard_id] = self._status
         self._extra = {"mapping": mapping.name, "shard": shard.shard_id}
 
     async def run(self) -> bool:
-        """Read until the shard ends or shutdown begins; True once it is finished for good."""
+        """Read until the shard ends, shutdown begins or the lease goes; True once it is
+        finished for good."""
+        finished = False
         try:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(self._wake_on_stop)
-                for lane in self._lanes:
-                    tasks.start_soon(self._lane_loop, lane)
-                await self._read_loop()
-                self._reading = False
-                self._changed.notify()
-                await self._drain()
-                tasks.cancel_scope.cancel()
+            with anyio.CancelScope() as self._scope:
+                if self.revoked:
+                    self._scope.cancel()
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(self._wake_on_stop)
+                    for lane in self._lanes:
+                        tasks.start_soon(self._lane_loop, lane)
+                    await self._read_loop()
+                    self._reading = False
+                    self._changed.notify()
+                    await self._drain()
+                    tasks.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True):
-                finished = await self._checkpoint(final=True)
+            if not self.revoked:
+                with anyio.CancelScope(shield=True):
+                    finished = await self._checkpoint(final=True)
         return finished
+
+    def hand_back(self, deadline: float) -> None:
+        """The lease is being given up: stop reading, let the batches in flight finish until
+        `deadline` (monotonic), then write the final checkpoint."""
+        self.handed_back = True
+        self._stop_reading(deadline)
+
+    def revoke(self) -> None:
+        """The lease is gone: stop at once, drop the buffered records, write no checkpoint."""
+        self.revoked = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _stop_reading(self, deadline: float) -> None:
+        self._deadline = min(self._deadline, deadline)
+        self._stop.set()
+        self._changed.notify()
 
     async def _wake_on_stop(self) -> None:
         await self.context.shutdown.stopping.wait()
-        self._changed.notify()
+        self._stop_reading(self.context.shutdown.deadline)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -176,9 +210,8 @@ class ShardReader:
 
     async def _room(self) -> bool:
         """Wait until reading more stays within the read-ahead limits; False when stopping."""
-        shutdown = self.context.shutdown
         cap = MAX_UNSETTLED_BATCHES * self._batch_size
-        while not shutdown.is_stopping:
+        while not self._stop.is_set():
             waiting = sum(len(lane.pending) for lane in self._lanes)
             if waiting < self._batch_size and self._watermark.span <= cap:
                 return True
@@ -276,13 +309,12 @@ class ShardReader:
 
     async def _pause(self, seconds: float) -> None:
         with anyio.move_on_after(seconds):
-            await self.context.shutdown.stopping.wait()
+            await self._stop.wait()
 
     # -- batches -----------------------------------------------------------------------------
 
     async def _lane_loop(self, lane: Lane) -> None:
-        shutdown = self.context.shutdown
-        while not shutdown.is_stopping:
+        while not self._stop.is_set():
             if not lane.pending:
                 if not self._reading:
                     return
@@ -327,22 +359,23 @@ class ShardReader:
         await self._checkpoint()
 
     async def _drain(self) -> None:
-        """At the shard's end every gathered record still goes out; at shutdown only the
-        batches in flight finish, until the deadline."""
-        shutdown = self.context.shutdown
+        """At the shard's end every gathered record still goes out; at shutdown (or when the
+        lease is handed back) only the batches in flight finish, until the deadline."""
         while any(lane.busy or lane.pending for lane in self._lanes):
-            if shutdown.is_stopping:
-                with anyio.move_on_at(shutdown.deadline):
+            if self._stop.is_set():
+                with anyio.move_on_at(self._deadline):
                     while any(lane.busy for lane in self._lanes):
                         await self._changed.wait()
-                self.abandoned = sum(lane.busy for lane in self._lanes)
-                if self.abandoned:
+                abandoned = sum(lane.busy for lane in self._lanes)
+                if abandoned:
                     log.error(
                         "drain timed out with %d batch(es) in flight; they are read again "
-                        "after the restart",
-                        self.abandoned,
+                        "from the checkpoint",
+                        abandoned,
                         extra=self._extra,
                     )
+                if self.context.shutdown.is_stopping:
+                    self.abandoned = abandoned  # SPEC §1: exit code 1
                 return
             await self._changed.wait()
 
@@ -350,6 +383,8 @@ class ShardReader:
         """Store the end of the settled prefix if it moved; with `final`, also whether the
         shard is finished (read to its end, everything settled). Returns that."""
         async with self._lock:
+            if self.revoked:
+                return False
             moved = self._watermark.advance()
             if moved is not None:
                 self._done = moved
@@ -358,9 +393,21 @@ class ShardReader:
                 return False
             checkpoint = Checkpoint(self._done, finished)
             mapping, arn = self.context.mapping.name, self.context.api.stream_arn
-            # Shielded: a checkpoint cut short by shutdown would replay settled records.
-            with anyio.CancelScope(shield=True):
-                await self.context.store.put(mapping, arn, self.shard_id, checkpoint)
+            try:
+                # Shielded: a checkpoint cut short by shutdown would replay settled records.
+                with anyio.CancelScope(shield=True):
+                    await self.context.store.put(mapping, arn, self.shard_id, checkpoint)
+            except LeaseLost as exc:
+                log.error("%s; stopping, buffered records dropped", exc, extra=self._extra)
+                self.revoke()
+                return False
+            except AWS_ERRORS as exc:
+                if final and self.ended and not self._stop.is_set():
+                    raise  # a shard's end must be stored before its children start: restart
+                log.warning(
+                    "checkpoint not stored (%r); the next one retries", exc, extra=self._extra
+                )
+                return False
             self._stored = self._done
             self._status.checkpoint = self._done
             return finished

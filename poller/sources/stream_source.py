@@ -4,6 +4,10 @@
 `ShardReader` for each shard whose parents are finished, and decides where it starts. A reader
 reads its shard into up to `parallelization_factor` lanes (records routed by key), each with at
 most one batch in flight, and checkpoints the settled prefix of what it read.
+
+Which shards this instance reads is the context's `leases` to say: every shard with one
+instance (SQLite), the shards whose leases it holds with the lease table. A lease being given
+up hands its reader back (finish in flight, checkpoint, release); a lease lost revokes it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from poller.aws_errors import AWS_ERRORS, describe
-from poller.checkpoints.base import Checkpoint
+from poller.checkpoints.base import Checkpoint, StoreUnusable
 from poller.sources.shard_reader import ShardReader, StreamContext
 from poller.sources.shards import (
     LATEST,
@@ -31,6 +35,8 @@ from poller.sources.shards import (
 from poller.status import State
 
 log = logging.getLogger("poller.streams")
+
+_STORE_ERRORS: tuple[type[BaseException], ...] = (*AWS_ERRORS, StoreUnusable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,8 @@ class StreamSource:
         self._started_at = 0.0
         self._first_start = False
         self._wake = Signal()
+        self._woken = False  # a wake came while the loop was busy: do not wait for the next
+        self._relist = False
         self._backoff = ReadBackoff(context.backoff_base)
         self._listing_failed = False
         self._extra = {"mapping": self._name}
@@ -64,9 +72,10 @@ class StreamSource:
         """List the shards, read each in lineage order until shutdown, then drain."""
         shutdown = self.context.shutdown
         listing = await self._first_listing()
-        if listing is None:
+        if listing is None or not await self._prepared(listing):
             return
-        await self._prepare(listing)
+        leases = self.context.leases
+        leases.update(listing)
         self.context.status.shards.clear()  # left over from a run that crashed
         self.context.status.set(State.RUNNING)
         log.info(
@@ -76,21 +85,38 @@ class StreamSource:
             len(self._finished),
             extra=self._extra,
         )
-        async with anyio.create_task_group() as readers:
-            readers.start_soon(self._wake_on_stop)
-            while not shutdown.is_stopping:
-                self._start_ready(listing, readers)
-                with anyio.move_on_after(self._interval):
-                    await self._wake.wait()
-                if shutdown.is_stopping:
-                    break
-                listing = await self._list() or listing
-            self.context.status.set(State.STOPPING)
+        try:
+            async with anyio.create_task_group() as keeper:
+                # The leases are renewed until every reader has checkpointed and let go.
+                keeper.start_soon(leases.run, self._notify)
+                async with anyio.create_task_group() as readers:
+                    readers.start_soon(self._wake_on_stop)
+                    while not shutdown.is_stopping:
+                        self._woken = False
+                        await self._start_ready(listing, readers)
+                        if not self._woken:
+                            with anyio.move_on_after(self._interval) as idle:
+                                await self._wake.wait()
+                            self._relist |= idle.cancel_called
+                        if shutdown.is_stopping:
+                            break
+                        if self._relist:
+                            self._relist = False
+                            listing = await self._list() or listing
+                            leases.update(listing)
+                    self.context.status.set(State.STOPPING)
+                keeper.cancel_scope.cancel()
+        finally:
+            await leases.aclose()
         self.abandoned = sum(reader.abandoned for reader in self._readers.values())
+
+    def _notify(self) -> None:
+        self._woken = True
+        self._wake.notify()
 
     async def _wake_on_stop(self) -> None:
         await self.context.shutdown.stopping.wait()
-        self._wake.notify()
+        self._notify()
 
     # -- discovery ----------------------------------------------------------------------------
 
@@ -128,6 +154,25 @@ class StreamSource:
             status.recovered()
         return listing
 
+    async def _prepared(self, listing: Sequence[ShardInfo]) -> bool:
+        """`_prepare`, retried with back-off while the store fails; False if stopped first."""
+        shutdown, status = self.context.shutdown, self.context.status
+        while not shutdown.is_stopping:
+            try:
+                await self._prepare(listing)
+                return True
+            except _STORE_ERRORS as exc:
+                if isinstance(exc, StoreUnusable):
+                    status.set(State.FAILED, f"mapping {self._name}: {exc}")
+                else:
+                    what = f"mapping {self._name}: checkpoint store"
+                    permission = "the lease table actions of deploy/iam/lease-table.json"
+                    status.degraded(describe(exc, what=what, permission=permission).message)
+                log.error("checkpoints unavailable: %s", status.error, extra=self._extra)
+            with anyio.move_on_after(self._backoff.next()):
+                await shutdown.stopping.wait()
+        return False
+
     async def _prepare(self, listing: Sequence[ShardInfo]) -> None:
         """Load the checkpoints; on the mapping's first start, record what "first" means.
 
@@ -147,20 +192,35 @@ class StreamSource:
                     await store.put(self._name, self._arn, shard.shard_id, marker)
                     self._checkpoints[shard.shard_id] = marker
             await store.set_mapping_started_at(self._name, self._arn, now)
-            self._first_start = True
-            started_at = now
+            # Another instance may have started first: the stored time is the first start.
+            started_at = await store.mapping_started_at(self._name, self._arn) or now
+            self._first_start = started_at == now
         self._started_at = started_at
         self._finished = {shard for shard, cp in self._checkpoints.items() if cp.finished}
 
-    def _start_ready(self, listing: Sequence[ShardInfo], readers: TaskGroup) -> None:
+    async def _start_ready(self, listing: Sequence[ShardInfo], readers: TaskGroup) -> None:
+        leases = self.context.leases
         listed = {shard.shard_id: shard for shard in listing}
         for shard_id, reader in self._readers.items():
             shard = listed.get(shard_id)
             reader.listed = shard is not None
             if shard is not None and shard.ending_sequence is not None:
                 reader.ending = shard.ending_sequence
-        for shard in startable(listing, self._finished, self._readers):
-            start = self._start_for(shard.shard_id)
+            state = leases.state(shard_id)
+            if state is None:
+                reader.revoke()
+            elif state == "releasing":
+                reader.hand_back(anyio.current_time() + leases.handover_seconds)
+        finished = self._finished.union(leases.finished)
+        for shard in startable(listing, finished, self._readers):
+            state = leases.state(shard.shard_id)
+            if state == "releasing":  # given up before its reader started: nothing to drain
+                await leases.release(shard.shard_id)
+            if state != "held":
+                continue
+            start = await self._start_for(shard.shard_id)
+            if start is None:
+                continue
             reader = ShardReader(
                 self.context,
                 shard,
@@ -177,9 +237,23 @@ class StreamSource:
             )
             readers.start_soon(self._run_reader, reader)
 
-    def _start_for(self, shard_id: str) -> _Start:
-        """Where a shard without a finished checkpoint starts (ESM-SEMANTICS §0)."""
-        checkpoint = self._checkpoints.get(shard_id)
+    async def _start_for(self, shard_id: str) -> _Start | None:
+        """Where a shard without a finished checkpoint starts (ESM-SEMANTICS §0); None when
+        its checkpoint cannot be read now (tried again at the next pass)."""
+        if self.context.leases.exclusive:
+            checkpoint = self._checkpoints.get(shard_id)
+        else:
+            # Another instance may have moved it since the mapping started here.
+            try:
+                checkpoint = await self.context.store.get(self._name, self._arn, shard_id)
+            except _STORE_ERRORS as exc:
+                log.warning(
+                    "shard %s: checkpoint not readable (%s); retrying",
+                    shard_id,
+                    exc,
+                    extra={**self._extra, "shard": shard_id},
+                )
+                return None
         if checkpoint is not None and checkpoint.sequence_number is not None:
             at = StartAt("AFTER_SEQUENCE_NUMBER", checkpoint.sequence_number)
             return _Start(at, checkpoint.sequence_number)
@@ -190,7 +264,9 @@ class StreamSource:
             return self._at_time(mapping.starting_position_timestamp.timestamp())
         if mapping.starting_position != "LATEST":
             return _Start(TRIM_HORIZON)
-        if self._first_start:
+        if self._first_start and self.context.leases.exclusive:
+            # Under leases another instance may have read this shard since the first start,
+            # so only the start time is safe: it never skips a record.
             return _Start(LATEST)
         # A LATEST mapping restarted before this shard's first checkpoint: resume at the
         # first start, so what arrived while the daemon was down is not skipped.
@@ -204,12 +280,22 @@ class StreamSource:
         return _Start(TRIM_HORIZON, skip_before=math.floor(timestamp))
 
     async def _run_reader(self, reader: ShardReader) -> None:
-        if not await reader.run():
-            return
         shard_id = reader.shard_id
-        self._finished.add(shard_id)
+        finished = False
+        try:
+            finished = await reader.run()
+        finally:
+            if not reader.revoked:
+                # After the final checkpoint, so the next owner starts where this one stopped.
+                with anyio.CancelScope(shield=True):
+                    await self.context.leases.release(shard_id)
+        if not (finished or reader.revoked or reader.handed_back):
+            return  # shutdown: the reader stays counted for `abandoned`
+        if finished:
+            self._finished.add(shard_id)
+            log.info("shard %s finished", shard_id, extra={**self._extra, "shard": shard_id})
+            self._relist = True  # its children may start now rather than at the next listing
         del self._readers[shard_id]
         self.context.gauges.remove(shard_id)
         self.context.status.shards.pop(shard_id, None)
-        log.info("shard %s finished", shard_id, extra={**self._extra, "shard": shard_id})
-        self._wake.notify()  # its children may start now rather than at the next listing
+        self._notify()

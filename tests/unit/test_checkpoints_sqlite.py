@@ -9,9 +9,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+from poller.aws import AwsClients
 from poller.checkpoints import Checkpoint, open_checkpoint_store
 from poller.checkpoints.sqlite import SCHEMA_VERSION, SqliteCheckpointStore
-from poller.config import CheckpointSettings
+from poller.config import AwsSettings, CheckpointSettings
 
 STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 OTHER_STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/refunds"
@@ -134,5 +135,9 @@ async def test_open_checkpoint_store_picks_the_backend(tmp_path: Path) -> None:
     await store.put("orders", STREAM, "shard-1", Checkpoint("1"))
     assert await store.get("orders", STREAM, "shard-1") == Checkpoint("1")
     await store.aclose()
-    with pytest.raises(NotImplementedError, match="issue 6"):
-        open_checkpoint_store(CheckpointSettings(backend="dynamodb", table="poller-leases"))
+    leases = CheckpointSettings(backend="dynamodb", table="poller-leases")
+    with pytest.raises(ValueError, match="AWS clients"):
+        open_checkpoint_store(leases)
+    assert type(open_checkpoint_store(leases, AwsClients(AwsSettings()))).__name__ == (
+        "DynamoDBCheckpointStore"
+    )

@@ -678,7 +678,6 @@ _EXPECTED_ACTIONS = {
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
         "dynamodb:Query",
-        "dynamodb:Scan",
     },
 }
 _ONLY_ON_ANY_RESOURCE = {"sts:GetCallerIdentity"}

@@ -1,0 +1,122 @@
+"""The lease-table checkpoint store: several instances share stream shards through DynamoDB.
+
+`DynamoDBCheckpointStore` is the CheckpointStore of `checkpoints.backend: dynamodb`; the
+table's layout and calls are in `poller.checkpoints.lease_table`, the lease loop of each
+mapping in `poller.checkpoints.leases`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from poller.aws import AwsClients
+from poller.checkpoints.base import Checkpoint, LeaseLost
+from poller.checkpoints.lease_table import (
+    LeaseTable,
+    checkpoint_of,
+    is_conditional_failure,
+    partition,
+    replica_id,
+    shard_key,
+)
+from poller.lifecycle import Shutdown
+from poller.status import MappingStatus
+
+if TYPE_CHECKING:
+    from poller.checkpoints.leases import LeaseManager
+
+
+class DynamoDBCheckpointStore:
+    """CheckpointStore on a DynamoDB lease table (`checkpoints.backend: dynamodb`).
+
+    Checkpoint writes need the shard's lease: `put` on a shard this instance does not hold
+    raises LeaseLost, except for the position-less START checkpoint the first start writes.
+    """
+
+    def __init__(
+        self,
+        clients: AwsClients,
+        table: str,
+        *,
+        lease_duration: float = 10.0,
+        replica: str | None = None,
+    ) -> None:
+        self.replica = replica or replica_id()
+        self.lease_duration = lease_duration
+        # A request outliving a renewal period is of no use to the lease loop.
+        self.table = LeaseTable(clients, table, request_timeout=max(1.0, lease_duration / 3))
+        self._managers: dict[str, LeaseManager] = {}
+
+    async def get(self, mapping: str, stream_arn: str, shard_id: str) -> Checkpoint | None:
+        """The shard's checkpoint, or None if it never had one."""
+        item = await self.table.get(partition(mapping, stream_arn), shard_key(shard_id))
+        return None if item is None else checkpoint_of(item)
+
+    async def put(
+        self, mapping: str, stream_arn: str, shard_id: str, checkpoint: Checkpoint
+    ) -> None:
+        """Store the shard's checkpoint under this instance's lease; LeaseLost if it is not
+        (or no longer) held, in which case nothing was written."""
+        pk = partition(mapping, stream_arn)
+        manager = self._managers.get(pk)
+        token = manager.token(shard_id) if manager is not None else None
+        if token is None:
+            if checkpoint.sequence_number is None and not checkpoint.finished:
+                await self.table.mark_start(pk, shard_id)
+                return
+            raise LeaseLost(
+                f"mapping {mapping}: shard {shard_id}: this instance holds no lease on it; "
+                f"checkpoint {checkpoint.sequence_number} not written"
+            )
+        try:
+            await self.table.checkpoint(pk, shard_id, token, checkpoint, time.time())
+        except Exception as exc:
+            if not is_conditional_failure(exc):
+                raise
+            if manager is not None:
+                manager.lost(shard_id, "a checkpoint write found another owner")
+            raise LeaseLost(
+                f"mapping {mapping}: shard {shard_id}: the lease was taken by another instance; "
+                f"checkpoint {checkpoint.sequence_number} not written"
+            ) from None
+
+    async def all(self, mapping: str, stream_arn: str) -> dict[str, Checkpoint]:
+        """Every shard checkpoint of one mapping on one stream, by shard id."""
+        found: dict[str, Checkpoint] = {}
+        for item in await self.table.query(partition(mapping, stream_arn)):
+            if item["sk"]["S"].startswith("shard|"):
+                checkpoint = checkpoint_of(item)
+                if checkpoint is not None:
+                    found[item["sk"]["S"].removeprefix("shard|")] = checkpoint
+        return found
+
+    async def mapping_started_at(self, mapping: str, stream_arn: str) -> float | None:
+        """When the mapping first started on this stream (epoch seconds), or None."""
+        item = await self.table.get(partition(mapping, stream_arn), "started")
+        return None if item is None else float(item["started_at"]["N"])
+
+    async def set_mapping_started_at(self, mapping: str, stream_arn: str, at: float) -> None:
+        """Record the first start time; a time already stored is kept (it is the first)."""
+        await self.table.start_once(partition(mapping, stream_arn), at)
+
+    def leases(
+        self, mapping: str, stream_arn: str, status: MappingStatus, shutdown: Shutdown
+    ) -> LeaseManager:
+        """The lease loop of one mapping on one stream (poller.checkpoints.leases)."""
+        from poller.checkpoints.leases import LeaseManager
+
+        manager = LeaseManager(
+            self.table,
+            mapping=mapping,
+            stream_arn=stream_arn,
+            replica=self.replica,
+            duration=self.lease_duration,
+            status=status,
+            shutdown=shutdown,
+        )
+        self._managers[partition(mapping, stream_arn)] = manager
+        return manager
+
+    async def aclose(self) -> None:
+        """Nothing to flush: every write is durable when it returns; clients close with the app."""

@@ -1,0 +1,440 @@
+"""The lease table: the store against moto directly, then fleets of `poller run` replicas.
+
+The lease table is served by a single-threaded moto front (tests.support.leases) so that
+conditional writes are atomic, as DynamoDB's are; everything else goes to the session's
+threaded moto server. Both share moto's state, which the `moto` fixture resets per test.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from poller.aws import AwsClients
+from poller.checkpoints import Checkpoint, LeaseLost
+from poller.checkpoints.base import StoreUnusable
+from poller.checkpoints.dynamodb import DynamoDBCheckpointStore
+from poller.checkpoints.lease_table import partition, shard_key
+from poller.checkpoints.leases import LeaseManager
+from poller.config import AwsSettings
+from poller.lifecycle import Shutdown
+from poller.metrics import Metrics
+from poller.sources.shards import ShardInfo
+from poller.status import MappingStatus, State
+from tests.support.daemon import DaemonProcess, eventually, metric, running, settings_from
+from tests.support.fake_lambda import FakeLambda, Invocation
+from tests.support.leases import (
+    TABLE,
+    fleet_yaml,
+    get_json,
+    get_text,
+    lease_items,
+    metric_value,
+    ops_port,
+    owners,
+    single_threaded_dynamodb,
+    start_fleet,
+)
+from tests.support.queues import aws_client
+from tests.support.streams import (
+    kinesis_data,
+    kinesis_records,
+    list_shards,
+    make_stream,
+    make_table,
+    put_records,
+)
+
+ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
+
+
+@pytest.fixture(scope="session")
+def dynamodb_front(moto_server: str) -> Iterator[str]:
+    """The single-threaded DynamoDB front, for the whole session (state reset with moto's)."""
+    with single_threaded_dynamodb() as url:
+        yield url
+
+
+@pytest.fixture
+async def dynamodb(moto: str, dynamodb_front: str) -> AsyncIterator[Any]:
+    async with aws_client("dynamodb", dynamodb_front) as client:
+        yield client
+
+
+@pytest.fixture
+async def kinesis(moto: str) -> AsyncIterator[Any]:
+    async with aws_client("kinesis", moto) as client:
+        yield client
+
+
+@asynccontextmanager
+async def store_for(
+    endpoint: str, replica: str, duration: float = 1.5
+) -> AsyncIterator[DynamoDBCheckpointStore]:
+    async with AwsClients(AwsSettings(region="us-east-1", endpoints={"dynamodb": endpoint})) as c:
+        yield DynamoDBCheckpointStore(c, TABLE, lease_duration=duration, replica=replica)
+
+
+def status_for(mapping: str = "orders") -> MappingStatus:
+    metrics = Metrics().for_mapping(mapping)
+    return MappingStatus(mapping, "uuid", ARN, "python:m:f", metrics)
+
+
+@asynccontextmanager
+async def keeping(store: DynamoDBCheckpointStore, shards: list[str]) -> AsyncIterator[LeaseManager]:
+    """A store's lease loop for mapping `orders` over `shards`, running in the background."""
+    manager = store.leases("orders", ARN, status_for(), Shutdown())
+    manager.update([ShardInfo(shard) for shard in shards])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(manager.run, lambda: None)
+        try:
+            yield manager
+        finally:
+            tg.cancel_scope.cancel()
+    await manager.aclose()
+
+
+# -- the store against the table ---------------------------------------------------------------
+
+
+async def test_a_replica_whose_lease_was_stolen_cannot_write_a_checkpoint(
+    dynamodb_front: str, dynamodb: Any
+) -> None:
+    async with store_for(dynamodb_front, "replica-a") as a, store_for(dynamodb_front, "b") as b:
+        async with keeping(a, ["shard-1"]) as manager:
+            await eventually(lambda: manager.state("shard-1") == "held", timeout=10)
+            await a.put("orders", ARN, "shard-1", Checkpoint("5"))
+            # A peer takes the lease (as it would once it judged it expired): a conditional
+            # write on the counter it read.
+            item = await b.table.get(partition("orders", ARN), shard_key("shard-1"))
+            assert item is not None and item["owner"]["S"] == "replica-a"
+            await b.table.take(
+                partition("orders", ARN),
+                "shard-1",
+                counter=int(item["counter"]["N"]),
+                owner="b",
+                token="peer-token",
+                now=time.time(),
+            )
+            with pytest.raises(LeaseLost, match="taken by another instance"):
+                await a.put("orders", ARN, "shard-1", Checkpoint("9"))
+            assert manager.state("shard-1") is None
+            # Nothing moved: the new owner's checkpoint is the one the old owner left.
+            assert await a.get("orders", ARN, "shard-1") == Checkpoint("5")
+            with pytest.raises(LeaseLost, match="holds no lease"):
+                await a.put("orders", ARN, "shard-1", Checkpoint("10"))
+        (lease,) = await lease_items(dynamodb)
+        assert lease == {"shard": "shard-1", "owner": "b", "state": "open", "checkpoint": "5"}
+
+
+async def test_two_replicas_split_the_shards_and_a_release_frees_one_at_once(
+    dynamodb_front: str, dynamodb: Any
+) -> None:
+    shards = [f"shard-{n}" for n in range(4)]
+    async with store_for(dynamodb_front, "a") as a, store_for(dynamodb_front, "b") as b:
+        async with keeping(a, shards) as first, keeping(b, shards) as second:
+            await eventually(lambda: len(first.held()) == 2 and len(second.held()) == 2, timeout=15)
+            assert not set(first.held()) & set(second.held())
+            assert await owners(dynamodb) == Counter({"a": 2, "b": 2})
+        # Closing released both sides' leases and deleted the heartbeats.
+        assert await owners(dynamodb) == Counter({None: 4})
+        items = (await dynamodb.scan(TableName=TABLE))["Items"]
+        assert not [item for item in items if item["sk"]["S"].startswith("replica|")]
+
+
+async def test_the_first_start_is_kept_and_start_checkpoints_need_no_lease(
+    dynamodb_front: str,
+) -> None:
+    async with store_for(dynamodb_front, "a") as store:
+        assert await store.mapping_started_at("orders", ARN) is None
+        await store.set_mapping_started_at("orders", ARN, 1_735_732_800.25)
+        await store.set_mapping_started_at("orders", ARN, 1_735_732_900.0)
+        assert await store.mapping_started_at("orders", ARN) == 1_735_732_800.25
+        await store.put("orders", ARN, "shard-1", Checkpoint(None))
+        assert await store.get("orders", ARN, "shard-1") == Checkpoint(None)
+        assert await store.get("orders", ARN, "shard-2") is None
+        assert await store.all("orders", ARN) == {"shard-1": Checkpoint(None)}
+
+
+async def test_a_table_with_another_key_schema_is_refused_with_what_to_do(
+    dynamodb_front: str, dynamodb: Any
+) -> None:
+    await dynamodb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    async with store_for(dynamodb_front, "a") as store:
+        with pytest.raises(StoreUnusable, match=f"checkpoints.table {TABLE}: its key is leaseKey"):
+            await store.all("orders", ARN)
+
+
+async def test_a_mapping_on_a_foreign_table_fails_with_the_table_and_what_to_do(
+    moto: str, dynamodb_front: str, dynamodb: Any, kinesis: Any
+) -> None:
+    await dynamodb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    arn = await make_stream(kinesis, "orders")
+    async with FakeLambda() as fake:
+        config = fleet_config(moto, dynamodb_front, fake, arn)
+        async with running(settings_from(config)) as app:
+            status = app.mappings[0].status
+            await eventually(lambda: status.state == State.FAILED, timeout=10)
+            assert status.error is not None
+            assert f"checkpoints.table {TABLE}" in status.error
+            assert "set checkpoints.table to a new name" in status.error
+
+
+async def test_a_dynamodb_stream_is_read_under_a_lease_owned_by_this_replica(
+    moto: str, dynamodb_front: str, dynamodb: Any
+) -> None:
+    arn = await make_table(dynamodb, "orders", "NEW_IMAGE")
+    for n in range(3):
+        await dynamodb.put_item(TableName="orders", Item={"pk": {"S": f"item-{n}"}})
+    async with FakeLambda() as fake:
+        async with running(settings_from(fleet_config(moto, dynamodb_front, fake, arn))) as app:
+            await eventually(lambda: len(kinesis_records(fake)) >= 3, timeout=20)
+            (shard,) = app.mappings[0].status.as_json()["shards"]
+            assert metric(app, "poller_leases_owned", mapping="orders") == 1
+        keys = [r["dynamodb"]["Keys"]["pk"]["S"] for r in kinesis_records(fake)]
+        assert keys == ["item-0", "item-1", "item-2"]
+    (lease,) = await lease_items(dynamodb)
+    assert shard["owner"] and lease["owner"] is None  # released on the way out
+    assert lease["checkpoint"] == kinesis_records(fake)[-1]["dynamodb"]["SequenceNumber"]
+
+
+async def test_a_missing_table_is_created_on_demand(dynamodb_front: str, dynamodb: Any) -> None:
+    async with store_for(dynamodb_front, "a") as store:
+        assert await store.all("orders", ARN) == {}
+    table = (await dynamodb.describe_table(TableName=TABLE))["Table"]
+    assert table["TableStatus"] == "ACTIVE"
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+# -- fleets of replicas --------------------------------------------------------------------------
+
+LEASE_DURATION = 2.0
+
+
+def numbers(fake: FakeLambda) -> list[int]:
+    return [kinesis_data(record)["n"] for record in kinesis_records(fake)]
+
+
+async def settled(dynamodb: Any, replicas: int, each: int) -> None:
+    """Wait until `replicas` owners hold `each` open leases apiece and nothing moves for a
+    lease duration (the fleet's steady state)."""
+
+    async def balanced() -> dict[str, str | None] | None:
+        items = await lease_items(dynamodb)
+        counts = Counter(item["owner"] for item in items if item["state"] == "open")
+        if None in counts or len(counts) != replicas or set(counts.values()) != {each}:
+            return None
+        return {item["shard"]: item["owner"] for item in items}
+
+    while True:
+        before = await eventually(balanced, timeout=40, interval=0.1)
+        await anyio.sleep(LEASE_DURATION)
+        if await balanced() == before:
+            return
+
+
+async def stop_all(replicas: list[DaemonProcess]) -> list[int]:
+    """SIGTERM every replica still running; their exit codes."""
+    running = [r for r in replicas if r.proc is not None and r.proc.poll() is None]
+    for replica in running:
+        replica.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    return [await replica.wait(timeout=30) for replica in running]
+
+
+async def produce(kinesis: Any, arn: str, count: int, *, chunk: int = 10) -> None:
+    """Put records n = 0..count-1 (keys spread over the shards), a chunk every 50 ms."""
+    for start in range(0, count, chunk):
+        await put_records(kinesis, arn, [(f"k{n}", {"n": n}) for n in range(start, start + chunk)])
+        await anyio.sleep(0.05)
+
+
+async def taken_over(dynamodb: Any, victim: str, since: float) -> float:
+    """Wait until no open lease is the victim's or free; seconds since `since`."""
+
+    async def done() -> bool:
+        counts = await owners(dynamodb)
+        return victim not in counts and None not in counts
+
+    await eventually(done, timeout=30, interval=0.05)
+    return time.monotonic() - since
+
+
+def replica_id(replica: DaemonProcess) -> str:
+    from tests.support.leases import replica_id as find
+
+    found = find(replica)
+    assert found, replica.logs()
+    return found
+
+
+async def slowish(event: Any, info: Invocation) -> Any:
+    await anyio.sleep(0.05)  # keeps batches in flight when a replica goes
+    return None
+
+
+def fleet_config(moto: str, front: str, fake: FakeLambda, arn: str, **mapping: Any) -> str:
+    keys = {"source": arn, "starting_position": "TRIM_HORIZON", "batch_size": 10, **mapping}
+    return fleet_yaml(moto, front, fake, keys, lease_duration=LEASE_DURATION)
+
+
+@pytest.mark.slow
+async def test_three_replicas_settle_at_two_shards_each_and_deliver_every_record_once(
+    moto: str, dynamodb_front: str, dynamodb: Any, kinesis: Any, tmp_path: Path
+) -> None:
+    """The first replica takes every shard alone; the two that join later make it give four
+    leases up, one per renewal period, each handed over after its final checkpoint."""
+    arn = await make_stream(kinesis, "orders", shards=6)
+    async with FakeLambda() as fake:
+        replicas = start_fleet(tmp_path, fleet_config(moto, dynamodb_front, fake, arn), 1)
+        try:
+            await eventually(lambda: owners(dynamodb), timeout=30)
+            await put_records(kinesis, arn, [(f"k{n}", {"n": n}) for n in range(60)])
+            await settled(dynamodb, replicas=1, each=6)
+            for joining in start_fleet(tmp_path, replicas[0].config_path.read_text(), 2):
+                replicas.append(joining)
+            await settled(dynamodb, replicas=3, each=2)
+            # Handed over gracefully: nothing was delivered twice while the fleet grew.
+            await eventually(lambda: len(numbers(fake)) >= 60, timeout=30)
+            assert sorted(numbers(fake)) == list(range(60))
+            fake.reset()
+            await put_records(kinesis, arn, [(f"k{n}", {"n": n}) for n in range(120)])
+            await eventually(lambda: len(numbers(fake)) >= 120, timeout=30)
+            await anyio.sleep(1.0)  # room for a duplicate to show
+            assert sorted(numbers(fake)) == list(range(120))
+            ids = {replica_id(replica) for replica in replicas}
+            assert set(await owners(dynamodb)) == ids
+            for replica in replicas:
+                port = ops_port(replica)
+                assert port is not None
+                (mapping,) = get_json(port, "/status")["mappings"]
+                shards = {shard["id"]: shard["owner"] for shard in mapping["shards"]}
+                assert len(shards) == 6 and set(shards.values()) == ids  # the whole fleet
+                assert Counter(shards.values())[replica_id(replica)] == 2
+                metrics = get_text(port, "/metrics")
+                assert metric_value(metrics, "poller_leases_owned") == 2
+        finally:
+            codes = await stop_all(replicas)
+            for replica in replicas:
+                replica.kill()
+        assert codes == [0, 0, 0]
+        # Each replica released its leases on the way out.
+        assert await owners(dynamodb) == Counter({None: 6})
+
+
+@pytest.mark.slow
+async def test_sigkill_of_a_replica_under_load_its_shards_are_taken_over_and_nothing_is_lost(
+    moto: str, dynamodb_front: str, dynamodb: Any, kinesis: Any, tmp_path: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders", shards=6)
+    async with FakeLambda(slowish) as fake:
+        replicas = start_fleet(tmp_path, fleet_config(moto, dynamodb_front, fake, arn), 3)
+        try:
+            await settled(dynamodb, replicas=3, each=2)
+            victim = replica_id(replicas[0])
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(produce, kinesis, arn, 600)
+                await eventually(lambda: len(numbers(fake)) >= 100, timeout=30)
+                replicas[0].kill()  # SIGKILL
+                killed = time.monotonic()
+                takeover = await taken_over(dynamodb, victim, killed)
+            await eventually(lambda: set(numbers(fake)) == set(range(600)), timeout=60)
+            print(f"\ntakeover after SIGKILL: {takeover:.2f}s (lease duration {LEASE_DURATION}s)")
+            takeovers = 0.0
+            for replica in replicas[1:]:
+                port = ops_port(replica)
+                assert port is not None
+                metrics = get_text(port, "/metrics")
+                takeovers += metric_value(metrics, "poller_lease_takeovers_total") or 0
+                assert metric_value(metrics, "poller_leases_owned") == 3
+            assert takeovers == 2
+        finally:
+            codes = await stop_all(replicas)
+            for replica in replicas:
+                replica.kill()
+        assert codes == [0, 0]
+        duplicates = len(numbers(fake)) - 600
+        # At most the batches in flight at the killed replica: one per shard it held.
+        assert 0 <= duplicates <= 2 * 10, duplicates
+        assert takeover < 6 * LEASE_DURATION
+
+
+@pytest.mark.slow
+async def test_sigterm_of_a_replica_releases_its_leases_for_a_quick_takeover(
+    moto: str, dynamodb_front: str, dynamodb: Any, kinesis: Any, tmp_path: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders", shards=6)
+    async with FakeLambda(slowish) as fake:
+        replicas = start_fleet(tmp_path, fleet_config(moto, dynamodb_front, fake, arn), 3)
+        try:
+            await settled(dynamodb, replicas=3, each=2)
+            leaving = replica_id(replicas[0])
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(produce, kinesis, arn, 600)
+                await eventually(lambda: len(numbers(fake)) >= 100, timeout=30)
+                replicas[0].proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+                signalled = time.monotonic()
+                takeover = await taken_over(dynamodb, leaving, signalled)
+            assert await replicas[0].wait(timeout=30) == 0
+            await eventually(lambda: set(numbers(fake)) == set(range(600)), timeout=60)
+            await anyio.sleep(1.0)  # room for a duplicate to show
+            print(f"\ntakeover after SIGTERM: {takeover:.2f}s (lease duration {LEASE_DURATION}s)")
+        finally:
+            codes = await stop_all(replicas)
+            for replica in replicas:
+                replica.kill()
+        assert codes == [0, 0]
+        # A graceful handover replays nothing: the final checkpoint came before the release.
+        assert sorted(numbers(fake)) == list(range(600))
+        assert takeover < LEASE_DURATION * 2
+
+
+@pytest.mark.slow
+async def test_resharding_under_leases_keeps_parents_before_children_across_replicas(
+    moto: str, dynamodb_front: str, dynamodb: Any, kinesis: Any, tmp_path: Path
+) -> None:
+    from tests.integration.test_kinesis import assert_parents_before_children, reshard
+
+    arn = await make_stream(kinesis, "orders")
+    async with FakeLambda() as fake:
+        config = fleet_config(moto, dynamodb_front, fake, arn, batch_size=5)
+        replicas = start_fleet(tmp_path, config, 2)
+        seen_owners: set[str | None] = set()
+        try:
+            await eventually(lambda: owners(dynamodb), timeout=30)
+
+            async def put(start: int) -> list[str]:
+                sent = [(f"k{n % 4}", {"key": n % 4, "n": n}) for n in range(start, start + 12)]
+                placed = await put_records(kinesis, arn, sent)
+                await eventually(lambda: len(numbers(fake)) >= start + 12, timeout=30)
+                seen_owners.update(item["owner"] for item in await lease_items(dynamodb))
+                return sorted({shard for shard, _ in placed})
+
+            phases = await reshard(kinesis, arn, put)
+            assert len(phases["split"]) == 2 and len(phases["merged"]) == 1
+        finally:
+            codes = await stop_all(replicas)
+            for replica in replicas:
+                replica.kill()
+        assert codes == [0, 0]
+        assert sorted(numbers(fake)) == list(range(36))
+        assert_parents_before_children(fake, await list_shards(kinesis, arn))
+        # The split's two children were read by the two replicas, one each.
+        assert {replica_id(r) for r in replicas} <= seen_owners
