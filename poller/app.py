@@ -223,14 +223,18 @@ class App:
         return _SqsRunner(self, entry, invoker)
 
 
-class _SqsRunner:
-    """Creates the SQS client inside the running loop, then hands over to SqsSource."""
+class _Runner:
+    """What both kinds of runner hold: built in the app, run inside the event loop."""
 
     def __init__(self, app: App, entry: _Mapping, invoker: Invoker) -> None:
         self._app = app
         self._entry = entry
         self._invoker = invoker
         self.abandoned = 0
+
+
+class _SqsRunner(_Runner):
+    """Creates the SQS client inside the running loop, then hands over to SqsSource."""
 
     async def run(self) -> None:
         mapping = self._entry.settings
@@ -251,14 +255,8 @@ class _SqsRunner:
             self.abandoned = source.abandoned
 
 
-class _StreamRunner:
+class _StreamRunner(_Runner):
     """Builds a Kinesis or DynamoDB Streams mapping inside the running loop, then runs it."""
-
-    def __init__(self, app: App, entry: _Mapping, invoker: Invoker) -> None:
-        self._app = app
-        self._entry = entry
-        self._invoker = invoker
-        self.abandoned = 0
 
     async def run(self) -> None:
         """Wire the shard API, processor and checkpoint store together and run the mapping."""
