@@ -3,6 +3,8 @@
 The reader owns the shard's iterator and its position; each lane (a virtual shard when
 `parallelization_factor` > 1) has at most one batch in flight; the watermark lets the
 checkpoint move only over a contiguous run of settled records (ESM-SEMANTICS §3.3, §4.2).
+Reading runs up to MAX_UNSETTLED_BATCHES batches ahead of the checkpoint, in as few calls as
+that allows, and never waits for a checkpoint write: a writer task per shard stores them.
 
 Shutdown, or a lease handed back, stops reading, lets the batches in flight finish until a
 deadline and writes a final checkpoint; a lease lost stops the reader at once, drops what it
@@ -29,9 +31,9 @@ from poller.filtering import FilterSet
 from poller.lifecycle import Shutdown
 from poller.metrics import MappingMetrics
 from poller.sources.shards import (
-    MAX_UNSETTLED_BATCHES,
     TRIM_HORIZON,
     BatchProcessor,
+    CoalescedWrites,
     Lane,
     ReadBackoff,
     ReadResult,
@@ -43,6 +45,7 @@ from poller.sources.shards import (
     Watermark,
     lane_for,
     read_error_kind,
+    read_limit,
 )
 from poller.status import MappingStatus, ShardStatus
 from poller.stream_records import StreamRecord
@@ -77,8 +80,14 @@ class StreamContext:
 class ShardReader:
     """Reads one shard into its lanes, hands batches to the processor, checkpoints.
 
-    Back-pressure: reading waits while a batch's worth of records is gathered but not yet
-    dispatched, and while the span behind the checkpoint exceeds MAX_UNSETTLED_BATCHES.
+    Back-pressure: the span behind the checkpoint (records read, not yet checkpointed) bounds
+    the read-ahead, not one batch: a read asks for the room left under MAX_UNSETTLED_BATCHES
+    batches (`read_limit`), and none is made while the span is at that cap. A shard that is
+    behind is read in few, large calls (Kinesis allows 5 reads per second per shard); memory
+    and the replay after a restart stay at about 10 batches per shard, stuck key or not.
+
+    Checkpoints: a writer task stores the settled prefix's end. Reading never waits for it; a
+    lane waits for its batch's, so a refused write (LeaseLost) stops the lane's next batch too.
     """
 
     def __init__(
@@ -113,6 +122,7 @@ class ShardReader:
         self._watermark = Watermark()
         self._changed = Signal()
         self._lock = anyio.Lock()
+        self._checkpoints = CoalescedWrites()  # served by the writer task, in run()
         self._reading = True
         self._stop = anyio.Event()  # stop reading: shutdown, or the lease handed back
         self._deadline = math.inf  # until when in-flight batches may finish after that
@@ -133,6 +143,7 @@ class ShardReader:
                     self._scope.cancel()
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(self._wake_on_stop)
+                    tasks.start_soon(self._checkpoints.serve, self._checkpoint)
                     for lane in self._lanes:
                         tasks.start_soon(self._lane_loop, lane)
                     await self._read_loop()
@@ -187,7 +198,7 @@ class ShardReader:
                     iterator = None
                 continue
             self._recovered()
-            await self._take(result)
+            self._take(result)
             if self._at_end(result):
                 self.ended = True
                 return
@@ -205,21 +216,20 @@ class ShardReader:
         return self._start
 
     def _limit(self) -> int:
-        waiting = sum(len(lane.pending) for lane in self._lanes)
-        return max(1, min(self.context.api.max_records, self._batch_size - waiting))
+        span, max_records = self._watermark.span, self.context.api.max_records
+        return max(1, read_limit(span, self._batch_size, max_records))  # > 0 after _room()
 
     async def _room(self) -> bool:
-        """Wait until reading more stays within the read-ahead limits; False when stopping."""
-        cap = MAX_UNSETTLED_BATCHES * self._batch_size
+        """Wait while the span behind the checkpoint is at its cap; False when stopping."""
+        max_records = self.context.api.max_records
         while not self._stop.is_set():
-            waiting = sum(len(lane.pending) for lane in self._lanes)
-            if waiting < self._batch_size and self._watermark.span <= cap:
+            if read_limit(self._watermark.span, self._batch_size, max_records):
                 return True
-            await self._changed.wait()
+            await self._changed.wait()  # a checkpoint advanced the watermark
         return False
 
-    async def _take(self, result: ReadResult) -> None:
-        """Filter the records read and route the kept ones to their lanes."""
+    def _take(self, result: ReadResult) -> None:
+        """Filter the records read, route the kept ones to their lanes, ask for a checkpoint."""
         context = self.context
         api, filters, lanes = context.api, context.filters, self._lanes
         now = anyio.current_time()
@@ -252,7 +262,7 @@ class ShardReader:
             context.gauges.iterator_age(self.shard_id, 0.0)
             self._status.iterator_age_seconds = 0.0
         self._changed.notify()
-        await self._checkpoint()
+        self._checkpoints.request()  # records filtered out or skipped may move it: no waiting
 
     def _at_end(self, result: ReadResult) -> bool:
         """A closed shard is finished when its iterator ends, or when the listing shows its
@@ -327,7 +337,6 @@ class ShardReader:
                 continue
             batch = lane.take()
             lane.busy = True
-            self._changed.notify()  # room to read again
             try:
                 await self._process(batch)
             finally:
@@ -343,7 +352,7 @@ class ShardReader:
             for index, record in batch:
                 if record.sequence <= upto:
                     self._watermark.settle(index)
-            await self._checkpoint()
+            await self._checkpoints.request_and_wait()
 
         try:
             await self.context.processor.process(self.shard_id, records, progress)
@@ -356,7 +365,7 @@ class ShardReader:
             return
         for index, _ in batch:
             self._watermark.settle(index)
-        await self._checkpoint()
+        await self._checkpoints.request_and_wait()
 
     async def _drain(self) -> None:
         """At the shard's end every gathered record still goes out; at shutdown (or when the
@@ -381,13 +390,17 @@ class ShardReader:
 
     async def _checkpoint(self, *, final: bool = False) -> bool:
         """Store the end of the settled prefix if it moved; with `final`, also whether the
-        shard is finished (read to its end, everything settled). Returns that."""
+        shard is finished (read to its end, everything settled). Returns that.
+
+        Called by the writer task (`_checkpoints`), then once with `final` after it stopped;
+        the lock keeps the stores in order, so a checkpoint never goes backwards."""
         async with self._lock:
             if self.revoked:
                 return False
             moved = self._watermark.advance()
             if moved is not None:
                 self._done = moved
+                self._changed.notify()  # the span shrank: room to read
             finished = final and self.ended and self._watermark.span == 0
             if self._done == self._stored and not finished:
                 return False

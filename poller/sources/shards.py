@@ -29,8 +29,9 @@ StreamKind = Literal["kinesis", "dynamodb"]
 IteratorType = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "AFTER_SEQUENCE_NUMBER"]
 Progress = Callable[[str], Awaitable[None]]
 
-# ESM-SEMANTICS §0 / issue 3: the reader stops while the unsettled span behind the checkpoint
-# exceeds this many batches, so one stuck key bounds both memory and the replay after a restart.
+# ESM-SEMANTICS §0 / issue 3: a shard reader reads ahead while the span behind its checkpoint
+# (records read but not yet checkpointed) is under this many batches, so memory, and the replay
+# after a restart, stay bounded at about this many batches per shard, one stuck key or not.
 MAX_UNSETTLED_BATCHES = 10
 
 
@@ -148,6 +149,21 @@ def startable(
     ]
 
 
+def read_limit(span: int, batch_size: int, max_records: int) -> int:
+    """GetRecords' Limit for a reader with `span` records behind its checkpoint; 0: no read now.
+
+    A read asks for all the room left under MAX_UNSETTLED_BATCHES batches, not for one batch:
+    Kinesis allows 5 reads per second per shard, so a read of one batch would cap a shard at
+    5 x batch_size records/s (and invite throttling), where Lambda reads up to 10,000 records
+    a call. It asks for at least one batch (the span may pass the cap by less than one batch)
+    and at most the API's ceiling (`max_records`).
+    """
+    room = MAX_UNSETTLED_BATCHES * batch_size - span
+    if room <= 0:
+        return 0
+    return min(max_records, max(batch_size, room))
+
+
 def lane_for(key: str, lanes: int) -> int:
     """The lane (virtual shard) of a partition key; stable across processes and restarts."""
     if lanes == 1:
@@ -199,7 +215,10 @@ class Lane:
     The batch closes at `batch_size`, at the 6 MB payload limit, or when the batching window
     (counted from the first waiting record, or from the end of the lane's last invocation,
     whichever is later: Lambda starts the next window when the previous invocation ends)
-    runs out.
+    runs out. The reader reads ahead, so several batches' worth may wait: each batch takes at
+    most `batch_size` of them, and while a whole batch waits it is due at once, so a backlog
+    goes out batch after batch as soon as the lane is free; a remainder short of a batch
+    waits for its window, counted from the end of the last invocation.
     """
 
     __slots__ = ("_bytes", "_idle_since", "_oldest", "batch_size", "busy", "pending", "window")
@@ -268,6 +287,44 @@ class Signal:
     async def wait(self) -> None:
         """Sleep until the next notify()."""
         await self._event.wait()
+
+
+class CoalescedWrites:
+    """Requests for a write that one task serves (`serve`), coalesced: each write covers every
+    request made before it started, so a burst of requests costs one or two writes.
+
+    A shard reader's checkpoint writer: reading asks without waiting, lanes wait for theirs.
+    """
+
+    __slots__ = ("_asked", "_pending", "_served", "_written")
+
+    def __init__(self) -> None:
+        self._asked = 0  # requests made, numbered from 1
+        self._served = 0  # requests covered by a finished write
+        self._pending = anyio.Event()  # set: a request is waiting for a write
+        self._written = Signal()
+
+    def request(self) -> int:
+        """Ask for a write, without waiting; the request's number."""
+        self._asked += 1
+        self._pending.set()
+        return self._asked
+
+    async def request_and_wait(self) -> None:
+        """Ask for a write and wait until one that started after the request finished."""
+        request = self.request()
+        while self._served < request:
+            await self._written.wait()
+
+    async def serve(self, write: Callable[[], Awaitable[object]]) -> None:
+        """Run `write` whenever asked, until cancelled; an exception from it ends `serve`."""
+        while True:
+            await self._pending.wait()
+            self._pending = anyio.Event()
+            request = self._asked
+            await write()
+            self._served = request
+            self._written.notify()
 
 
 class ReadBackoff:

@@ -4,6 +4,7 @@ against an in-memory shard API (topologies and faults moto cannot produce)."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -29,6 +30,8 @@ from poller.sources.dynamodb import DynamoDBShards
 from poller.sources.kinesis import KinesisShards
 from poller.sources.shard_reader import StreamContext
 from poller.sources.shards import (
+    MAX_UNSETTLED_BATCHES,
+    CoalescedWrites,
     Lane,
     ReadResult,
     ShardGauges,
@@ -37,6 +40,7 @@ from poller.sources.shards import (
     Watermark,
     lane_for,
     read_error_kind,
+    read_limit,
     startable,
 )
 from poller.sources.stream_source import StreamSource
@@ -128,6 +132,60 @@ def test_a_lane_window_counts_from_the_first_record_or_the_last_invocation() -> 
     assert lane.due_at() == 107.0
 
 
+def test_a_lane_backlog_goes_batch_after_batch_and_its_remainder_waits_for_the_window() -> None:
+    lane = Lane(batch_size=10, window=2)
+    for seq in range(25):  # one read brought two and a half batches
+        lane.add(seq, record(seq), now=100.0)
+    assert lane.due_at() == -math.inf  # a whole batch waits: due at once, whatever the window
+    assert len(lane.take()) == 10
+    lane.finished_batch(now=100.5)
+    assert lane.due_at() == -math.inf
+    assert [index for index, _ in lane.take()] == list(range(10, 20))
+    lane.finished_batch(now=101.0)
+    assert lane.due_at() == 103.0  # the remainder: a window from the end of the last batch
+    assert [index for index, _ in lane.take()] == list(range(20, 25))
+
+
+def test_a_read_asks_for_the_room_left_under_the_span_cap() -> None:
+    cap = MAX_UNSETTLED_BATCHES * 100
+    assert read_limit(0, 100, 10_000) == cap  # one large read, not one batch
+    assert read_limit(0, 100, 500) == 500  # within GetRecords' ceiling
+    assert read_limit(cap - 300, 100, 10_000) == 300
+    assert read_limit(cap - 20, 100, 10_000) == 100  # at least a batch: passes the cap by < 1
+    assert read_limit(cap, 100, 10_000) == 0  # at the cap: no read
+    assert read_limit(cap + 99, 100, 10_000) == 0
+    assert read_limit(0, 5_000, 1_000) == 1_000  # a batch larger than DynamoDB's ceiling
+
+
+async def test_coalesced_writes_cover_every_request_made_before_they_start() -> None:
+    gate = anyio.Event()
+    writes: list[int] = []
+    requests = CoalescedWrites()
+
+    async def write() -> None:
+        writes.append(len(writes))
+        await gate.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(requests.serve, write)
+        requests.request()  # never waited for
+        await eventually(lambda: writes == [0])  # the first write is under way, stuck
+        done: list[int] = []
+
+        async def waiter(n: int) -> None:
+            await requests.request_and_wait()
+            done.append(n)
+
+        for n in range(3):
+            tg.start_soon(waiter, n)
+        await anyio.sleep(0.02)
+        assert done == []  # the write under way started before their requests
+        gate.set()
+        await eventually(lambda: len(done) == 3)
+        assert writes == [0, 1]  # the three requests made during it: one write
+        tg.cancel_scope.cancel()
+
+
 def client_error(code: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": code}}, "GetRecords")
 
@@ -169,6 +227,7 @@ class FakeApi:
         self.closed_iterators_end = closed_iterators_end
         self.faults: dict[int, BaseException] = {}  # read number (from 1) -> its error
         self.reads = 0
+        self.limits: list[int] = []  # each read's Limit, in order
         self.starts: list[tuple[str, StartAt]] = []
         self.read_upto: dict[str, int] = defaultdict(int)
 
@@ -192,6 +251,7 @@ class FakeApi:
     async def read(self, iterator: str, limit: int) -> ReadResult:
         await anyio.lowlevel.checkpoint()
         self.reads += 1
+        self.limits.append(limit)
         if self.reads in self.faults:
             raise self.faults[self.reads]
         shard_id, position = iterator.split("|")
@@ -255,12 +315,14 @@ class MemoryStore:
     def __init__(self) -> None:
         self.checkpoints: dict[str, Checkpoint] = {}
         self.started: float | None = None
+        self.puts: list[tuple[str, Checkpoint]] = []  # every checkpoint written, in order
 
     async def get(self, mapping: str, stream_arn: str, shard_id: str) -> Checkpoint | None:
         return self.checkpoints.get(shard_id)
 
     async def put(self, mapping: str, stream_arn: str, shard_id: str, cp: Checkpoint) -> None:
         self.checkpoints[shard_id] = cp
+        self.puts.append((shard_id, cp))
 
     async def all(self, mapping: str, stream_arn: str) -> dict[str, Checkpoint]:
         return dict(self.checkpoints)
@@ -416,6 +478,7 @@ async def test_read_faults_lose_nothing_and_repeat_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     api = FakeApi([FakeShard(shard("a"), records(range(1, 21)))])
+    api.max_records = 5  # one batch a read, so the faults fall between records
     api.faults = {
         2: client_error("ExpiredIteratorException"),
         4: client_error("ProvisionedThroughputExceededException"),
@@ -440,16 +503,85 @@ async def test_read_faults_lose_nothing_and_repeat_nothing(
     ]
 
 
-async def test_back_pressure_reads_at_most_one_batch_beyond_the_one_in_flight() -> None:
-    api = FakeApi([FakeShard(shard("a"), records(range(1, 101)))])
+async def test_reads_ask_for_the_room_under_the_span_cap_and_stop_at_it() -> None:
+    # batch_size 10: the span behind the checkpoint is capped at 100 records.
+    api = FakeApi([FakeShard(shard("a"), records(range(1, 51), lambda s: "a" if s <= 10 else "b"))])
     processor = FakeProcessor()
-    processor.blocked["k"] = anyio.Event()
+    first = processor.blocked["a"] = anyio.Event()  # the first batch: records 1-10
+    rest = processor.blocked["b"] = anyio.Event()
     async with streaming(api, processor, batch_size=10) as h:
-        await eventually(lambda: api.read_upto["a"] == 20)
+        await eventually(lambda: api.read_upto["a"] == 50)
+        assert api.limits[0] == 100  # one large first read, not one batch
+        api.shards["a"].records += records(range(51, 301), lambda s: "b")
+        await eventually(lambda: api.read_upto["a"] == 100)
+        assert set(api.limits[1:]) == {50}  # the room left: 100 - 50 unsettled
+        reads = api.reads
         await anyio.sleep(0.1)
-        assert api.read_upto["a"] == 20  # 10 in flight, 10 gathered, nothing more
-        processor.blocked.pop("k").set()
-        await eventually(lambda: len(h.processor.processed()) == 100)
+        assert (api.reads, api.read_upto["a"]) == (reads, 100)  # at the cap: no read at all
+        first.set()  # the first batch settles: room for one batch
+        await eventually(lambda: api.read_upto["a"] == 110)
+        await anyio.sleep(0.05)
+        assert api.read_upto["a"] == 110 and api.limits[reads:] == [10]
+        rest.set()
+        await eventually(lambda: checkpoint(h, "a") == "300")
+    assert processor.processed() == list(range(1, 301))
+    assert all(len(seqs) <= 10 for _, seqs, _ in processor.batches)
+
+
+class SlowStore(MemoryStore):
+    """Checkpoint writes with a position wait for `gate` (the first-start markers do not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+        self.waiting = 0
+
+    async def put(self, mapping: str, stream_arn: str, shard_id: str, cp: Checkpoint) -> None:
+        if cp.sequence_number is not None and not self.gate.is_set():
+            self.waiting += 1
+            await self.gate.wait()
+            self.waiting -= 1
+        await super().put(mapping, stream_arn, shard_id, cp)
+
+
+async def test_reading_goes_on_while_a_checkpoint_write_is_slow() -> None:
+    api = FakeApi([FakeShard(shard("a"), records(range(1, 301)))])
+    store = SlowStore()
+    async with streaming(api, store=store, batch_size=10) as h:
+        try:
+            await eventually(lambda: store.waiting == 1)  # the first batch's checkpoint, stuck
+            # The reader reads on: records 101-110 fit under the cap only once that write
+            # started (it moved the watermark first), and the write never finished.
+            await eventually(lambda: api.read_upto["a"] == 110)
+            assert api.limits == [100, 10]
+            # Meanwhile the lane waits for its batch's checkpoint before taking the next.
+            await anyio.sleep(0.05)
+            assert h.processor.processed() == list(range(1, 11))
+            assert store.waiting == 1 and store.checkpoints["a"] == Checkpoint(None)
+        finally:
+            store.gate.set()  # a shielded write stuck for good would hang the shutdown
+        await eventually(lambda: checkpoint(h, "a") == "300")
+        assert store.checkpoints["a"] == Checkpoint("300")
+    assert h.processor.processed() == list(range(1, 301))
+    written = [int(cp.sequence_number or 0) for _, cp in store.puts]
+    assert written == sorted(written)  # never backwards
+
+
+async def test_the_checkpoint_writer_stores_the_last_settled_record() -> None:
+    # Only the first 10 records pass the filter: past them, nothing settles in a lane, and
+    # the background writer alone moves the checkpoint over the records filtered out.
+    keys = lambda s: "k0" if s <= 10 else "k1"  # noqa: E731
+    api = FakeApi([FakeShard(shard("a"), records(range(1, 251), keys))])
+    pattern = '{"partitionKey": ["k0"]}'
+    filters = {"filters": [{"pattern": pattern}]}
+    async with streaming(api, batch_size=10, filter_criteria=filters) as h:
+        await eventually(lambda: h.store.checkpoints.get("a") == Checkpoint("250"))
+        api.shards["a"].records += records(range(251, 256), keys)
+        await eventually(lambda: h.store.checkpoints.get("a") == Checkpoint("255"))
+        assert checkpoint(h, "a") == "255"
+    assert h.processor.processed() == list(range(1, 11))
+    written = [int(cp.sequence_number) for _, cp in h.store.puts if cp.sequence_number]
+    assert written == sorted(written) and written[-1] == 255
 
 
 async def test_parallel_lanes_keep_key_order_and_a_stuck_key_bounds_the_read_ahead() -> None:
@@ -461,7 +593,8 @@ async def test_parallel_lanes_keep_key_order_and_a_stuck_key_bounds_the_read_ahe
         await eventually(lambda: processor.peak > 1)
         await anyio.sleep(0.3)
         # The checkpoint cannot pass the stuck key's first record, and reading stops once the
-        # span behind it exceeds 10 batches (plus at most one read of a batch).
+        # span behind it reaches 10 batches (a read asks for at least a batch: less than one
+        # batch more).
         assert int(checkpoint(h, "a") or 0) < 6  # record 6 is the stuck key's first
         assert api.read_upto["a"] <= 10 * 5 + 5
         processor.blocked.pop("stuck").set()
