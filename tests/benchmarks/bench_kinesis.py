@@ -33,11 +33,8 @@ import contextlib
 import json
 import os
 import re
-import signal
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -48,13 +45,12 @@ from typing import Any
 
 import boto3
 
-from tests.benchmarks.bench_sqs import _cpu_seconds, _free_port, _start_moto
+from tests.benchmarks.common import cpu_seconds, daemon, free_port, start_moto
 
 RECORDS = int(os.environ.get("BENCH_RECORDS", "4000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
 SHARDS = 2
 BATCH_SIZE = 100
-REPO = Path(__file__).resolve().parents[2]
 PAYLOAD = "x" * 160  # with the keys around it, about 200 bytes of JSON per record
 
 
@@ -159,7 +155,7 @@ def _invoked(port: int, mapping: str) -> float:
 
 def run_daemon(endpoint: str, stream: Stream, name: str) -> tuple[float, float]:
     """Read the whole stream with `poller run`; returns (records per second, CPU seconds)."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "checkpoints.db"
         config = (
@@ -173,41 +169,23 @@ def run_daemon(endpoint: str, stream: Stream, name: str) -> tuple[float, float]:
             "    starting_position: TRIM_HORIZON\n"
             f"    batch_size: {BATCH_SIZE}\n"
         )
-        path = Path(tmp) / "bench.yaml"
-        path.write_text(config)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "poller", "run", "-c", str(path), "--log-level", "WARNING"],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"poller exited with {proc.returncode}")
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
-                        break
-                except OSError:
-                    time.sleep(0.01)
-            started, cpu_before = time.perf_counter(), _cpu_seconds(proc.pid)
+        with daemon(config, port) as proc:
+            started, cpu_before = time.perf_counter(), cpu_seconds(proc.pid)
             while _checkpoints(state, stream.arn) != stream.last:
                 if proc.poll() is not None:
                     raise RuntimeError(f"poller exited with {proc.returncode}")
                 time.sleep(0.02)
-            elapsed, cpu = time.perf_counter() - started, _cpu_seconds(proc.pid) - cpu_before
+            elapsed, cpu = time.perf_counter() - started, cpu_seconds(proc.pid) - cpu_before
             invoked = _invoked(port, name)
             if invoked != RECORDS:
                 raise RuntimeError(f"{invoked:.0f} of {RECORDS} records invoked")
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
     return RECORDS / elapsed, cpu
 
 
 def main() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    server, endpoint = _start_moto()
+    server, endpoint = start_moto()
     try:
         name = f"bench-{uuid.uuid4().hex[:8]}"
         stream = _fill(endpoint, name)

@@ -18,50 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 import boto3
 
+from tests.benchmarks.common import cpu_seconds, daemon, free_port, start_moto
 from tests.support.fake_lambda import FakeLambda, Invocation
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "300"))
 CONCURRENCY = 10
 FUNCTION_SECONDS = 0.5
-REPO = Path(__file__).resolve().parents[2]
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    """moto's server in its own process, so its GIL is not shared with the loops measured,
-    with its clock made cheap (tests/benchmarks/fast_moto.py says why)."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.benchmarks.fast_moto", "-H", "127.0.0.1", "-p", str(port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto server did not start") from None
-            time.sleep(0.05)
-    return proc, endpoint
 
 
 def _sqs(endpoint: str) -> Any:
@@ -87,23 +55,12 @@ def _empty(sqs: Any, url: str) -> bool:
     return all(v == "0" for v in attributes.values())
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run_daemon(
     endpoint: str, name: str, target: str, lambda_url: str | None
 ) -> tuple[float, float]:
     """Drain a full queue with `poller run`; returns (messages per second, CPU seconds)."""
     url, arn = _fill(endpoint, name)
-    port = _free_port()
+    port = free_port()
     endpoints = f", endpoints: {{lambda: {lambda_url}}}" if lambda_url else ""
     config = (
         f"aws: {{region: us-east-1, endpoint_url: {endpoint}{endpoints}}}\n"
@@ -114,29 +71,12 @@ def run_daemon(
         f"    target: {target}\n"
         f"    scaling_config: {{maximum_concurrency: {CONCURRENCY}}}\n"
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.yaml"
-        path.write_text(config)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "poller", "run", "-c", str(path), "--log-level", "WARNING"],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
-                        break
-                except OSError:
-                    time.sleep(0.01)
-            started, cpu_before = time.perf_counter(), _cpu_seconds(proc.pid)
-            sqs = _sqs(endpoint)
-            while not _empty(sqs, url):
-                time.sleep(0.02)
-            elapsed, cpu = time.perf_counter() - started, _cpu_seconds(proc.pid) - cpu_before
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+    with daemon(config, port) as proc:
+        started, cpu_before = time.perf_counter(), cpu_seconds(proc.pid)
+        sqs = _sqs(endpoint)
+        while not _empty(sqs, url):
+            time.sleep(0.02)
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds(proc.pid) - cpu_before
     return MESSAGES / elapsed, cpu
 
 
@@ -218,7 +158,7 @@ def _function_thread() -> tuple[str, threading.Event]:
 def main() -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    server, endpoint = _start_moto()
+    server, endpoint = start_moto()
     lambda_url, stop_function = _function_thread()
     try:
         print(f"SQS benchmark: {MESSAGES} messages per run, moto at {endpoint}")
