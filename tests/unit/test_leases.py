@@ -22,16 +22,11 @@ from poller.checkpoints.balance import (
     ReplicaView,
 )
 from poller.checkpoints.base import Checkpoint, LeaseLost, LeaseState
-from poller.config import MappingSettings
-from poller.filtering import FilterSet
 from poller.lifecycle import Shutdown
-from poller.metrics import Metrics
-from poller.sources.shard_reader import StreamContext
-from poller.sources.shards import ShardGauges, ShardInfo, StartAt
+from poller.sources.shards import ShardInfo, StartAt
 from poller.sources.stream_source import StreamSource
 from poller.status import MappingStatus
 from tests.unit.test_shards import (
-    ARN,
     FakeApi,
     FakeProcessor,
     FakeShard,
@@ -39,6 +34,7 @@ from tests.unit.test_shards import (
     eventually,
     records,
     shard,
+    stream_context,
 )
 
 DURATION = 10.0
@@ -282,20 +278,6 @@ class Fleet:
 @asynccontextmanager
 async def reading(api: FakeApi, leases: FakeLeases, **mapping: Any) -> AsyncIterator[Fleet]:
     """A StreamSource over `api` reading what `leases` grants; stopped on exit."""
-    settings = MappingSettings.model_validate(
-        {
-            "name": "orders",
-            "source": ARN,
-            "target": {"type": "python", "handler": "m:f"},
-            "starting_position": "TRIM_HORIZON",
-            "batch_size": 5,
-            **mapping,
-        }
-    )
-    metrics = Metrics()
-    status = MappingStatus(
-        "orders", settings.uuid, ARN, "python:m:f", metrics.for_mapping("orders")
-    )
     journal: list[Any] = []
     store = JournalStore(journal, leases)
     original_release = leases.release
@@ -306,19 +288,8 @@ async def reading(api: FakeApi, leases: FakeLeases, **mapping: Any) -> AsyncIter
 
     leases.release = release  # type: ignore[method-assign]
     shutdown = Shutdown()
-    context = StreamContext(
-        mapping=settings,
-        api=api,
-        processor=FakeProcessor(),
-        store=store,
-        filters=FilterSet.compile(settings.filter_patterns, source="kinesis"),
-        metrics=status.metrics,
-        gauges=ShardGauges(metrics, "orders"),
-        status=status,
-        shutdown=shutdown,
-        backoff_base=0.01,
-        leases=leases,
-    )
+    context = stream_context(api, FakeProcessor(), store, shutdown, leases, **mapping)
+    status = context.status
     fleet = Fleet(api, context.processor, store, leases, status, journal)  # type: ignore[arg-type]
     async with anyio.create_task_group() as tg:
         tg.start_soon(StreamSource(context, discovery_interval=0.05).run)

@@ -347,16 +347,16 @@ class Harness:
     source: StreamSource
 
 
-@asynccontextmanager
-async def streaming(
+def stream_context(
     api: FakeApi,
-    processor: FakeProcessor | None = None,
-    store: MemoryStore | None = None,
-    *,
-    drain: float = 5.0,
+    processor: FakeProcessor,
+    store: Any,
+    shutdown: Shutdown,
+    leases: Any = None,
     **mapping: Any,
-) -> AsyncIterator[Harness]:
-    """A StreamSource over `api` running in the background; stopped (drain seconds) on exit."""
+) -> StreamContext:
+    """A Kinesis mapping `orders` (TRIM_HORIZON, batch 5 unless `mapping` says otherwise)
+    wired to fakes, with fast back-offs; `leases` when a test plays a fleet."""
     settings = MappingSettings.model_validate(
         {
             "name": "orders",
@@ -371,19 +371,37 @@ async def streaming(
     status = MappingStatus(
         "orders", settings.uuid, ARN, "python:m:f", metrics.for_mapping("orders")
     )
-    shutdown = Shutdown()
-    context = StreamContext(
+    extra = {} if leases is None else {"leases": leases}
+    return StreamContext(
         mapping=settings,
         api=api,
-        processor=processor or FakeProcessor(),
-        store=store or MemoryStore(),
+        processor=processor,
+        store=store,
         filters=FilterSet.compile(settings.filter_patterns, source="kinesis"),
         metrics=status.metrics,
         gauges=ShardGauges(metrics, "orders"),
         status=status,
         shutdown=shutdown,
         backoff_base=0.01,
+        **extra,
     )
+
+
+@asynccontextmanager
+async def streaming(
+    api: FakeApi,
+    processor: FakeProcessor | None = None,
+    store: MemoryStore | None = None,
+    *,
+    drain: float = 5.0,
+    **mapping: Any,
+) -> AsyncIterator[Harness]:
+    """A StreamSource over `api` running in the background; stopped (drain seconds) on exit."""
+    shutdown = Shutdown()
+    context = stream_context(
+        api, processor or FakeProcessor(), store or MemoryStore(), shutdown, **mapping
+    )
+    status = context.status
     source = StreamSource(context, discovery_interval=0.05)
     harness = Harness(api, context.processor, context.store, status, shutdown, source)  # type: ignore[arg-type]
     async with anyio.create_task_group() as tg:
