@@ -15,26 +15,26 @@ from typing import Protocol
 
 import anyio
 
-from poller.arns import SourceArn
-from poller.aws import AwsClients
-from poller.aws_errors import AWS_ERRORS, describe
+from poller.aws.clients import AwsClients
+from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints import CheckpointStore, open_checkpoint_store
-from poller.config import MappingSettings, Settings
-from poller.destinations import destination_for
-from poller.engine import Invoker
-from poller.filtering import FilterSet
-from poller.lifecycle import Shutdown
-from poller.metrics import Metrics
-from poller.server import OpsServer
-from poller.sources.dynamodb import DynamoDBShards
-from poller.sources.kinesis import KinesisShards
-from poller.sources.shard_reader import StreamContext
-from poller.sources.shards import ShardApi, ShardGauges
-from poller.sources.sqs import SqsSource
-from poller.sources.sqs_queue import SqsQueue
-from poller.sources.stream_source import StreamSource
-from poller.status import MappingStatus, State
-from poller.stream_batches import StreamBatchProcessor
+from poller.config.arns import SourceArn
+from poller.config.settings import MappingSettings, Settings
+from poller.engine.destinations import destination_for
+from poller.engine.invoker import Invoker
+from poller.engine.lifecycle import Shutdown
+from poller.engine.settle import StreamBatchProcessor
+from poller.filtering.filter_set import FilterSet
+from poller.ops.metrics import Metrics
+from poller.ops.server import OpsServer
+from poller.ops.status import MappingStatus, State
+from poller.sources.sqs.queue import SqsQueue
+from poller.sources.sqs.source import SqsSource
+from poller.sources.streams.dynamodb import DynamoDBShards
+from poller.sources.streams.kinesis import KinesisShards
+from poller.sources.streams.reader import StreamContext
+from poller.sources.streams.shards import ShardApi, ShardGauges
+from poller.sources.streams.source import StreamSource
 from poller.targets import Target, build_target, default_concurrency
 
 log = logging.getLogger("poller.app")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import anyio
 
-from poller.config import ConfigError, Settings, load_config
+from poller.config.settings import ConfigError, Settings, load_config
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -85,7 +85,7 @@ def validate(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from poller.app import App
-    from poller.logs import configure_logging
+    from poller.ops.logs import configure_logging
 
     try:
         settings = _load(args.config)
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     try:
-        from poller.demo import run_demo
+        from poller.demo.environment import run_demo
     except ImportError as exc:
         sys.stderr.write(f"poller demo needs the demo extra (pip install 'poller[demo]'): {exc}\n")
         return EXIT_USAGE

@@ -12,10 +12,10 @@ from poller.checkpoints.base import (
     LeaseState,
     ShardLeases,
 )
-from poller.config import CheckpointSettings
+from poller.config.settings import CheckpointSettings
 
 if TYPE_CHECKING:
-    from poller.aws import AwsClients
+    from poller.aws.clients import AwsClients
 
 __all__ = [
     "AllShards",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from poller.aws import AwsClients
+from poller.aws.clients import AwsClients
 from poller.checkpoints.base import Checkpoint, LeaseLost
 from poller.checkpoints.lease_table import (
     LeaseTable,
@@ -20,8 +20,8 @@ from poller.checkpoints.lease_table import (
     replica_id,
     shard_key,
 )
-from poller.lifecycle import Shutdown
-from poller.status import MappingStatus
+from poller.engine.lifecycle import Shutdown
+from poller.ops.status import MappingStatus
 
 if TYPE_CHECKING:
     from poller.checkpoints.leases import LeaseManager

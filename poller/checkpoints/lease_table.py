@@ -26,8 +26,8 @@ from typing import Any
 
 import anyio
 
-from poller.aws import AwsClients
-from poller.aws_errors import error_code
+from poller.aws.clients import AwsClients
+from poller.aws.errors import error_code
 from poller.checkpoints.base import Checkpoint, StoreUnusable
 
 log = logging.getLogger("poller.leases")

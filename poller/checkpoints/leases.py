@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from poller.aws_errors import AWS_ERRORS, describe
+from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints.balance import Balancer, LeaseView, ReplicaView
 from poller.checkpoints.base import LeaseState
 from poller.checkpoints.lease_table import (
@@ -33,9 +33,9 @@ from poller.checkpoints.lease_table import (
     partition,
     replica_key,
 )
-from poller.lifecycle import Shutdown
-from poller.sources.shards import ShardInfo, startable
-from poller.status import MappingStatus, ShardStatus
+from poller.engine.lifecycle import Shutdown
+from poller.ops.status import MappingStatus, ShardStatus
+from poller.sources.streams.shards import ShardInfo, startable
 
 log = logging.getLogger("poller.leases")
 

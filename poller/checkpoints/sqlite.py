@@ -19,8 +19,8 @@ import anyio
 import anyio.to_thread
 
 from poller.checkpoints.base import AllShards, Checkpoint
-from poller.lifecycle import Shutdown
-from poller.status import MappingStatus
+from poller.engine.lifecycle import Shutdown
+from poller.ops.status import MappingStatus
 
 T = TypeVar("T")
 

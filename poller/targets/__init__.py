@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
-from poller.aws import SERVICES, AwsClients
-from poller.config import (
+from poller.aws.clients import SERVICES, AwsClients
+from poller.config.settings import (
     DEFAULT_MAXIMUM_CONCURRENCY,
     HttpTargetSettings,
     LambdaTargetSettings,
@@ -19,7 +19,7 @@ from poller.targets.base import InvocationRequest, InvokeResult, Outcome, Target
 from poller.targets.http import HttpTarget
 from poller.targets.lambda_ import LambdaTarget
 from poller.targets.python import PythonTarget, TargetLoadError
-from poller.targets.runtime import RuntimeTarget, default_concurrency
+from poller.targets.runtime.target import RuntimeTarget, default_concurrency
 
 __all__ = [
     "HttpTarget",

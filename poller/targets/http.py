@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import aiohttp
 import anyio
 
-from poller.config import HttpTargetSettings
+from poller.config.settings import HttpTargetSettings
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome
 
 # Connecting is not running the function: a connect that hangs is an unreachable target

@@ -21,8 +21,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from poller.aws import AwsClients
-from poller.config import LambdaTargetSettings
+from poller.aws.clients import AwsClients
+from poller.config.settings import LambdaTargetSettings
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome
 from poller.targets.http import parse_retry_after
 

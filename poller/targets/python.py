@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from poller.config import PythonTargetSettings
+from poller.config.settings import PythonTargetSettings
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome
 from poller.targets.output import function_output
 

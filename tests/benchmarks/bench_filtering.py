@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from poller import filtering
-from poller.filtering import FilterSet
+from poller.filtering import filter_set as filtering
+from poller.filtering.filter_set import FilterSet
 
 FILTERS = [
     '{"body": {"orderId": [{"prefix": "ORD-9"}]}}',

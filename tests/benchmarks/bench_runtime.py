@@ -23,7 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
-from poller.config import PythonTargetSettings, RuntimeTargetSettings
+from poller.config.settings import PythonTargetSettings, RuntimeTargetSettings
 from poller.targets import InvocationRequest, Outcome, PythonTarget, RuntimeTarget
 from poller.targets.base import Target
 

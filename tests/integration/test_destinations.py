@@ -10,18 +10,18 @@ from typing import Any
 
 import pytest
 
-from poller.aws import AwsClients
-from poller.config import AwsSettings, MappingSettings
-from poller.destinations import (
+from poller.aws.clients import AwsClients
+from poller.config.settings import AwsSettings, MappingSettings
+from poller.engine.destinations import (
     RETRY_ATTEMPTS_EXHAUSTED,
     DeliveryError,
     build_destination,
     destination_for,
     invocation_record,
 )
-from poller.events import event_payload
-from poller.events_streams import kinesis_record, stream_record
-from poller.stream_records import StreamRecord
+from poller.engine.records import StreamRecord
+from poller.events.envelope import event_payload
+from poller.events.streams import kinesis_record, stream_record
 from poller.targets.base import InvokeResult, Outcome
 from tests.support.queues import ACCOUNT, REGION, aws_client, make_queue, receive_all
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from poller.config import RuntimeTargetSettings
+from poller.config.settings import RuntimeTargetSettings
 from poller.targets import InvocationRequest, Outcome, RuntimeTarget
 from tests.support.daemon import eventually, metric, running, settings_from
 from tests.support.queues import Queue, aws_client, depth, make_queue, receive_all, send

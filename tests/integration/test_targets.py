@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from poller.aws import AwsClients
-from poller.config import AwsSettings, HttpTargetSettings, LambdaTargetSettings
+from poller.aws.clients import AwsClients
+from poller.config.settings import AwsSettings, HttpTargetSettings, LambdaTargetSettings
 from poller.targets import (
     HttpTarget,
     InvocationRequest,

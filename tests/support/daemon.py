@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from poller.app import App
-from poller.config import Settings, parse_config
+from poller.config.settings import Settings, parse_config
 
 
 def settings_from(yaml_text: str) -> Settings:

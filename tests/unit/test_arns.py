@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from poller.arns import parse_destination_arn, parse_source_arn, queue_url_hint
+from poller.config.arns import parse_destination_arn, parse_source_arn, queue_url_hint
 
 
 def test_sqs_standard_queue() -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from poller.aws import AwsClients
+from poller.aws.clients import AwsClients
 from poller.checkpoints import Checkpoint, open_checkpoint_store
 from poller.checkpoints.sqlite import SCHEMA_VERSION, SqliteCheckpointStore
-from poller.config import AwsSettings, CheckpointSettings
+from poller.config.settings import AwsSettings, CheckpointSettings
 
 STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 OTHER_STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/refunds"

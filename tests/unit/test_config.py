@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from poller.config import ConfigError, ConfigProblem, Settings, load_config, parse_config
-from poller.config_yaml import Reader
+from poller.config.reader import Reader
+from poller.config.settings import ConfigError, ConfigProblem, Settings, load_config, parse_config
 
 REPO = pathlib.Path(__file__).parents[2]
 

@@ -257,7 +257,7 @@ def test_dockerignore_keeps_secrets_state_and_caches_out_of_the_context() -> Non
         "deploy/iam/sqs-source.json",
     ):
         assert _ignored(path), f".dockerignore lets {path} into the build context"
-    for path in ("pyproject.toml", "poller/cli.py", "poller/sources/sqs.py"):
+    for path in ("pyproject.toml", "poller/cli.py", "poller/sources/sqs/source.py"):
         assert not _ignored(path), f".dockerignore drops {path}, which the build needs"
 
 
@@ -470,7 +470,7 @@ def test_services_budgets_and_accounts_match_the_pods(
 
 
 def test_embedded_configs_validate_with_the_daemon_loader() -> None:
-    from poller.config import parse_config
+    from poller.config.settings import parse_config
 
     configs = _configs()
     assert len(configs) >= 2
@@ -500,7 +500,7 @@ _LABEL_MATCHER = re.compile(r'\b(outcome|stage|state)\s*(?:=~|!~|!=|=)\s*"([^"]*
 
 
 def _exported_metric_names() -> set[str]:
-    from poller.metrics import Metrics
+    from poller.ops.metrics import Metrics
 
     names: set[str] = set()
     for family in Metrics().registry.collect():
@@ -577,7 +577,7 @@ def test_every_metric_used_by_alerts_keda_and_the_dashboard_is_exported() -> Non
 
 
 def test_label_values_in_queries_are_ones_the_daemon_sets() -> None:
-    from poller.metrics import BACKLOG_STATES, STAGES
+    from poller.ops.metrics import BACKLOG_STATES, STAGES
     from poller.targets.base import Outcome
 
     allowed = {

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from poller.engine import verdict_for
-from poller.events import (
+from poller.engine.invoker import verdict_for
+from poller.events.envelope import (
     MAX_PAYLOAD_BYTES,
     event_payload,
     new_trace_header,

@@ -7,8 +7,8 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from poller.events import dumps
-from poller.events_streams import dynamodb_record, kinesis_record, stream_record
+from poller.events.envelope import dumps
+from poller.events.streams import dynamodb_record, kinesis_record, stream_record
 
 KINESIS_ARN = "arn:aws:kinesis:eu-west-1:111122223333:stream/orders"
 DDB_ARN = "arn:aws:dynamodb:eu-west-1:111122223333:table/orders/stream/2025-01-01T00:00:00.000"

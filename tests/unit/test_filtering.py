@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from poller import filtering
-from poller.filtering import (
+from poller.filtering import filter_set as filtering
+from poller.filtering.filter_set import (
     MAX_FILTERS,
     MAX_PATTERN_CHARS,
     CompiledPattern,

@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poller.filtering import FilterSet, compile_pattern
+from poller.filtering.filter_set import FilterSet, compile_pattern
 
 finite_floats = st.floats(allow_nan=False, allow_infinity=False)
 numbers = st.one_of(st.integers(min_value=-(10**12), max_value=10**12), finite_floats)

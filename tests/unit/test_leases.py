@@ -22,10 +22,10 @@ from poller.checkpoints.balance import (
     ReplicaView,
 )
 from poller.checkpoints.base import Checkpoint, LeaseLost, LeaseState
-from poller.lifecycle import Shutdown
-from poller.sources.shards import ShardInfo, StartAt
-from poller.sources.stream_source import StreamSource
-from poller.status import MappingStatus
+from poller.engine.lifecycle import Shutdown
+from poller.ops.status import MappingStatus
+from poller.sources.streams.shards import ShardInfo, StartAt
+from poller.sources.streams.source import StreamSource
 from tests.unit.test_shards import (
     FakeApi,
     FakeProcessor,

@@ -17,8 +17,8 @@ from typing import Any
 import anyio
 import pytest
 
-from poller.aws import AwsClients
-from poller.config import AwsSettings, PythonTargetSettings, RuntimeTargetSettings
+from poller.aws.clients import AwsClients
+from poller.config.settings import AwsSettings, PythonTargetSettings, RuntimeTargetSettings
 from poller.targets import (
     InvocationRequest,
     Outcome,
@@ -27,7 +27,7 @@ from poller.targets import (
     build_target,
 )
 from poller.targets.python import load_handler
-from poller.targets.runtime import RuntimeTarget
+from poller.targets.runtime.target import RuntimeTarget
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

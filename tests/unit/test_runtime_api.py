@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from poller.targets.runtime_api import (
+from poller.targets.runtime.api import (
     MAX_RESPONSE_BYTES,
     AnswerKind,
     Channel,

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from poller.config import ConfigError, RuntimeTargetSettings, parse_config
-from poller.targets.runtime import default_concurrency
-from poller.targets.runtime_env import exit_status
-from poller.targets.runtime_package import (
+from poller.config.settings import ConfigError, RuntimeTargetSettings, parse_config
+from poller.targets.runtime.environment import exit_status
+from poller.targets.runtime.package import (
     FunctionIdentity,
     Package,
     check_source,
@@ -22,6 +21,7 @@ from poller.targets.runtime_package import (
     lambda_environment,
     prepare_package,
 )
+from poller.targets.runtime.target import default_concurrency
 
 SQS = "arn:aws:sqs:us-east-1:123456789012:orders"
 KINESIS = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"

@@ -18,18 +18,20 @@ import pytest
 from botocore.exceptions import ClientError
 
 from poller.app import role_arn
-from poller.arns import parse_source_arn
 from poller.checkpoints.base import Checkpoint
-from poller.config import MappingSettings
-from poller.events import MAX_PAYLOAD_BYTES
-from poller.events_streams import kinesis_record
-from poller.filtering import FilterSet
-from poller.lifecycle import Shutdown
-from poller.metrics import Metrics
-from poller.sources.dynamodb import DynamoDBShards
-from poller.sources.kinesis import KinesisShards
-from poller.sources.shard_reader import StreamContext
-from poller.sources.shards import (
+from poller.config.arns import parse_source_arn
+from poller.config.settings import MappingSettings
+from poller.engine.lifecycle import Shutdown
+from poller.engine.records import StreamRecord
+from poller.events.envelope import MAX_PAYLOAD_BYTES
+from poller.events.streams import kinesis_record
+from poller.filtering.filter_set import FilterSet
+from poller.ops.metrics import Metrics
+from poller.ops.status import MappingStatus
+from poller.sources.streams.dynamodb import DynamoDBShards
+from poller.sources.streams.kinesis import KinesisShards
+from poller.sources.streams.reader import StreamContext
+from poller.sources.streams.shards import (
     MAX_UNSETTLED_BATCHES,
     CoalescedWrites,
     Lane,
@@ -43,9 +45,7 @@ from poller.sources.shards import (
     read_limit,
     startable,
 )
-from poller.sources.stream_source import StreamSource
-from poller.status import MappingStatus
-from poller.stream_records import StreamRecord
+from poller.sources.streams.source import StreamSource
 
 ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 

@@ -12,15 +12,15 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from poller.config import MappingSettings
-from poller.destinations import DeliveryError, invocation_record
-from poller.engine import Backoff, Held, Invoker
-from poller.events_streams import kinesis_record, stream_record
-from poller.lifecycle import Shutdown
-from poller.metrics import MappingMetrics, Metrics
-from poller.status import MappingStatus
-from poller.stream_batches import StreamBatchProcessor
-from poller.stream_records import StreamRecord
+from poller.config.settings import MappingSettings
+from poller.engine.destinations import DeliveryError, invocation_record
+from poller.engine.invoker import Backoff, Held, Invoker
+from poller.engine.lifecycle import Shutdown
+from poller.engine.records import StreamRecord
+from poller.engine.settle import StreamBatchProcessor
+from poller.events.streams import kinesis_record, stream_record
+from poller.ops.metrics import MappingMetrics, Metrics
+from poller.ops.status import MappingStatus
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome
 
 STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"

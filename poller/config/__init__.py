@@ -1,0 +1,1 @@
+"""YAML into typed, validated settings: the only place pydantic runs."""

@@ -1,0 +1,372 @@
+"""YAML configuration → typed, validated settings (SPEC §2). Pydantic lives at this boundary only.
+
+`load_config` reads a file and either returns `Settings` or raises `ConfigError` carrying every
+problem found, each located as `FILE:LINE: PATH: message`. `poller.config.reader` turns the text
+into plain values with line numbers; field ranges are validators on the models below
+(`poller.config.rules`); rules that depend on the source kind run once a mapping is built.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal, Self
+from uuid import NAMESPACE_URL, uuid5
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from poller.config import rules
+from poller.config.arns import SourceArn, parse_source_arn
+from poller.config.reader import ConfigError, ConfigProblem, Reader, check_names
+from poller.config.rules import Loc, number
+
+__all__ = [
+    "AwsSettings",
+    "CheckpointSettings",
+    "ConfigError",
+    "ConfigProblem",
+    "DestinationConfigSettings",
+    "FilterCriteriaSettings",
+    "FilterSettings",
+    "HttpTargetSettings",
+    "LambdaTargetSettings",
+    "MappingSettings",
+    "OnFailureSettings",
+    "PythonTargetSettings",
+    "RuntimeTargetSettings",
+    "ScalingConfigSettings",
+    "ServerSettings",
+    "Settings",
+    "TargetSettings",
+    "TuningSettings",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_MAXIMUM_CONCURRENCY = 5
+
+
+class _Strict(BaseModel):
+    # A number where a string is expected (`qualifier: 1`, an environment value) is meant as text.
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+Seconds = Annotated[float, number(above=0)]
+TargetSeconds = Annotated[float, number(above=0, hi=900)]
+
+
+class AwsSettings(_Strict):
+    """Region, endpoints and the identity put in events (SPEC §2 `aws`)."""
+
+    region: str | None = None
+    endpoint_url: Annotated[str, rules.HTTP_URL] | None = None
+    endpoints: dict[Annotated[str, rules.SERVICE], Annotated[str, rules.HTTP_URL]] = Field(
+        default_factory=dict
+    )
+    invoke_identity_arn: Annotated[str, rules.ARN] | None = None
+
+
+class CheckpointSettings(_Strict):
+    """Where stream positions live: a local sqlite file or a shared DynamoDB lease table."""
+
+    backend: Literal["sqlite", "dynamodb"] = "sqlite"
+    path: Annotated[str, rules.NOT_EMPTY] = "poller-state.db"
+    table: Annotated[str, rules.TABLE] | None = None
+    lease_duration_seconds: Annotated[float, number(1)] = 10
+
+
+class ServerSettings(_Strict):
+    """The HTTP server for /metrics, /healthz, /readyz and /status; port 0 picks a free one."""
+
+    host: str = "0.0.0.0"
+    port: Annotated[int, number(0, 65535)] = 9102
+
+
+class TuningSettings(_Strict):
+    """Intervals of background work; every value is in seconds and positive."""
+
+    shard_discovery_interval_seconds: Seconds = 30
+    backlog_refresh_interval_seconds: Seconds = 15
+    runtime_init_timeout_seconds: Seconds = 10
+
+
+class LambdaTargetSettings(_Strict):
+    """Invoke a Lambda function (or anything speaking the Invoke API) by name, alias or ARN."""
+
+    type: Literal["lambda"]
+    function: Annotated[str, rules.FUNCTION]
+    qualifier: str | None = None
+
+    @field_validator("qualifier")
+    @classmethod
+    def _qualifier(cls, value: str | None, info: ValidationInfo) -> str | None:
+        message = rules.check_qualifier(info.data.get("function"), value)
+        if message:
+            rules.fail(message)
+        return value
+
+
+class HttpTargetSettings(_Strict):
+    """POST the event as JSON to a URL; the response body is the function's response."""
+
+    type: Literal["http"]
+    url: Annotated[str, rules.HTTP_URL]
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: TargetSeconds = 30
+
+
+class PythonTargetSettings(_Strict):
+    """Import `module:function` and call it in-process."""
+
+    type: Literal["python"]
+    handler: Annotated[str, rules.PY_HANDLER]
+    timeout_seconds: TargetSeconds = 30
+
+
+class RuntimeTargetSettings(_Strict):
+    """Run a Lambda deployment package behind an embedded Runtime API."""
+
+    type: Literal["runtime"]
+    code: Annotated[str, rules.NOT_EMPTY]
+    handler: Annotated[str, rules.NOT_EMPTY]
+    runtime: Literal["python", "provided"] = "python"
+    timeout_seconds: TargetSeconds = 30
+    memory_size: Annotated[int, number(128, 10240)] = 256
+    concurrency: Annotated[int, number(1, 100)] | None = None
+    environment: dict[str, str] = Field(default_factory=dict)
+    layers: Annotated[list[str], rules.MAX_LAYERS] = Field(default_factory=list)
+
+
+TargetSettings = Annotated[
+    LambdaTargetSettings | HttpTargetSettings | PythonTargetSettings | RuntimeTargetSettings,
+    Field(discriminator="type"),
+]
+
+
+class FilterSettings(_Strict):
+    """One FilterCriteria pattern, a JSON object in a string."""
+
+    pattern: Annotated[str, rules.FILTER_PATTERN]
+
+
+class FilterCriteriaSettings(_Strict):
+    """Up to 10 patterns, OR-ed."""
+
+    filters: Annotated[list[FilterSettings], rules.MAX_FILTER_LIST] = Field(default_factory=list)
+
+
+class OnFailureSettings(_Strict):
+    """Where a given-up stream batch's invocation record goes: SQS, SNS or S3."""
+
+    destination: Annotated[str, rules.DESTINATION]
+
+
+class DestinationConfigSettings(_Strict):
+    """Lambda's DestinationConfig; only OnFailure applies to event source mappings."""
+
+    on_failure: OnFailureSettings | None = None
+
+
+class ScalingConfigSettings(_Strict):
+    """SQS only: the most concurrent invocations this mapping makes."""
+
+    maximum_concurrency: Annotated[int, number(2, 1000)] = DEFAULT_MAXIMUM_CONCURRENCY
+
+
+class MappingSettings(_Strict):
+    """One event source mapping; keys are CreateEventSourceMapping's in snake_case."""
+
+    name: Annotated[str, rules.MAPPING_NAME]
+    source: Annotated[str, rules.SOURCE]
+    target: TargetSettings
+    enabled: bool = True
+    # 10 is the SQS default; _default_batch_size puts 100 in for streams when the key is absent.
+    batch_size: Annotated[int, number(1, 10000)] = 10
+    maximum_batching_window_in_seconds: Annotated[int, number(0, 300)] = 0
+    starting_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] | None = None
+    starting_position_timestamp: datetime | None = None
+    bisect_batch_on_function_error: bool = False
+    maximum_retry_attempts: Annotated[int, number(-1, 10000)] = -1
+    maximum_record_age_in_seconds: Annotated[int, number(), rules.RECORD_AGE] = -1
+    parallelization_factor: Annotated[int, number(1, 10)] = 1
+    tumbling_window_in_seconds: Annotated[int, number(), rules.TUMBLING] = 0
+    function_response_types: Annotated[
+        list[Literal["ReportBatchItemFailures"]], rules.RESPONSE_TYPES
+    ] = Field(default_factory=list)
+    filter_criteria: FilterCriteriaSettings | None = None
+    destination_config: DestinationConfigSettings | None = None
+    scaling_config: ScalingConfigSettings | None = None
+
+    _source_arn: SourceArn | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_batch_size(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "batch_size" not in data:
+            try:
+                if parse_source_arn(str(data.get("source"))).is_stream:
+                    return {**data, "batch_size": 100}
+            except ValueError:
+                pass  # the `source` validator reports it
+        return data
+
+    @field_validator("starting_position_timestamp", mode="before")
+    @classmethod
+    def _timestamp(cls, value: Any) -> Any:
+        # Epoch seconds are read here rather than by pydantic, which takes large numbers as ms.
+        if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip()):
+            value = float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                return datetime.fromtimestamp(value, tz=UTC)
+            except (OverflowError, OSError, ValueError):
+                rules.fail(f"epoch seconds out of range (got {value})")
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return datetime(value.year, value.month, value.day, tzinfo=UTC)
+        return value
+
+    @field_validator("starting_position_timestamp")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        # A timestamp without an offset is taken as UTC, as Kinesis reads epoch seconds.
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @model_validator(mode="after")
+    def _parse_source(self) -> Self:
+        self._source_arn = parse_source_arn(self.source)
+        return self
+
+    @property
+    def source_arn(self) -> SourceArn:
+        """The parsed `source` (kind, region, account, name, FIFO)."""
+        if self._source_arn is None:  # only for instances made with model_construct
+            self._source_arn = parse_source_arn(self.source)
+        return self._source_arn
+
+    @property
+    def report_batch_item_failures(self) -> bool:
+        """True when the function may answer with `batchItemFailures`."""
+        return "ReportBatchItemFailures" in self.function_response_types
+
+    @property
+    def maximum_concurrency(self) -> int:
+        """SQS: the cap on concurrent invocations (scaling_config's, else 5)."""
+        if self.scaling_config is None:
+            return DEFAULT_MAXIMUM_CONCURRENCY
+        return self.scaling_config.maximum_concurrency
+
+    @property
+    def filter_patterns(self) -> list[str]:
+        """The FilterCriteria patterns as JSON strings; empty means every record passes."""
+        if self.filter_criteria is None:
+            return []
+        return [f.pattern for f in self.filter_criteria.filters]
+
+    @property
+    def uuid(self) -> str:
+        """The mapping's stable UUID (version 5, from its name; ESM-SEMANTICS §0)."""
+        return str(uuid5(NAMESPACE_URL, "poller:" + self.name))
+
+
+class Settings(_Strict):
+    """The whole configuration file."""
+
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    checkpoints: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    shutdown_timeout_seconds: Seconds = 30
+    tuning: TuningSettings = Field(default_factory=TuningSettings)
+    mappings: list[MappingSettings]
+
+    @property
+    def enabled_mappings(self) -> list[MappingSettings]:
+        """The mappings to run (`enabled: true`), in file order."""
+        return [mapping for mapping in self.mappings if mapping.enabled]
+
+
+def load_config(path: pathlib.Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a configuration file; raise ConfigError listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(str(path), None, "", f"not UTF-8 text: {exc}")]) from None
+    except OSError as exc:
+        message = f"cannot read the file: {exc.strerror or exc}"
+        raise ConfigError([ConfigProblem(str(path), None, "", message)]) from None
+    return parse_config(text, str(path), environ)
+
+
+def parse_config(text: str, filename: str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate configuration text (`filename` only labels problems); raise ConfigError."""
+    reader = Reader(filename, os.environ if environ is None else environ)
+    raw = reader.read(text)
+    mappings = raw.get("mappings")
+    if isinstance(mappings, list):
+        for index, item in enumerate(mappings):
+            _check_mapping(item, ("mappings", index), reader)
+        check_names(mappings, reader)
+        if not mappings:
+            reader.add(("mappings",), "at least one mapping is required")
+        raw = {**raw, "mappings": []}  # checked above, one by one
+    try:
+        Settings.model_validate(raw)
+    except ValidationError as exc:
+        reader.add_pydantic(exc, Settings, ())
+    try:
+        checkpoints = CheckpointSettings.model_validate(raw.get("checkpoints", {}))
+    except ValidationError:
+        pass  # reported with the rest of Settings
+    else:
+        for loc, message in rules.check_checkpoints(checkpoints):
+            reader.add(("checkpoints", *loc), message)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    try:
+        return Settings.model_validate(reader.data)
+    except ValidationError as exc:  # not expected once every part passed on its own
+        reader.add_pydantic(exc, Settings, ())
+        raise ConfigError(reader.problems) from None
+
+
+# Stands in for a mapping's invalid name or target, so its other keys can still be checked.
+_PLACEHOLDERS = {"name": "placeholder", "target": {"type": "python", "handler": "m:f"}}
+
+
+def _check_mapping(item: Any, prefix: Loc, reader: Reader) -> None:
+    """Validate one mapping, then its kind-specific rules, reporting everything found.
+
+    When some keys are invalid, the rules still run on the rest, so one typo does not hide the
+    other problems of the same mapping (only an invalid `source` leaves the kind unknown).
+    """
+    try:
+        mapping = MappingSettings.model_validate(item)
+        invalid: set[str | int] = set()
+    except ValidationError as exc:
+        reader.add_pydantic(exc, MappingSettings, prefix)
+        invalid = {error["loc"][0] for error in exc.errors() if error["loc"]}
+        if not isinstance(item, dict) or "source" in invalid:
+            return
+        rest = {key: value for key, value in item.items() if key not in invalid}
+        try:
+            mapping = MappingSettings.model_validate(
+                {**{k: v for k, v in _PLACEHOLDERS.items() if k not in rest}, **rest}
+            )
+        except ValidationError:
+            return
+    for loc, message in rules.check_mapping(mapping):
+        if loc[0] not in invalid:
+            reader.add(prefix + loc, message)

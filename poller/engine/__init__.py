@@ -1,0 +1,1 @@
+"""What every source shares, written once: records, batching, invoking, verdicts, settling."""

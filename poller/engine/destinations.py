@@ -1,0 +1,269 @@
+"""On-failure destinations for stream mappings (ESM-SEMANTICS §1.4): SQS, SNS and S3.
+
+When a stream batch is given up, Lambda sends an *invocation record* describing it (which
+shard, which sequence range, why, how often it was invoked); SQS and SNS get that metadata
+only, S3 gets it plus the event payload. `invocation_record` builds it; `build_destination`
+returns the sender for a destination ARN.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from poller.aws.clients import AwsClients
+from poller.aws.errors import AWS_ERRORS, describe, error_code
+from poller.config.arns import DestinationArn, parse_destination_arn
+from poller.config.settings import MappingSettings
+from poller.engine.records import StreamRecord
+from poller.events.envelope import dumps
+from poller.targets.base import InvokeResult, Outcome
+
+StreamKind = Literal["kinesis", "dynamodb"]
+
+RETRY_ATTEMPTS_EXHAUSTED = "RetryAttemptsExhausted"
+RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
+
+# SNS's message limit (ESM-SEMANTICS §1.4); SQS's default maximum message size is the same.
+SNS_MAX_MESSAGE_BYTES = 256 * 1024
+
+# Codes that mean the destination itself is missing, beyond what poller.aws.errors knows.
+_MISSING = {"NotFound", "NotFoundException", "NoSuchBucket", "QueueDoesNotExist"}
+_BATCH_INFO = {"kinesis": "KinesisBatchInfo", "dynamodb": "DDBStreamBatchInfo"}
+
+
+class DeliveryError(Exception):
+    """A delivery to the on-failure destination failed; the message says what to fix."""
+
+
+class OnFailureDestination(Protocol):
+    """Where a given-up stream batch's invocation record goes."""
+
+    @property
+    def arn(self) -> str:
+        """The destination ARN, for logs."""
+        ...
+
+    async def deliver(self, record: dict[str, Any], payload: bytes | None) -> None:
+        """Send one invocation record (S3 adds `payload`, the event); raise DeliveryError."""
+        ...
+
+
+def iso_timestamp(epoch: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with milliseconds and a `Z`, as Lambda writes them."""
+    moment = datetime.fromtimestamp(epoch, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def invocation_record(
+    *,
+    kind: StreamKind,
+    condition: str,
+    function_arn: str,
+    shard_id: str,
+    stream_arn: str,
+    records: Sequence[StreamRecord],
+    approximate_invoke_count: int,
+    last_result: InvokeResult | None,
+    now: float,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """Lambda's invocation record for given-up stream records (ESM-SEMANTICS §1.4).
+
+    `last_result` is the last invocation that included these records, None if they were never
+    invoked; `responseContext.functionError` is present only when that invocation reached the
+    function and it failed (§0). `request_id` defaults to a fresh UUID.
+    """
+    response: dict[str, Any]
+    if last_result is None:
+        # Never invoked (too old before the first attempt): no status, no version ran.
+        response = {"statusCode": 0, "executedVersion": ""}
+    else:
+        status = last_result.status_code
+        if status is None:
+            status = 200 if last_result.reached_function else 0
+        response = {
+            "statusCode": status,
+            "executedVersion": last_result.executed_version
+            or ("$LATEST" if last_result.reached_function else ""),
+        }
+        if last_result.outcome is Outcome.FUNCTION_ERROR:
+            response["functionError"] = last_result.function_error or "Unhandled"
+        elif last_result.outcome is Outcome.TIMEOUT:
+            # Lambda reports a timed-out invocation as an unhandled error.
+            response["functionError"] = last_result.function_error or "Unhandled"
+    first, last = records[0], records[-1]
+    return {
+        "requestContext": {
+            "requestId": request_id or str(uuid.uuid4()),
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": approximate_invoke_count,
+        },
+        "responseContext": response,
+        "version": "1.0",
+        "timestamp": iso_timestamp(now),
+        _BATCH_INFO[kind]: {
+            "shardId": shard_id,
+            "startSequenceNumber": first.sequence_number,
+            "endSequenceNumber": last.sequence_number,
+            "approximateArrivalOfFirstRecord": iso_timestamp(first.arrival),
+            "approximateArrivalOfLastRecord": iso_timestamp(last.arrival),
+            "batchSize": len(records),
+            "streamArn": stream_arn,
+        },
+    }
+
+
+def with_payload(record: dict[str, Any], payload: bytes | None) -> bytes:
+    """The record serialized with `"payload": <event>` appended (the S3 object body).
+
+    The event is spliced in as the bytes it was invoked with, not parsed and re-serialized.
+    """
+    body = dumps(record)
+    if payload is None:
+        return body
+    return body[:-1] + b',"payload":' + payload + b"}"
+
+
+class _Destination:
+    """What the three destinations share: the parsed ARN, a lazily made client, errors."""
+
+    service = ""
+    permission = ""
+
+    def __init__(self, target: DestinationArn, clients: AwsClients) -> None:
+        self.target = target
+        self._clients = clients
+
+    @property
+    def arn(self) -> str:
+        return self.target.arn
+
+    async def _client(self) -> Any:
+        return await self._clients.client(self.service)
+
+    def _error(self, exc: BaseException) -> DeliveryError:
+        what = f"on-failure destination {self.target.arn}"
+        if error_code(exc) in _MISSING:
+            return DeliveryError(
+                f"{what}: it does not exist ({error_code(exc)}); create it or fix "
+                "destination_config.on_failure.destination (and the region/endpoint)"
+            )
+        return DeliveryError(describe(exc, what=what, permission=self.permission).message)
+
+
+class SqsDestination(_Destination):
+    """SendMessage of the invocation record to a standard queue (URL from GetQueueUrl)."""
+
+    service = "sqs"
+    permission = "sqs:GetQueueUrl and sqs:SendMessage"
+
+    def __init__(self, target: DestinationArn, clients: AwsClients) -> None:
+        super().__init__(target, clients)
+        self._url: str | None = None
+
+    async def deliver(self, record: dict[str, Any], payload: bytes | None) -> None:
+        """Send the metadata; SQS never gets the payload (§1.4)."""
+        try:
+            sqs = await self._client()
+            if self._url is None:
+                answer = await sqs.get_queue_url(
+                    QueueName=self.target.name, QueueOwnerAWSAccountId=self.target.account
+                )
+                self._url = str(answer["QueueUrl"])
+            await sqs.send_message(QueueUrl=self._url, MessageBody=dumps(record).decode())
+        except AWS_ERRORS as exc:
+            # A queue deleted and recreated gets a new URL only in theory; asking again is cheap.
+            self._url = None
+            raise self._error(exc) from exc
+
+
+class SnsDestination(_Destination):
+    """Publish of the invocation record to a standard topic."""
+
+    service = "sns"
+    permission = "sns:Publish"
+
+    async def deliver(self, record: dict[str, Any], payload: bytes | None) -> None:
+        """Publish the metadata; SNS never gets the payload (§1.4), so 256 KB always fits."""
+        message = dumps(record)
+        if len(message) > SNS_MAX_MESSAGE_BYTES:  # not reachable with metadata alone
+            raise DeliveryError(
+                f"on-failure destination {self.target.arn}: invocation record of "
+                f"{len(message)} bytes exceeds SNS's 256 KB limit"
+            )
+        try:
+            sns = await self._client()
+            await sns.publish(TopicArn=self.target.arn, Message=message.decode())
+        except AWS_ERRORS as exc:
+            raise self._error(exc) from exc
+
+
+class S3Destination(_Destination):
+    """PutObject of the invocation record plus the event payload, under Lambda's key scheme."""
+
+    service = "s3"
+    permission = "s3:PutObject (and s3:ListBucket)"
+
+    def __init__(
+        self, target: DestinationArn, clients: AwsClients, esm_uuid: str | None = None
+    ) -> None:
+        super().__init__(target, clients)
+        # The mapping's UUID names the object keys; StreamBatchProcessor fills it in when the
+        # destination was built without one.
+        self.esm_uuid = esm_uuid
+
+    def object_key(self, record: dict[str, Any]) -> str:
+        """`aws/lambda/<ESM-UUID>/<shardId>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<uuid4>` (§1.4)."""
+        info = record.get("KinesisBatchInfo") or record.get("DDBStreamBatchInfo") or {}
+        shard_id = info.get("shardId", "unknown-shard")
+        stamp = record.get("timestamp")
+        when = (
+            datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            if isinstance(stamp, str)
+            else datetime.now(tz=UTC)
+        )
+        return (
+            f"aws/lambda/{self.esm_uuid}/{shard_id}/{when:%Y/%m/%d}/"
+            f"{when:%Y-%m-%dT%H.%M.%S}-{uuid.uuid4()}"
+        )
+
+    async def deliver(self, record: dict[str, Any], payload: bytes | None) -> None:
+        """Put the record with `"payload"` (the event) as one JSON object."""
+        try:
+            s3 = await self._client()
+            await s3.put_object(
+                Bucket=self.target.name,
+                Key=self.object_key(record),
+                Body=with_payload(record, payload),
+                ContentType="application/json",
+            )
+        except AWS_ERRORS as exc:
+            raise self._error(exc) from exc
+
+
+def build_destination(
+    arn: str, clients: AwsClients, *, esm_uuid: str | None = None
+) -> OnFailureDestination:
+    """The sender for an on-failure destination ARN (already validated by the config).
+
+    `esm_uuid` (the mapping's UUID) names S3 object keys; when omitted, the
+    StreamBatchProcessor that is given the destination supplies its mapping's.
+    """
+    target = parse_destination_arn(arn)
+    if target.kind == "sqs":
+        return SqsDestination(target, clients)
+    if target.kind == "sns":
+        return SnsDestination(target, clients)
+    return S3Destination(target, clients, esm_uuid)
+
+
+def destination_for(mapping: MappingSettings, clients: AwsClients) -> OnFailureDestination | None:
+    """The mapping's on-failure destination, or None when it has none configured."""
+    config = mapping.destination_config
+    if config is None or config.on_failure is None:
+        return None
+    return build_destination(config.on_failure.destination, clients, esm_uuid=mapping.uuid)

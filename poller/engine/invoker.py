@@ -1,0 +1,186 @@
+"""The part of a mapping every source shares: invoke a batch, hold it through throttles and
+outages with back-off, count what happened, and read the function's verdict.
+
+Sources decide what a verdict means for their records (delete, checkpoint, bisect); the rules
+for *reaching* the function, and for classifying its answer, live here once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_result,
+    wait_random_exponential,
+)
+
+from poller.engine.lifecycle import Gate, Shutdown
+from poller.events.envelope import BatchVerdict, parse_batch_item_failures, whole_batch_failed
+from poller.ops.metrics import MappingMetrics
+from poller.ops.status import MappingStatus
+from poller.targets.base import InvocationRequest, InvokeResult, Outcome, Target
+
+log = logging.getLogger("poller.engine")
+T = TypeVar("T")
+
+# ESM-SEMANTICS §0: throttles and transient errors back off exponentially from 1 s, doubling,
+# full jitter, capped at 60 s; a server's Retry-After hint is honoured when it is longer.
+THROTTLE_BACKOFF_CAP = 60.0
+# Invoke errors that name a problem a person must fix: unauthorized, forbidden, not found.
+_NEEDS_A_HUMAN = frozenset({401, 403, 404, 405})
+
+
+class Held(Exception):
+    """Raised out of `Invoker.invoke` when the mapping is stopping while a batch is held."""
+
+
+def _needs_retry(result: InvokeResult) -> bool:
+    return not result.reached_function and not result.too_large
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Full-jitter exponential back-off that honours the last result's retry_after."""
+
+    cap: float = THROTTLE_BACKOFF_CAP
+    base: float = 1.0
+
+    def __call__(self, state: RetryCallState) -> float:
+        jittered = wait_random_exponential(multiplier=self.base, max=self.cap)(state)
+        outcome = state.outcome
+        if outcome is not None and not outcome.failed:
+            hint = outcome.result().retry_after
+            if hint is not None:
+                return float(min(max(jittered, hint), self.cap))
+        return float(jittered)
+
+
+class Invoker:
+    """Invokes one mapping's target, retrying what never reached the function."""
+
+    def __init__(
+        self,
+        target: Target,
+        metrics: MappingMetrics,
+        status: MappingStatus,
+        *,
+        shutdown: Shutdown,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.target = target
+        self.metrics = metrics
+        self.status = status
+        self.gate = Gate()
+        self._shutdown = shutdown
+        self._backoff = backoff or Backoff()
+        self._in_flight = 0
+
+    async def _attempt(self, payload: bytes, count: int, trace_header: str | None) -> InvokeResult:
+        request = InvocationRequest(payload, str(uuid.uuid4()), trace_header)
+        self.metrics.count("invoked", count)
+        self.metrics.batch_size.observe(count)
+        self._in_flight += 1
+        self.metrics.concurrent.set(self._in_flight)
+        started = time.monotonic()
+        try:
+            result = await self.target.invoke(request)
+        finally:
+            self._in_flight -= 1
+            self.metrics.concurrent.set(self._in_flight)
+        self.metrics.invocation(result.outcome)
+        if result.reached_function:
+            self.metrics.duration.observe(time.monotonic() - started)
+        if result.outcome is not Outcome.SUCCESS:
+            self.metrics.count("failed", count)
+        return result
+
+    def _on_hold(self, state: RetryCallState) -> None:
+        outcome = state.outcome
+        result = outcome.result() if outcome is not None and not outcome.failed else None
+        reason = f"{result.outcome.value}: {result.detail}" if result else "unknown"
+        self.gate.close()
+        message = f"mapping {self.status.name}: target {self.target.description}: {reason}"
+        if result is not None and result.status_code in _NEEDS_A_HUMAN:
+            # The function is missing or refuses poller: retrying will not mend it, so the
+            # mapping shows failed (poller_mapping_up 0) while it keeps trying with back-off.
+            self.status.failed(message)
+        else:
+            self.status.degraded(message)
+        if self._shutdown.is_stopping:
+            raise Held(reason)
+        delay = state.upcoming_sleep
+        log.warning(
+            "target did not take the batch (%s); retrying in %.1fs",
+            reason,
+            delay,
+            extra={"mapping": self.status.name, "attempt": state.attempt_number},
+        )
+
+    async def invoke(
+        self, payload: bytes, count: int, trace_header: str | None = None
+    ) -> InvokeResult:
+        """Invoke until the function is reached (or the target says the batch is too large).
+
+        Throttles and invoke errors never count as attempts of the batch: they back off and
+        retry while the mapping shows degraded. Raises `Held` if the mapping starts stopping
+        during a back-off, so the caller can leave the batch unsettled.
+        """
+        retrying = AsyncRetrying(
+            retry=retry_if_result(_needs_retry),
+            wait=self._backoff,
+            sleep=self._sleep,
+            before_sleep=self._on_hold,
+            reraise=True,
+        )
+        result: InvokeResult = await retrying(self._attempt, payload, count, trace_header)
+        if not self.gate.is_open:
+            self.gate.open()
+            self.status.recovered()
+        return result
+
+    def verdict(
+        self, result: InvokeResult, batch_ids: Sequence[str], *, report_batch_item_failures: bool
+    ) -> BatchVerdict:
+        """The batch verdict for a result that reached the function, counting the records a
+        successful invocation still failed (reported items, or an unreadable answer)."""
+        verdict = verdict_for(
+            result, batch_ids, report_batch_item_failures=report_batch_item_failures
+        )
+        if result.outcome is Outcome.SUCCESS:
+            failed = len(batch_ids) if verdict.failed_ids is None else len(verdict.failed_ids)
+            self.metrics.count("failed", failed)
+        return verdict
+
+    async def _sleep(self, seconds: float) -> None:
+        # Wake early when the mapping stops: a held batch is abandoned, not waited out.
+        with anyio.move_on_after(seconds):
+            await self._shutdown.stopping.wait()
+        if self._shutdown.is_stopping:
+            raise Held("stopping")
+
+
+def verdict_for(
+    result: InvokeResult, batch_ids: Sequence[str], *, report_batch_item_failures: bool
+) -> BatchVerdict:
+    """Classify a result that reached the function into a batch verdict (ESM-SEMANTICS §1.2)."""
+    if result.outcome is Outcome.TIMEOUT:
+        return whole_batch_failed(f"function timed out: {result.detail}")
+    if result.outcome is not Outcome.SUCCESS:
+        return whole_batch_failed(f"function error {result.function_error or ''}".strip())
+    if not report_batch_item_failures:
+        return BatchVerdict(frozenset())
+    return parse_batch_item_failures(result.payload, batch_ids)
+
+
+def split_in_two(items: Sequence[T]) -> tuple[Sequence[T], Sequence[T]]:
+    """Halves for bisecting (413 on any source, BisectBatchOnFunctionError on streams)."""
+    middle = (len(items) + 1) // 2
+    return items[:middle], items[middle:]

@@ -1,0 +1,1 @@
+"""Lambda-shaped event records, per source, and the envelope that joins them."""

@@ -1,0 +1,1 @@
+"""FilterCriteria: EventBridge-style patterns compiled once, matched per record (a pure leaf)."""

@@ -1,0 +1,1 @@
+"""What operators see: the HTTP endpoints, status, metrics and logs."""

@@ -1,0 +1,1 @@
+"""SQS intake and acknowledgement: receivers, queue calls, the visibility heartbeat."""

@@ -1,0 +1,153 @@
+"""The SQS calls one mapping makes, with poller's rules for partial failures and retries."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from poller.aws.errors import AWS_ERRORS
+from poller.config.arns import SourceArn
+
+log = logging.getLogger("poller.sqs")
+
+# Entries of a batch call that mean "this receipt handle is no longer yours or no longer exists":
+# the message was deleted already (perhaps by the handler) or was received again elsewhere.
+_GONE_CODES = {"ReceiptHandleIsInvalid", "AWS.SimpleQueueService.ReceiptHandleIsInvalid"}
+_CHUNK = 10
+
+
+class _Retry(Exception):
+    """Internal: a delete chunk still has entries worth another try."""
+
+
+_GIVE_UP: tuple[type[BaseException], ...] = (_Retry, *AWS_ERRORS)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What settling one message needs: its id and the handle of this receive."""
+
+    message_id: str
+    receipt_handle: str
+
+
+def _chunks(items: Sequence[Receipt]) -> list[Sequence[Receipt]]:
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+class SqsQueue:
+    """One queue, resolved from its ARN; every call made through a shared aiobotocore client."""
+
+    def __init__(self, client: Any, arn: SourceArn) -> None:
+        self.client = client
+        self.arn = arn
+        self.url = ""
+        self.visibility_timeout = 30
+
+    async def resolve(self) -> None:
+        """Find the queue URL (sqs:GetQueueUrl) and its visibility timeout."""
+        answer = await self.client.get_queue_url(
+            QueueName=self.arn.name, QueueOwnerAWSAccountId=self.arn.account
+        )
+        self.url = answer["QueueUrl"]
+        attributes = await self.attributes(["VisibilityTimeout"])
+        self.visibility_timeout = int(attributes.get("VisibilityTimeout", "30"))
+
+    async def attributes(self, names: list[str]) -> dict[str, str]:
+        answer = await self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=names)
+        return dict(answer.get("Attributes", {}))
+
+    async def receive(self, max_messages: int, wait_seconds: int) -> list[dict[str, Any]]:
+        answer = await self.client.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=max_messages,
+            WaitTimeSeconds=wait_seconds,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages: list[dict[str, Any]] = answer.get("Messages", [])
+        return messages
+
+    async def delete(self, receipts: Sequence[Receipt]) -> int:
+        """Delete in chunks of 10, retrying entries that failed for a passing reason.
+
+        Returns how many SQS confirmed (or reported as already gone). Gives up on an entry
+        after a few tries: an undeleted message comes back, which at-least-once allows.
+        """
+        deleted = 0
+        for chunk in _chunks(receipts):
+            deleted += await self._delete_chunk(chunk)
+        return deleted
+
+    async def _delete_chunk(self, chunk: Sequence[Receipt]) -> int:
+        pending = {str(i): r for i, r in enumerate(chunk)}
+        done = 0
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retry),
+            stop=stop_after_attempt(5),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    done += await self._delete_once(pending)
+        except _GIVE_UP as exc:
+            log.warning(
+                "could not delete %d message(s) after retries; they will be delivered again: %s",
+                len(pending),
+                exc,
+                extra={"queue": self.arn.name},
+            )
+        return done
+
+    async def _delete_once(self, pending: dict[str, Receipt]) -> int:
+        try:
+            answer = await self.client.delete_message_batch(
+                QueueUrl=self.url,
+                Entries=[{"Id": k, "ReceiptHandle": r.receipt_handle} for k, r in pending.items()],
+            )
+        except AWS_ERRORS as exc:
+            raise _Retry(str(exc)) from exc
+        done = 0
+        for entry in answer.get("Successful", []):
+            pending.pop(entry["Id"], None)
+            done += 1
+        for entry in answer.get("Failed", []):
+            if entry.get("Code") in _GONE_CODES:
+                pending.pop(entry["Id"], None)
+                done += 1
+            elif entry.get("SenderFault"):
+                # A fault of ours that retrying cannot mend; the message simply comes back.
+                pending.pop(entry["Id"], None)
+                log.warning("delete refused: %s", entry.get("Message") or entry.get("Code"))
+        if pending:
+            raise _Retry(f"{len(pending)} entries failed")
+        return done
+
+    async def extend(self, receipts: Sequence[Receipt], seconds: int) -> None:
+        """Hide these messages for `seconds` more from now; entries already gone are ignored."""
+        for chunk in _chunks(receipts):
+            try:
+                answer = await self.client.change_message_visibility_batch(
+                    QueueUrl=self.url,
+                    Entries=[
+                        {
+                            "Id": str(i),
+                            "ReceiptHandle": r.receipt_handle,
+                            "VisibilityTimeout": seconds,
+                        }
+                        for i, r in enumerate(chunk)
+                    ],
+                )
+            except AWS_ERRORS as exc:
+                log.warning("could not extend visibility: %s", exc, extra={"queue": self.arn.name})
+                continue
+            for entry in answer.get("Failed", []):
+                log.debug("visibility not extended for one message: %s", entry.get("Code"))

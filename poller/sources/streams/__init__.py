@@ -1,0 +1,2 @@
+"""Kinesis and DynamoDB Streams intake and acknowledgement: discovery, lineage, shard
+readers, watermarks and checkpoints."""

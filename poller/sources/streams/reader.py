@@ -1,0 +1,426 @@
+"""One shard's reader: GetRecords into lanes, batches to the processor, checkpoints behind.
+
+The reader owns the shard's iterator and its position; each lane (a virtual shard when
+`parallelization_factor` > 1) has at most one batch in flight; the watermark lets the
+checkpoint move only over a contiguous run of settled records (ESM-SEMANTICS §3.3, §4.2).
+Reading runs up to MAX_UNSETTLED_BATCHES batches ahead of the checkpoint, in as few calls as
+that allows, and never waits for a checkpoint write: a writer task per shard stores them.
+
+Shutdown, or a lease handed back, stops reading, lets the batches in flight finish until a
+deadline and writes a final checkpoint; a lease lost stops the reader at once, drops what it
+buffered and writes nothing more (the new owner reads on from the last checkpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import anyio
+
+from poller.aws.errors import AWS_ERRORS, describe
+from poller.checkpoints.base import AllShards, Checkpoint, CheckpointStore, LeaseLost, ShardLeases
+from poller.config.settings import MappingSettings
+from poller.engine.invoker import Held
+from poller.engine.lifecycle import Shutdown
+from poller.engine.records import StreamRecord
+from poller.events.streams import stream_record
+from poller.filtering.filter_set import FilterSet
+from poller.ops.metrics import MappingMetrics
+from poller.ops.status import MappingStatus, ShardStatus
+from poller.sources.streams.shards import (
+    TRIM_HORIZON,
+    BatchProcessor,
+    CoalescedWrites,
+    Lane,
+    ReadBackoff,
+    ReadResult,
+    ShardApi,
+    ShardGauges,
+    ShardInfo,
+    Signal,
+    StartAt,
+    Watermark,
+    lane_for,
+    read_error_kind,
+    read_limit,
+)
+
+log = logging.getLogger("poller.streams")
+
+# Kinesis allows 5 reads per second per shard; a reader that is behind but hit an empty stretch
+# of the shard reads again after this rather than at once.
+_MIN_READ_INTERVAL = 0.2
+
+ErrorAction = Literal["keep", "refresh", "gone"]
+
+
+@dataclass(frozen=True)
+class StreamContext:
+    """What every shard reader of one mapping shares."""
+
+    mapping: MappingSettings
+    api: ShardApi
+    processor: BatchProcessor
+    store: CheckpointStore
+    filters: FilterSet
+    metrics: MappingMetrics
+    gauges: ShardGauges
+    status: MappingStatus
+    shutdown: Shutdown
+    clock: Callable[[], float] = time.time
+    backoff_base: float = 1.0  # first step of the back-off after a failing AWS call
+    leases: ShardLeases = field(default_factory=AllShards)  # which shards this instance reads
+
+
+class ShardReader:
+    """Reads one shard into its lanes, hands batches to the processor, checkpoints.
+
+    Back-pressure: the span behind the checkpoint (records read, not yet checkpointed) bounds
+    the read-ahead, not one batch: a read asks for the room left under MAX_UNSETTLED_BATCHES
+    batches (`read_limit`), and none is made while the span is at that cap. A shard that is
+    behind is read in few, large calls (Kinesis allows 5 reads per second per shard); memory
+    and the replay after a restart stay at about 10 batches per shard, stuck key or not.
+
+    Checkpoints: a writer task stores the settled prefix's end. Reading never waits for it; a
+    lane waits for its batch's, so a refused write (LeaseLost) stops the lane's next batch too.
+    """
+
+    def __init__(
+        self,
+        context: StreamContext,
+        shard: ShardInfo,
+        start: StartAt,
+        *,
+        checkpoint: str | None = None,
+        skip_before: float | None = None,
+    ) -> None:
+        self.context = context
+        self.shard_id = shard.shard_id
+        self.ending = shard.ending_sequence  # kept current by discovery
+        self.listed = True  # False once the listing no longer shows the shard (trimmed)
+        self.ended = False
+        self.abandoned = 0
+        self.revoked = False  # the lease went to another instance
+        self.handed_back = False  # the lease is being given up (balance)
+        mapping = context.mapping
+        self._batch_size = mapping.batch_size
+        self._lanes = [
+            Lane(mapping.batch_size, mapping.maximum_batching_window_in_seconds)
+            for _ in range(mapping.parallelization_factor)
+        ]
+        self._start = start
+        self._skip_before = skip_before
+        self._position = checkpoint  # the last record read
+        self._last = int(checkpoint) if checkpoint is not None else None
+        self._done = checkpoint  # the end of the settled prefix
+        self._stored = checkpoint  # what the store holds
+        self._watermark = Watermark()
+        self._changed = Signal()
+        self._lock = anyio.Lock()
+        self._checkpoints = CoalescedWrites()  # served by the writer task, in run()
+        self._reading = True
+        self._stop = anyio.Event()  # stop reading: shutdown, or the lease handed back
+        self._deadline = math.inf  # until when in-flight batches may finish after that
+        self._scope: anyio.CancelScope | None = None
+        self._failing = False
+        self._backoff = ReadBackoff(context.backoff_base)
+        self._status = ShardStatus(shard.shard_id, context.leases.owner, checkpoint)
+        context.status.shards[shard.shard_id] = self._status
+        self._extra = {"mapping": mapping.name, "shard": shard.shard_id}
+
+    async def run(self) -> bool:
+        """Read until the shard ends, shutdown begins or the lease goes; True once it is
+        finished for good."""
+        finished = False
+        try:
+            with anyio.CancelScope() as self._scope:
+                if self.revoked:
+                    self._scope.cancel()
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(self._wake_on_stop)
+                    tasks.start_soon(self._checkpoints.serve, self._checkpoint)
+                    for lane in self._lanes:
+                        tasks.start_soon(self._lane_loop, lane)
+                    await self._read_loop()
+                    self._reading = False
+                    self._changed.notify()
+                    await self._drain()
+                    tasks.cancel_scope.cancel()
+        finally:
+            if not self.revoked:
+                with anyio.CancelScope(shield=True):
+                    finished = await self._checkpoint(final=True)
+        return finished
+
+    def hand_back(self, deadline: float) -> None:
+        """The lease is being given up: stop reading, let the batches in flight finish until
+        `deadline` (monotonic), then write the final checkpoint."""
+        self.handed_back = True
+        self._stop_reading(deadline)
+
+    def revoke(self) -> None:
+        """The lease is gone: stop at once, drop the buffered records, write no checkpoint."""
+        self.revoked = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _stop_reading(self, deadline: float) -> None:
+        self._deadline = min(self._deadline, deadline)
+        self._stop.set()
+        self._changed.notify()
+
+    async def _wake_on_stop(self) -> None:
+        await self.context.shutdown.stopping.wait()
+        self._stop_reading(self.context.shutdown.deadline)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        api = self.context.api
+        iterator: str | None = None
+        while await self._room():
+            try:
+                if iterator is None:
+                    iterator = await api.iterator(self.shard_id, self._resume_at())
+                limit = self._limit()
+                result = await api.read(iterator, limit)
+            except AWS_ERRORS as exc:
+                action = await self._on_error(exc)
+                if action == "gone":
+                    self.ended = True
+                    return
+                if action == "refresh":
+                    iterator = None
+                continue
+            self._recovered()
+            self._take(result)
+            if self._at_end(result):
+                self.ended = True
+                return
+            iterator = result.next_iterator
+            if len(result.records) >= limit:
+                continue  # a full read: more is waiting, whatever MillisBehindLatest says
+            if result.caught_up:
+                await self._pause(api.idle_poll_seconds)
+            elif not result.records:
+                await self._pause(_MIN_READ_INTERVAL)  # behind, but in a gap: stay in budget
+
+    def _resume_at(self) -> StartAt:
+        if self._position is not None:
+            return StartAt("AFTER_SEQUENCE_NUMBER", self._position)
+        return self._start
+
+    def _limit(self) -> int:
+        span, max_records = self._watermark.span, self.context.api.max_records
+        return max(1, read_limit(span, self._batch_size, max_records))  # > 0 after _room()
+
+    async def _room(self) -> bool:
+        """Wait while the span behind the checkpoint is at its cap; False when stopping."""
+        max_records = self.context.api.max_records
+        while not self._stop.is_set():
+            if read_limit(self._watermark.span, self._batch_size, max_records):
+                return True
+            await self._changed.wait()  # a checkpoint advanced the watermark
+        return False
+
+    def _take(self, result: ReadResult) -> None:
+        """Filter the records read, route the kept ones to their lanes, ask for a checkpoint."""
+        context = self.context
+        api, filters, lanes = context.api, context.filters, self._lanes
+        now = anyio.current_time()
+        polled = filtered = 0
+        for raw in result.records:
+            event = api.event_record(raw, self.shard_id)
+            record = stream_record(event, kind=api.kind)
+            if self._last is not None and record.sequence <= self._last:
+                continue  # read again by an iterator re-made after an error
+            self._last = record.sequence
+            self._position = record.sequence_number
+            if self._skip_before is not None and record.arrival < self._skip_before:
+                self._watermark.add(record.sequence_number, settled=True)
+                continue
+            polled += 1
+            if filters and not api.matches(filters, event):
+                # Filtered-out records are settled at once: the checkpoint moves past them.
+                filtered += 1
+                self._watermark.add(record.sequence_number, settled=True)
+                continue
+            index = self._watermark.add(record.sequence_number)
+            lanes[lane_for(record.key, len(lanes))].add(index, record, now)
+        context.metrics.count("polled", polled)
+        context.metrics.count("filtered_out", filtered)
+        if result.behind_latest is not None:
+            context.gauges.behind_latest(self.shard_id, result.behind_latest)
+        if not result.records and result.caught_up and not self._watermark.span:
+            # ESM-SEMANTICS §0: an idle, caught-up shard has no age, so lag alerts clear; not
+            # while a batch is still out (retrying), whose age is the lag that matters.
+            context.gauges.iterator_age(self.shard_id, 0.0)
+            self._status.iterator_age_seconds = 0.0
+        self._changed.notify()
+        self._checkpoints.request()  # records filtered out or skipped may move it: no waiting
+
+    def _at_end(self, result: ReadResult) -> bool:
+        """A closed shard is finished when its iterator ends, or when the listing shows its
+        ending sequence number and a read found nothing past our position."""
+        if result.next_iterator is None:
+            return True
+        if self.ending is None or result.records:
+            return False
+        return result.caught_up or (self._last is not None and self._last >= self.ending)
+
+    async def _on_error(self, exc: BaseException) -> ErrorAction:
+        """Handle a failed iterator or read call: "keep" the iterator, "refresh" it, or the
+        shard is "gone"."""
+        kind = read_error_kind(exc)
+        if kind == "expired":
+            log.info("shard iterator expired; getting a new one", extra=self._extra)
+            return "refresh"
+        if kind == "throttled":
+            delay = self._backoff.next()
+            log.info("reads throttled; backing off %.1fs", delay, extra=self._extra)
+            await self._pause(delay)
+            return "keep"
+        if kind == "trimmed":
+            log.error(
+                "shard %s: records after checkpoint %s are past the retention period and "
+                "gone; continuing from TRIM_HORIZON",
+                self.shard_id,
+                self._done,
+                extra=self._extra,
+            )
+            self._start, self._position = TRIM_HORIZON, None
+            return "refresh"
+        if kind == "missing" and not self.listed:
+            log.warning("shard no longer exists; treating it as finished", extra=self._extra)
+            return "gone"
+        problem = describe(
+            exc,
+            what=f"mapping {self.context.mapping.name}: shard {self.shard_id} of "
+            f"{self.context.api.stream_arn}",
+            permission=self.context.api.read_permission,
+        )
+        self._failing = True
+        self.context.status.degraded(problem.message)
+        delay = self._backoff.next()
+        log.error("%s (retrying in %.1fs)", problem.message, delay, extra=self._extra)
+        await self._pause(delay)
+        return "refresh"
+
+    def _recovered(self) -> None:
+        self._backoff.reset()
+        if self._failing:
+            self._failing = False
+            self.context.status.recovered()
+
+    async def _pause(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self._stop.wait()
+
+    # -- batches -----------------------------------------------------------------------------
+
+    async def _lane_loop(self, lane: Lane) -> None:
+        while not self._stop.is_set():
+            if not lane.pending:
+                if not self._reading:
+                    return
+                await self._changed.wait()
+                continue
+            due = lane.due_at()
+            if self._reading and due > anyio.current_time():
+                with anyio.move_on_at(due):
+                    await self._changed.wait()
+                continue
+            batch = lane.take()
+            lane.busy = True
+            try:
+                await self._process(batch)
+            finally:
+                lane.finished_batch(anyio.current_time())
+                self._changed.notify()
+
+    async def _process(self, batch: Sequence[tuple[int, StreamRecord]]) -> None:
+        records = [record for _, record in batch]
+        self._status.iterator_age_seconds = max(0.0, self.context.clock() - records[-1].arrival)
+
+        async def progress(sequence_number: str) -> None:
+            upto = int(sequence_number)
+            for index, record in batch:
+                if record.sequence <= upto:
+                    self._watermark.settle(index)
+            await self._checkpoints.request_and_wait()
+
+        try:
+            await self.context.processor.process(self.shard_id, records, progress)
+        except Held:
+            log.info(
+                "stopping with a held batch of %d; it is read again after the restart",
+                len(records),
+                extra=self._extra,
+            )
+            return
+        for index, _ in batch:
+            self._watermark.settle(index)
+        await self._checkpoints.request_and_wait()
+
+    async def _drain(self) -> None:
+        """At the shard's end every gathered record still goes out; at shutdown (or when the
+        lease is handed back) only the batches in flight finish, until the deadline."""
+        while any(lane.busy or lane.pending for lane in self._lanes):
+            if self._stop.is_set():
+                with anyio.move_on_at(self._deadline):
+                    while any(lane.busy for lane in self._lanes):
+                        await self._changed.wait()
+                abandoned = sum(lane.busy for lane in self._lanes)
+                if abandoned:
+                    log.error(
+                        "drain timed out with %d batch(es) in flight; they are read again "
+                        "from the checkpoint",
+                        abandoned,
+                        extra=self._extra,
+                    )
+                if self.context.shutdown.is_stopping:
+                    self.abandoned = abandoned  # SPEC §1: exit code 1
+                return
+            await self._changed.wait()
+
+    async def _checkpoint(self, *, final: bool = False) -> bool:
+        """Store the end of the settled prefix if it moved; with `final`, also whether the
+        shard is finished (read to its end, everything settled). Returns that.
+
+        Called by the writer task (`_checkpoints`), then once with `final` after it stopped;
+        the lock keeps the stores in order, so a checkpoint never goes backwards."""
+        async with self._lock:
+            if self.revoked:
+                return False
+            moved = self._watermark.advance()
+            if moved is not None:
+                self._done = moved
+                self._changed.notify()  # the span shrank: room to read
+            finished = final and self.ended and self._watermark.span == 0
+            if self._done == self._stored and not finished:
+                return False
+            checkpoint = Checkpoint(self._done, finished)
+            mapping, arn = self.context.mapping.name, self.context.api.stream_arn
+            try:
+                # Shielded: a checkpoint cut short by shutdown would replay settled records.
+                with anyio.CancelScope(shield=True):
+                    await self.context.store.put(mapping, arn, self.shard_id, checkpoint)
+            except LeaseLost as exc:
+                log.error("%s; stopping, buffered records dropped", exc, extra=self._extra)
+                self.revoke()
+                return False
+            except AWS_ERRORS as exc:
+                if final and self.ended and not self._stop.is_set():
+                    raise  # a shard's end must be stored before its children start: restart
+                log.warning(
+                    "checkpoint not stored (%r); the next one retries", exc, extra=self._extra
+                )
+                return False
+            self._stored = self._done
+            self._status.checkpoint = self._done
+            return finished

@@ -1,0 +1,1 @@
+"""The `runtime` target: unchanged Lambda packages behind an embedded Runtime API."""

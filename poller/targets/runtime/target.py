@@ -1,0 +1,379 @@
+"""The `runtime` target: a Lambda deployment package run by poller behind an embedded Runtime API.
+
+A pool of execution environments (`environment.Environment`), started lazily up to
+`concurrency`, each one invocation at a time and reused warm, as Lambda reuses a sandbox. An
+invocation takes a free environment, else starts one if the pool has room, else is throttled at
+once like a Lambda 429, so the engine's hold-and-back-off applies unchanged. Outcomes follow
+Lambda's: an answer from `/error` is a function error carrying the runtime's error object; a
+timeout kills the environment; an init failure is a `Runtime.*` function error, and the pool then
+waits (1 s doubling to 30 s) before starting another environment, so a broken package never
+turns into a loop of process starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from poller.config.settings import MappingSettings, RuntimeTargetSettings
+from poller.events.envelope import new_trace_header
+from poller.targets.base import InvocationRequest, InvokeResult, Outcome
+from poller.targets.output import install as install_output
+from poller.targets.runtime.api import Answer, AnswerKind, Invocation, RuntimeApi, Startup
+from poller.targets.runtime.environment import Environment
+from poller.targets.runtime.package import (
+    FunctionIdentity,
+    Package,
+    check_source,
+    find_bootstrap,
+    lambda_environment,
+    log_stream_name,
+    prepare_package,
+)
+
+MAX_CONCURRENCY = 100
+INIT_BACKOFF_BASE = 1.0
+INIT_BACKOFF_CAP = 30.0
+# How long an environment gets to exit on SIGTERM at shutdown before SIGKILL.
+TERMINATE_GRACE = 2.0
+
+_log = logging.getLogger("poller.targets.runtime")
+
+OutputCallback = Callable[[str, str | None, str], None]
+"""Receives (function name, request id or None, one line a function printed)."""
+
+
+def default_concurrency(mapping: MappingSettings) -> int:
+    """A mapping's own concurrency, the default number of environments of its runtime target.
+
+    SQS: `maximum_concurrency`. Streams: shards × parallelization_factor, but the shard count is
+    unknown when targets are built, so 10 × parallelization_factor stands in for it. Both are
+    capped at 100, the largest `concurrency` the configuration accepts.
+    """
+    if mapping.source_arn.kind == "sqs":
+        return min(MAX_CONCURRENCY, mapping.maximum_concurrency)
+    return min(MAX_CONCURRENCY, 10 * mapping.parallelization_factor)
+
+
+def _print_output(function: str, request_id: str | None, line: str) -> None:
+    # The stdout proxy of the `python` target writes whole JSON lines under one lock.
+    install_output().emit(function, request_id or "", line)
+
+
+def _error(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
+
+
+def _function_error(payload: bytes, detail: str) -> InvokeResult:
+    return InvokeResult(
+        Outcome.FUNCTION_ERROR, payload=payload, function_error="Unhandled", detail=detail
+    )
+
+
+class RuntimeTarget:
+    """Runs a deployment package in warm execution environments behind a Runtime API server."""
+
+    def __init__(
+        self,
+        settings: RuntimeTargetSettings,
+        *,
+        mapping_name: str,
+        region: str,
+        account: str,
+        default_concurrency: int,
+        init_timeout: float,
+        aws_region: str | None = None,
+        endpoints: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        on_output: OutputCallback | None = None,
+        log: logging.Logger | None = None,
+    ) -> None:
+        # Only cheap checks here (paths exist); unpacking waits for the first invocation.
+        self._code = check_source(settings.code, "code")
+        self._layers = [check_source(layer, "layer") for layer in settings.layers]
+        self._settings = settings
+        self._name = mapping_name
+        self._arn = f"arn:aws:lambda:{region}:{account}:function:{mapping_name}"
+        self._identity = FunctionIdentity(mapping_name, aws_region or region, endpoints or {})
+        self._concurrency = settings.concurrency or default_concurrency
+        self._init_timeout = init_timeout
+        self._environ = dict(os.environ if environ is None else environ)
+        self._on_output = on_output or _print_output
+        self._log = log or _log
+        self._extra = {"mapping": mapping_name}
+        self._api = RuntimeApi(self._log)
+        self._root: Path | None = None
+        self._package: Package | None = None
+        self._package_lock = asyncio.Lock()
+        self._idle: list[Environment] = []
+        self._all: set[Environment] = set()
+        self._size = 0  # environments running or starting: the slots taken
+        self._started = 0
+        self._failures = 0
+        self._next_start = 0.0
+        self._cleanups: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    @property
+    def function_arn(self) -> str:
+        """`arn:aws:lambda:{region}:{account}:function:{mapping name}`."""
+        return self._arn
+
+    @property
+    def description(self) -> str:
+        """`runtime:<code>`."""
+        return f"runtime:{self._settings.code}"
+
+    @property
+    def concurrency(self) -> int:
+        """The most execution environments this target runs at once."""
+        return self._concurrency
+
+    @property
+    def environments_started(self) -> int:
+        """How many execution environments were started so far (cold starts)."""
+        return self._started
+
+    # -- invoke ------------------------------------------------------------------------------
+
+    async def invoke(self, request: InvocationRequest) -> InvokeResult:
+        """Run one invocation in a warm environment, a new one, or answer THROTTLED."""
+        while True:
+            if self._closing:
+                return InvokeResult(Outcome.INVOKE_ERROR, detail="runtime target is shutting down")
+            env = await self._acquire()
+            if isinstance(env, InvokeResult):
+                return env
+            keep = False
+            try:
+                result, keep = await self._run(env, request)
+            finally:
+                if keep and not self._closing:
+                    self._idle.append(env)
+                else:
+                    self._retire(env)
+            if result is not None:
+                return result
+            # The runtime died between invocations, before taking this one: use another.
+
+    async def _acquire(self) -> Environment | InvokeResult:
+        """A free warm environment, else a new one while below concurrency, else THROTTLED."""
+        while self._idle:
+            env = self._idle.pop()  # the most recently used: the warmest
+            if not env.channel.closed:
+                return env
+            self._retire(env)  # it died while idle (a crash after answering)
+        if self._size >= self._concurrency:
+            return InvokeResult(
+                Outcome.THROTTLED,
+                status_code=429,
+                detail=f"all {self._concurrency} execution environments are busy",
+            )
+        self._size += 1  # taken before any await, so concurrent callers see it
+        try:
+            started = await self._start()
+        except BaseException:
+            self._size -= 1
+            raise
+        if isinstance(started, InvokeResult):
+            self._size -= 1
+        return started
+
+    async def _run(
+        self, env: Environment, request: InvocationRequest
+    ) -> tuple[InvokeResult | None, bool]:
+        """Hand the invocation to `env` and classify how it ended; True to keep `env` warm.
+
+        None when a warm runtime exited before it took the invocation (nothing ran).
+        """
+        invocation = Invocation(
+            request_id=request.request_id,
+            payload=request.payload,
+            trace_id=request.trace_header or new_trace_header(),
+            function_arn=self._arn,
+            timeout=self._settings.timeout_seconds,
+        )
+        channel = env.channel
+        channel.assign(invocation)
+        if not channel.ready:
+            startup = await channel.wait_startup(self._init_timeout)
+            if startup is not Startup.READY:
+                return self._init_failed(env, startup, request.request_id), False
+            self._failures, self._next_start = 0, 0.0
+        done, _ = await asyncio.wait({invocation.answer}, timeout=invocation.remaining())
+        if not done:
+            env.kill()
+            return self._timed_out(request.request_id), False
+        answer = invocation.answer.result()
+        if answer.kind is AnswerKind.EXIT and not invocation.dispatched:
+            return None, False
+        return self._answered(answer, request.request_id)
+
+    def _answered(self, answer: Answer, request_id: str) -> tuple[InvokeResult, bool]:
+        if answer.kind is AnswerKind.RESPONSE:
+            return InvokeResult(Outcome.SUCCESS, payload=answer.body), True
+        if answer.kind is AnswerKind.ERROR:
+            # A MemoryError leaves the interpreter in doubt: replace the environment.
+            keep = answer.error_type != "MemoryError"
+            return _function_error(answer.body, f"function error {answer.error_type}"), keep
+        message = f"RequestId: {request_id} Error: Runtime exited with error: {answer.error_type}"
+        detail = f"runtime exited during the invocation ({answer.error_type})"
+        return _function_error(_error("Runtime.ExitError", message), detail), False
+
+    def _timed_out(self, request_id: str) -> InvokeResult:
+        timeout = self._settings.timeout_seconds
+        self._log.warning(
+            "invocation timed out after %.2f s; its execution environment is replaced",
+            timeout,
+            extra=self._extra,
+        )
+        message = f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds"
+        return InvokeResult(
+            Outcome.TIMEOUT,
+            payload=_error("Sandbox.Timedout", message),
+            function_error="Unhandled",
+            detail=f"runtime {self._settings.handler} timed out after {timeout:g} s",
+        )
+
+    # -- starting environments, and backing off when they cannot start -------------------------
+
+    async def _start(self) -> Environment | InvokeResult:
+        """Start an environment (after any init back-off); an InvokeResult if it cannot run."""
+        delay = self._next_start - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self._closing:
+            return InvokeResult(Outcome.INVOKE_ERROR, detail="runtime target is shutting down")
+        try:
+            package = await self._prepared()
+        except (OSError, zipfile.BadZipFile) as exc:
+            # Nothing ran: an invoke error, retried with back-off without consuming attempts.
+            message = f"cannot unpack {self._settings.code} or its layers: {exc}"
+            self._log.error(message, extra=self._extra)
+            return InvokeResult(Outcome.INVOKE_ERROR, detail=message)
+        argv, problem = self._command(package)
+        if argv is None:
+            self._back_off()
+            self._log.error("cannot start the runtime: %s", problem, extra=self._extra)
+            return _function_error(_error("Runtime.InvalidEntrypoint", problem), problem)
+        channel = await self._api.open_channel()
+        self._started += 1
+        assert self._root is not None
+        env = Environment(
+            self._started,
+            channel,
+            self._root / "envs" / str(self._started),
+            lambda request_id, line: self._on_output(self._name, request_id, line),
+        )
+        variables = lambda_environment(
+            self._settings,
+            self._identity,
+            package,
+            api_address=channel.address,
+            tmp_dir=env.tmp_dir,
+            log_stream=log_stream_name(),
+            inherited=self._environ,
+        )
+        try:
+            await env.start(argv, variables, package.task_root, self._settings.memory_size)
+        except OSError as exc:
+            await self._api.close_channel(channel)
+            await env.aclose()
+            self._back_off()
+            message = f"fork/exec {argv[0]}: {exc.strerror or exc}"
+            self._log.error("cannot start the runtime: %s", message, extra=self._extra)
+            return _function_error(_error("Runtime.InvalidEntrypoint", message), message)
+        self._all.add(env)
+        self._log.debug("started execution environment %d", env.number, extra=self._extra)
+        return env
+
+    def _command(self, package: Package) -> tuple[list[str] | None, str]:
+        if self._settings.runtime == "python":
+            return [sys.executable, "-m", "awslambdaric", self._settings.handler], ""
+        bootstrap, problem = find_bootstrap(package)
+        return ([str(bootstrap)], "") if bootstrap is not None else (None, problem)
+
+    async def _prepared(self) -> Package:
+        async with self._package_lock:
+            if self._package is None:
+                if self._root is None:
+                    self._root = Path(tempfile.mkdtemp(prefix=f"poller-runtime-{self._name}-"))
+                self._package = await asyncio.to_thread(
+                    prepare_package, self._code, self._layers, self._root
+                )
+            return self._package
+
+    def _back_off(self) -> None:
+        self._failures += 1
+        delay = min(INIT_BACKOFF_CAP, INIT_BACKOFF_BASE * 2 ** (self._failures - 1))
+        self._next_start = time.monotonic() + delay
+
+    def _init_failed(
+        self, env: Environment, startup: Startup | None, request_id: str
+    ) -> InvokeResult:
+        self._back_off()
+        env.kill()
+        if startup is Startup.INIT_ERROR and env.channel.init_error is not None:
+            error = env.channel.init_error
+            payload, detail = error.body, f"init error {error.error_type}"
+        elif startup is Startup.EXITED:
+            status = env.exited.result() if env.exited.done() else "exited"
+            message = f"RequestId: {request_id} Error: Runtime exited with error: {status}"
+            payload, detail = _error("Runtime.ExitError", message), f"runtime exited ({status})"
+        else:
+            message = (
+                f"RequestId: {request_id} Error: the runtime did not ask for an invocation "
+                f"(GET /runtime/invocation/next) within {self._init_timeout:.2f} seconds of "
+                "starting"
+            )
+            payload, detail = _error("Runtime.Unknown", message), "runtime init timed out"
+        self._log.warning(
+            "execution environment failed to initialise (%s); next start in %.0f s",
+            detail,
+            self._next_start - time.monotonic(),
+            extra=self._extra,
+        )
+        return _function_error(payload, detail)
+
+    # -- retiring environments ----------------------------------------------------------------
+
+    def _retire(self, env: Environment) -> None:
+        """Kill `env` now and free its slot; its channel and files are cleaned up in background."""
+        env.kill()
+        self._size -= 1
+        self._all.discard(env)
+        task = asyncio.ensure_future(self._clean_up(env))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _clean_up(self, env: Environment) -> None:
+        await asyncio.wait({env.exited}, timeout=TERMINATE_GRACE)
+        await self._api.close_channel(env.channel)
+        await env.aclose()
+
+    async def aclose(self) -> None:
+        """Terminate every environment (SIGTERM, then SIGKILL), stop the API, remove the files."""
+        self._closing = True
+        envs = list(self._all)
+        self._idle.clear()
+        self._all.clear()
+        await asyncio.gather(*(env.terminate(TERMINATE_GRACE) for env in envs))
+        for env in envs:
+            await self._api.close_channel(env.channel)
+            await env.aclose()
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
+        await self._api.aclose()
+        if self._root is not None:
+            await asyncio.to_thread(shutil.rmtree, self._root, True)
+            self._root = None
+            self._package = None
