@@ -28,6 +28,7 @@ from poller.filtering.filter_set import FilterSet
 from poller.ops.metrics import Metrics
 from poller.ops.server import OpsServer
 from poller.ops.status import MappingStatus, State
+from poller.retry import RESTART, Backoff, sleep_or_stop
 from poller.sources.sqs.queue import SqsQueue
 from poller.sources.sqs.source import SqsSource
 from poller.sources.streams.dynamodb import DynamoDBShards
@@ -39,7 +40,6 @@ from poller.targets import Target, build_target, default_concurrency
 
 log = logging.getLogger("poller.app")
 
-_RESTART_DELAY = 5.0
 # GetCallerIdentity must not hold a Kinesis mapping back for long when STS is unreachable.
 _IDENTITY_TIMEOUT = 15.0
 
@@ -194,7 +194,9 @@ class App:
 
     async def _supervise(self, entry: _Mapping) -> None:
         """Run one mapping; a bug in it is logged and the mapping restarted, never fatal."""
+        restarts = Backoff(RESTART)
         while not self.shutdown.is_stopping:
+            started = anyio.current_time()
             try:
                 entry.runner = self._build_runner(entry)
                 if entry.runner is None:
@@ -203,13 +205,15 @@ class App:
                 return
             except Exception as exc:
                 entry.status.set(State.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+                if anyio.current_time() - started > RESTART.cap:
+                    restarts.reset()  # it ran a good while: a new crash, not a crash loop
+                delay = restarts.next()
                 log.exception(
                     "mapping crashed; restarting in %.0fs",
-                    _RESTART_DELAY,
+                    delay,
                     extra={"mapping": entry.settings.name},
                 )
-                with anyio.move_on_after(_RESTART_DELAY):
-                    await self.shutdown.stopping.wait()
+                await sleep_or_stop(delay, self.shutdown.stopping)
 
     def _build_runner(self, entry: _Mapping) -> MappingRunner | None:
         mapping = entry.settings

@@ -29,15 +29,21 @@ _DENIED = {
     "SignatureDoesNotMatch",
     "KMS.AccessDeniedException",
 }
-_THROTTLED = {
-    "Throttling",
-    "ThrottlingException",
-    "RequestThrottled",
-    "TooManyRequestsException",
-    "ProvisionedThroughputExceededException",
-    "LimitExceededException",
-    "RequestLimitExceeded",
-}
+# The one table of AWS throttle codes, whatever the service: SQS, Kinesis, DynamoDB Streams,
+# the lease table, STS, and Lambda's Invoke (EC2ThrottledException: EC2 throttled the
+# function's network set-up, which passes like any throttle).
+THROTTLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "LimitExceededException",
+        "RequestLimitExceeded",
+        "EC2ThrottledException",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,11 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
+def is_throttle(exc: BaseException) -> bool:
+    """Whether `exc` is AWS saying "slow down" (any service)."""
+    return error_code(exc) in THROTTLE_CODES
+
+
 def describe(exc: BaseException, *, what: str, permission: str) -> AwsProblem:
     """Explain `exc` raised while doing `what` (e.g. "reading queue orders") for the user."""
     code = error_code(exc)
@@ -69,7 +80,7 @@ def describe(exc: BaseException, *, what: str, permission: str) -> AwsProblem:
             f"{what}: access denied ({code}); grant {permission} to poller's credentials",
             fatal=True,
         )
-    if code in _THROTTLED:
+    if code in THROTTLE_CODES:
         return AwsProblem(f"{what}: throttled by AWS ({code}); backing off", False, True)
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return AwsProblem(

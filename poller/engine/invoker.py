@@ -11,56 +11,24 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TypeVar
-
-import anyio
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_result,
-    wait_random_exponential,
-)
 
 from poller.engine.lifecycle import Gate, Shutdown
 from poller.events.envelope import BatchVerdict, parse_batch_item_failures, whole_batch_failed
 from poller.ops.metrics import MappingMetrics
 from poller.ops.status import MappingStatus
+from poller.retry import THROTTLE, Curve, Stopped, retry_result
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome, Target
 
 log = logging.getLogger("poller.engine")
 T = TypeVar("T")
 
-# ESM-SEMANTICS §0: throttles and transient errors back off exponentially from 1 s, doubling,
-# full jitter, capped at 60 s; a server's Retry-After hint is honoured when it is longer.
-THROTTLE_BACKOFF_CAP = 60.0
 # Invoke errors that name a problem a person must fix: unauthorized, forbidden, not found.
 _NEEDS_A_HUMAN = frozenset({401, 403, 404, 405})
 
 
-class Held(Exception):
-    """Raised out of `Invoker.invoke` when the mapping is stopping while a batch is held."""
-
-
 def _needs_retry(result: InvokeResult) -> bool:
     return not result.reached_function and not result.too_large
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Full-jitter exponential back-off that honours the last result's retry_after."""
-
-    cap: float = THROTTLE_BACKOFF_CAP
-    base: float = 1.0
-
-    def __call__(self, state: RetryCallState) -> float:
-        jittered = wait_random_exponential(multiplier=self.base, max=self.cap)(state)
-        outcome = state.outcome
-        if outcome is not None and not outcome.failed:
-            hint = outcome.result().retry_after
-            if hint is not None:
-                return float(min(max(jittered, hint), self.cap))
-        return float(jittered)
 
 
 class Invoker:
@@ -73,14 +41,14 @@ class Invoker:
         status: MappingStatus,
         *,
         shutdown: Shutdown,
-        backoff: Backoff | None = None,
+        curve: Curve = THROTTLE,
     ) -> None:
         self.target = target
         self.metrics = metrics
         self.status = status
         self.gate = Gate()
         self._shutdown = shutdown
-        self._backoff = backoff or Backoff()
+        self._curve = curve
         self._in_flight = 0
 
     async def _attempt(self, payload: bytes, count: int, trace_header: str | None) -> InvokeResult:
@@ -102,26 +70,23 @@ class Invoker:
             self.metrics.count("failed", count)
         return result
 
-    def _on_hold(self, state: RetryCallState) -> None:
-        outcome = state.outcome
-        result = outcome.result() if outcome is not None and not outcome.failed else None
-        reason = f"{result.outcome.value}: {result.detail}" if result else "unknown"
+    def _on_hold(self, result: InvokeResult, attempt: int, delay: float) -> None:
+        reason = f"{result.outcome.value}: {result.detail}"
         self.gate.close()
         message = f"mapping {self.status.name}: target {self.target.description}: {reason}"
-        if result is not None and result.status_code in _NEEDS_A_HUMAN:
+        if result.status_code in _NEEDS_A_HUMAN:
             # The function is missing or refuses poller: retrying will not mend it, so the
             # mapping shows failed (poller_mapping_up 0) while it keeps trying with back-off.
             self.status.failed(message)
         else:
             self.status.degraded(message)
         if self._shutdown.is_stopping:
-            raise Held(reason)
-        delay = state.upcoming_sleep
+            raise Stopped(reason)
         log.warning(
             "target did not take the batch (%s); retrying in %.1fs",
             reason,
             delay,
-            extra={"mapping": self.status.name, "attempt": state.attempt_number},
+            extra={"mapping": self.status.name, "attempt": attempt},
         )
 
     async def invoke(
@@ -130,17 +95,17 @@ class Invoker:
         """Invoke until the function is reached (or the target says the batch is too large).
 
         Throttles and invoke errors never count as attempts of the batch: they back off and
-        retry while the mapping shows degraded. Raises `Held` if the mapping starts stopping
+        retry while the mapping shows degraded. Raises `Stopped` if the mapping starts stopping
         during a back-off, so the caller can leave the batch unsettled.
         """
-        retrying = AsyncRetrying(
-            retry=retry_if_result(_needs_retry),
-            wait=self._backoff,
-            sleep=self._sleep,
+        result = await retry_result(
+            lambda: self._attempt(payload, count, trace_header),
+            again=_needs_retry,
+            curve=self._curve,
+            stopping=self._shutdown.stopping,
+            hint=lambda result: result.retry_after,
             before_sleep=self._on_hold,
-            reraise=True,
         )
-        result: InvokeResult = await retrying(self._attempt, payload, count, trace_header)
         if not self.gate.is_open:
             self.gate.open()
             self.status.recovered()
@@ -158,13 +123,6 @@ class Invoker:
             failed = len(batch_ids) if verdict.failed_ids is None else len(verdict.failed_ids)
             self.metrics.count("failed", failed)
         return verdict
-
-    async def _sleep(self, seconds: float) -> None:
-        # Wake early when the mapping stops: a held batch is abandoned, not waited out.
-        with anyio.move_on_after(seconds):
-            await self._shutdown.stopping.wait()
-        if self._shutdown.is_stopping:
-            raise Held("stopping")
 
 
 def verdict_for(

@@ -19,9 +19,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-import anyio
-from tenacity import AsyncRetrying, RetryCallState
-
 from poller.config.settings import MappingSettings
 from poller.engine.destinations import (
     RECORD_AGE_EXCEEDED,
@@ -31,18 +28,15 @@ from poller.engine.destinations import (
     S3Destination,
     invocation_record,
 )
-from poller.engine.invoker import THROTTLE_BACKOFF_CAP, Backoff, Held, Invoker, split_in_two
+from poller.engine.invoker import Invoker, split_in_two
 from poller.engine.lifecycle import Shutdown
 from poller.engine.records import StreamRecord
 from poller.events.envelope import event_payload
 from poller.ops.metrics import MappingMetrics
+from poller.retry import FUNCTION_ERROR, THROTTLE, Curve, Stopped, sleep_or_stop
 from poller.targets.base import InvokeResult
 
 log = logging.getLogger("poller.streams")
-
-# ESM-SEMANTICS §0: function-error retries on streams back off exponentially from 1 s,
-# full jitter, capped at 30 s.
-FUNCTION_ERROR_BACKOFF_CAP = 30.0
 
 Progress = Callable[[str], Awaitable[None]]
 
@@ -77,13 +71,6 @@ class _Run:
             await self._progress(record.sequence_number)
 
 
-def _delay(backoff: Backoff, attempt: int) -> float:
-    """The back-off before retry number `attempt` (1-based) on `backoff`'s curve."""
-    state = RetryCallState(AsyncRetrying(), None, (), {})
-    state.attempt_number = attempt
-    return backoff(state)
-
-
 def _span(records: Sequence[StreamRecord]) -> str:
     first, last = records[0].sequence_number, records[-1].sequence_number
     return first if first == last else f"{first}..{last}"
@@ -104,12 +91,11 @@ class StreamBatchProcessor:
         destination: OnFailureDestination | None,
         shutdown: Shutdown,
         clock: Callable[[], float] = time.time,
-        retry_backoff: Backoff | None = None,
-        delivery_backoff: Backoff | None = None,
+        retry_curve: Curve = FUNCTION_ERROR,
+        delivery_curve: Curve = THROTTLE,
     ) -> None:
-        """`retry_backoff` spaces function-error retries (default: §0's curve capped at 30 s);
-        `delivery_backoff` spaces retries of a failed on-failure delivery (default:
-        `retry_backoff` when given, else the throttle curve capped at 60 s)."""
+        """`retry_curve` spaces function-error retries; `delivery_curve` spaces retries of a
+        failed on-failure delivery."""
         self.mapping = mapping
         self.invoker = invoker
         self.metrics = metrics
@@ -119,10 +105,8 @@ class StreamBatchProcessor:
         self.destination = destination
         self._shutdown = shutdown
         self._clock = clock
-        self._retry_backoff = retry_backoff or Backoff(cap=FUNCTION_ERROR_BACKOFF_CAP)
-        self._delivery_backoff = (
-            delivery_backoff or retry_backoff or Backoff(cap=THROTTLE_BACKOFF_CAP)
-        )
+        self._retry_curve = retry_curve
+        self._delivery_curve = delivery_curve
         self._max_retries = mapping.maximum_retry_attempts
         self._max_age = mapping.maximum_record_age_in_seconds
         if isinstance(destination, S3Destination) and destination.esm_uuid is None:
@@ -138,7 +122,7 @@ class StreamBatchProcessor:
 
         `progress(sequence_number)` is awaited whenever a prefix of the batch is settled
         before the end (a partial failure's successful head, a bisected half, a given-up
-        run), so the caller may checkpoint there. Raises `Held` when shutdown begins while
+        run), so the caller may checkpoint there. Raises `Stopped` when shutdown begins while
         the batch is held, waiting to be retried or waiting to be delivered; the caller then
         checkpoints no further than `progress` reported.
         """
@@ -195,7 +179,7 @@ class StreamBatchProcessor:
                 await self._give_up(run, records, RETRY_ATTEMPTS_EXHAUSTED, history)
                 return
             history = replace(history, retries=history.retries + 1)
-            delay = _delay(self._retry_backoff, history.retries)
+            delay = self._retry_curve.delay(history.retries)
             log.warning(
                 "batch of %d failed (%s); retry %d%s in %.1fs",
                 len(records),
@@ -291,7 +275,7 @@ class StreamBatchProcessor:
             except DeliveryError as exc:
                 attempt += 1
                 self.metrics.on_failure_errors.inc()
-                delay = _delay(self._delivery_backoff, attempt)
+                delay = self._delivery_curve.delay(attempt)
                 log.error(
                     "on-failure delivery failed: %s; the shard waits, retrying in %.1fs",
                     exc,
@@ -305,12 +289,8 @@ class StreamBatchProcessor:
     async def _sleep(self, seconds: float) -> None:
         # A batch waiting to be retried is abandoned, not waited out, once the mapping stops:
         # it was not checkpointed past `progress`, so it is replayed after the restart.
-        if self._shutdown.is_stopping:
-            raise Held("stopping")
-        with anyio.move_on_after(seconds):
-            await self._shutdown.stopping.wait()
-        if self._shutdown.is_stopping:
-            raise Held("stopping")
+        if await sleep_or_stop(seconds, self._shutdown.stopping):
+            raise Stopped("stopping")
 
     def _extra(self, run: _Run, records: Sequence[StreamRecord]) -> dict[str, str]:
         return {"mapping": self.mapping.name, "shard": run.shard_id, "batch": _span(records)}

@@ -22,6 +22,7 @@ from botocore.exceptions import (
 )
 
 from poller.aws.clients import AwsClients
+from poller.aws.errors import THROTTLE_CODES
 from poller.config.settings import LambdaTargetSettings
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome
 from poller.targets.http import parse_retry_after
@@ -30,7 +31,6 @@ from poller.targets.http import parse_retry_after
 # function short.
 READ_TIMEOUT_SECONDS = 900
 
-_THROTTLE_CODES = frozenset({"TooManyRequestsException", "EC2ThrottledException"})
 _TOO_LARGE_CODES = frozenset(
     {"RequestTooLargeException", "SerializedRequestEntityTooLargeException"}
 )
@@ -198,7 +198,7 @@ class LambdaTarget:
         status: int | None = metadata.get("HTTPStatusCode")
         name = self._function
         what = f"{code} (HTTP {status})" + (f": {message}" if message else "")
-        if code in _THROTTLE_CODES or status == 429:
+        if code in THROTTLE_CODES or status == 429:
             header = exc.response.get("retryAfterSeconds")
             if header is None:
                 header = metadata.get("HTTPHeaders", {}).get("retry-after")

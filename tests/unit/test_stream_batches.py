@@ -14,20 +14,21 @@ import pytest
 
 from poller.config.settings import MappingSettings
 from poller.engine.destinations import DeliveryError, invocation_record
-from poller.engine.invoker import Backoff, Held, Invoker
+from poller.engine.invoker import Invoker
 from poller.engine.lifecycle import Shutdown
 from poller.engine.records import StreamRecord
 from poller.engine.settle import StreamBatchProcessor
 from poller.events.streams import kinesis_record, stream_record
 from poller.ops.metrics import MappingMetrics, Metrics
 from poller.ops.status import MappingStatus
+from poller.retry import Curve, Stopped
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome
 
 STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:orders"
 SHARD = "shardId-000000000000"
 T0 = 1_735_732_800.0
-TINY = Backoff(cap=0.001, base=0.001)
+TINY = Curve(base=0.001, cap=0.001)
 
 OK = InvokeResult(Outcome.SUCCESS, payload=b"null", status_code=200, executed_version="$LATEST")
 ERROR = InvokeResult(
@@ -119,7 +120,7 @@ class Harness:
         *,
         destination: MemoryDestination | None = None,
         clock: Clock | None = None,
-        retry_backoff: Backoff = TINY,
+        retry_curve: Curve = TINY,
         **settings: Any,
     ) -> None:
         self.mapping = MappingSettings.model_validate(
@@ -137,7 +138,7 @@ class Harness:
         self.shutdown = Shutdown()
         status = MappingStatus("orders", self.mapping.uuid, STREAM, "scripted", self.metrics)
         self.invoker = Invoker(
-            self.target, self.metrics, status, shutdown=self.shutdown, backoff=TINY
+            self.target, self.metrics, status, shutdown=self.shutdown, curve=TINY
         )
         self.destination = destination
         self.clock = clock or Clock()
@@ -151,7 +152,8 @@ class Harness:
             destination=destination,
             shutdown=self.shutdown,
             clock=self.clock,
-            retry_backoff=retry_backoff,
+            retry_curve=retry_curve,
+            delivery_curve=retry_curve,
         )
         self.progress: list[str] = []
 
@@ -452,7 +454,7 @@ async def test_held_when_shutdown_begins_during_retries() -> None:
     shutdown: list[Shutdown] = []
     h = Harness(stopping_after(2, ERROR, shutdown))
     shutdown.append(h.shutdown)
-    with anyio.fail_after(5), pytest.raises(Held):
+    with anyio.fail_after(5), pytest.raises(Stopped):
         await h.process(records(3))
     assert len(h.target.calls) == 2
     assert h.events("dropped") == 0
@@ -462,7 +464,7 @@ async def test_held_when_shutdown_begins_while_throttled() -> None:
     shutdown: list[Shutdown] = []
     h = Harness(stopping_after(2, THROTTLED, shutdown))
     shutdown.append(h.shutdown)
-    with anyio.fail_after(5), pytest.raises(Held):
+    with anyio.fail_after(5), pytest.raises(Stopped):
         await h.process(records(2))
     assert len(h.target.calls) == 2
 
@@ -475,7 +477,7 @@ async def test_held_when_shutdown_begins_while_delivery_fails() -> None:
 
     destination = StoppingDestination()
     h = Harness(lambda batch: ERROR, destination=destination, maximum_retry_attempts=0)
-    with anyio.fail_after(5), pytest.raises(Held):
+    with anyio.fail_after(5), pytest.raises(Stopped):
         await h.process(records(2))
     assert h.sample("poller_on_failure_delivery_errors_total") == 1
     assert h.events("on_failure_delivered") == 0

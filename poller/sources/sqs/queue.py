@@ -7,11 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
 from poller.aws.errors import AWS_ERRORS
 from poller.config.arns import SourceArn
+from poller.retry import DELETE_ENTRY, retry_result
 
 log = logging.getLogger("poller.sqs")
 
@@ -21,11 +19,8 @@ _GONE_CODES = {"ReceiptHandleIsInvalid", "AWS.SimpleQueueService.ReceiptHandleIs
 _CHUNK = 10
 
 
-class _Retry(Exception):
-    """Internal: a delete chunk still has entries worth another try."""
-
-
-_GIVE_UP: tuple[type[BaseException], ...] = (_Retry, *AWS_ERRORS)
+# A chunk's entries are tried this many times before the rest is left to come back.
+_DELETE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,34 +82,41 @@ class SqsQueue:
     async def _delete_chunk(self, chunk: Sequence[Receipt]) -> int:
         pending = {str(i): r for i, r in enumerate(chunk)}
         done = 0
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_Retry),
-            stop=stop_after_attempt(5),
-            wait=wait_exponential(multiplier=0.2, max=5),
-            sleep=anyio.sleep,
-            reraise=True,
+        failure = ""
+
+        async def attempt() -> int:
+            nonlocal done, failure
+            try:
+                done += await self._delete_once(pending)
+            except AWS_ERRORS as exc:
+                failure = str(exc)
+            else:
+                failure = f"{len(pending)} entries failed"
+            return len(pending)
+
+        left = await retry_result(
+            attempt,
+            again=bool,
+            curve=DELETE_ENTRY,
+            stopping=None,  # shielded by the caller: a delete finishes its few tries
+            max_attempts=_DELETE_ATTEMPTS,
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    done += await self._delete_once(pending)
-        except _GIVE_UP as exc:
+        if left:
             log.warning(
                 "could not delete %d message(s) after retries; they will be delivered again: %s",
-                len(pending),
-                exc,
+                left,
+                failure,
                 extra={"queue": self.arn.name},
             )
         return done
 
     async def _delete_once(self, pending: dict[str, Receipt]) -> int:
-        try:
-            answer = await self.client.delete_message_batch(
-                QueueUrl=self.url,
-                Entries=[{"Id": k, "ReceiptHandle": r.receipt_handle} for k, r in pending.items()],
-            )
-        except AWS_ERRORS as exc:
-            raise _Retry(str(exc)) from exc
+        """One DeleteMessageBatch of what is pending; removes what needs no retry, returns
+        how many SQS confirmed (or reported gone)."""
+        answer = await self.client.delete_message_batch(
+            QueueUrl=self.url,
+            Entries=[{"Id": k, "ReceiptHandle": r.receipt_handle} for k, r in pending.items()],
+        )
         done = 0
         for entry in answer.get("Successful", []):
             pending.pop(entry["Id"], None)
@@ -127,8 +129,6 @@ class SqsQueue:
                 # A fault of ours that retrying cannot mend; the message simply comes back.
                 pending.pop(entry["Id"], None)
                 log.warning("delete refused: %s", entry.get("Message") or entry.get("Code"))
-        if pending:
-            raise _Retry(f"{len(pending)} entries failed")
         return done
 
     async def extend(self, receipts: Sequence[Receipt], seconds: int) -> None:

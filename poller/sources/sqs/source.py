@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from anyio.abc import TaskGroup
 
 from poller.aws.errors import AWS_ERRORS, describe
 from poller.config.settings import MappingSettings
-from poller.engine.invoker import Held, Invoker, split_in_two
+from poller.engine.invoker import Invoker, split_in_two
 from poller.engine.lifecycle import Shutdown
 from poller.events.envelope import (
     MAX_PAYLOAD_BYTES,
@@ -34,6 +33,7 @@ from poller.events.envelope import (
 from poller.filtering.filter_set import FilterSet
 from poller.ops.metrics import MappingMetrics
 from poller.ops.status import MappingStatus, State
+from poller.retry import SOURCE_CALL, THROTTLE, Backoff, Stopped, sleep_or_stop
 from poller.sources.sqs.queue import Receipt, SqsQueue
 from poller.sources.sqs.visibility import Lease, VisibilityKeeper
 
@@ -41,7 +41,6 @@ log = logging.getLogger("poller.sqs")
 
 LONG_POLL_SECONDS = 20
 MAX_RECEIVERS = 10
-_SOURCE_RETRY_CAP = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +105,9 @@ class SqsSource:
         self._unsettled = 0
         self._idle = anyio.Event()
         self._idle.set()
-        self._receive_failures = 0
+        # One back-off for every receiver: a fleet of them must not hammer an endpoint that
+        # is down, and comes back soon after it returns.
+        self._receive_backoff = Backoff(THROTTLE)
         self._fifo = mapping.source_arn.is_fifo
         self._region = mapping.source_arn.region
         self._extra = {"mapping": mapping.name}
@@ -150,7 +151,7 @@ class SqsSource:
 
     async def _connect(self) -> bool:
         """Resolve the queue, retrying with back-off; False if stopped before it resolved."""
-        delay = 1.0
+        backoff = Backoff(SOURCE_CALL)
         while not self._shutdown.is_stopping:
             try:
                 await self.queue.resolve()
@@ -162,10 +163,9 @@ class SqsSource:
                 )
                 self.status.set(State.FAILED if problem.fatal else State.DEGRADED, problem.message)
                 self.status.reached_source = True
-                log.error("%s (retrying in %.0fs)", problem.message, delay, extra=self._extra)
-                with anyio.move_on_after(delay):
-                    await self._shutdown.stopping.wait()
-                delay = min(delay * 2, _SOURCE_RETRY_CAP)
+                delay = backoff.next()
+                log.error("%s (retrying in %.1fs)", problem.message, delay, extra=self._extra)
+                await sleep_or_stop(delay, self._shutdown.stopping)
                 continue
             self.status.reached_source = True
             if self.queue.visibility_timeout <= 0:
@@ -266,7 +266,7 @@ class SqsSource:
                 what=f"mapping {self.mapping.name}: receiving from {self.mapping.source}",
                 permission="sqs:ReceiveMessage",
             )
-            self._receive_failures += 1
+            delay = self._receive_backoff.next()
             if problem.fatal:
                 self.status.set(State.FAILED, problem.message)
             else:
@@ -274,13 +274,10 @@ class SqsSource:
             log.error(problem.message, extra=self._extra)
             if has_batch:
                 return None
-            # Full jitter, doubling from 1 s to a minute, so a fleet of receivers does not
-            # hammer an endpoint that is down, and comes back soon after it returns.
-            ceiling = min(_SOURCE_RETRY_CAP, 2.0 ** min(self._receive_failures - 1, 6))
-            await anyio.sleep(random.uniform(0, ceiling))
+            await sleep_or_stop(delay, self._shutdown.stopping)
             return []
-        if self._receive_failures:
-            self._receive_failures = 0
+        if self._receive_backoff.attempts:
+            self._receive_backoff.reset()
             self.status.recovered()
         if not raw:
             return []
@@ -312,7 +309,7 @@ class SqsSource:
     async def _process(self, batch: _Batch) -> None:
         try:
             await self._invoke_and_settle(batch.messages)
-        except Held:
+        except Stopped:
             log.info(
                 "stopping with a held batch of %d; its messages reappear after their timeout",
                 len(batch.messages),

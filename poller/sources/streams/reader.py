@@ -25,19 +25,18 @@ import anyio
 from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints.base import AllShards, Checkpoint, CheckpointStore, LeaseLost, ShardLeases
 from poller.config.settings import MappingSettings
-from poller.engine.invoker import Held
 from poller.engine.lifecycle import Shutdown
 from poller.engine.records import StreamRecord
 from poller.events.streams import stream_record
 from poller.filtering.filter_set import FilterSet
 from poller.ops.metrics import MappingMetrics
 from poller.ops.status import MappingStatus, ShardStatus
+from poller.retry import SOURCE_CALL, Backoff, Stopped, sleep_or_stop
 from poller.sources.streams.shards import (
     TRIM_HORIZON,
     BatchProcessor,
     CoalescedWrites,
     Lane,
-    ReadBackoff,
     ReadResult,
     ShardApi,
     ShardGauges,
@@ -128,7 +127,7 @@ class ShardReader:
         self._deadline = math.inf  # until when in-flight batches may finish after that
         self._scope: anyio.CancelScope | None = None
         self._failing = False
-        self._backoff = ReadBackoff(context.backoff_base)
+        self._backoff = Backoff(SOURCE_CALL.scaled(context.backoff_base))
         self._status = ShardStatus(shard.shard_id, context.leases.owner, checkpoint)
         context.status.shards[shard.shard_id] = self._status
         self._extra = {"mapping": mapping.name, "shard": shard.shard_id}
@@ -318,8 +317,7 @@ class ShardReader:
             self.context.status.recovered()
 
     async def _pause(self, seconds: float) -> None:
-        with anyio.move_on_after(seconds):
-            await self._stop.wait()
+        await sleep_or_stop(seconds, self._stop)
 
     # -- batches -----------------------------------------------------------------------------
 
@@ -356,7 +354,7 @@ class ShardReader:
 
         try:
             await self.context.processor.process(self.shard_id, records, progress)
-        except Held:
+        except Stopped:
             log.info(
                 "stopping with a held batch of %d; it is read again after the restart",
                 len(records),

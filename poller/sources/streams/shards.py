@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -19,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 import anyio
 
-from poller.aws.errors import error_code
+from poller.aws.errors import error_code, is_throttle
 from poller.engine.records import StreamRecord
 from poller.events.envelope import MAX_PAYLOAD_BYTES, payload_size
 from poller.filtering.filter_set import FilterSet
@@ -117,9 +116,6 @@ ReadErrorKind = Literal["expired", "throttled", "trimmed", "missing"]
 
 _READ_ERRORS: Mapping[str, ReadErrorKind] = {
     "ExpiredIteratorException": "expired",
-    "ProvisionedThroughputExceededException": "throttled",
-    "LimitExceededException": "throttled",
-    "ThrottlingException": "throttled",
     "TrimmedDataAccessException": "trimmed",
     "ResourceNotFoundException": "missing",
 }
@@ -127,6 +123,8 @@ _READ_ERRORS: Mapping[str, ReadErrorKind] = {
 
 def read_error_kind(exc: BaseException) -> ReadErrorKind | None:
     """The shard-reading errors that have their own handling; None for everything else."""
+    if is_throttle(exc):
+        return "throttled"
     return _READ_ERRORS.get(error_code(exc) or "")
 
 
@@ -325,30 +323,6 @@ class CoalescedWrites:
             await write()
             self._served = request
             self._written.notify()
-
-
-class ReadBackoff:
-    """Exponential back-off for failing source calls: from `base`, doubling, capped, jittered.
-
-    The jitter keeps at least half of each step, so a persistent error never spins.
-    """
-
-    __slots__ = ("_attempt", "base", "cap")
-
-    def __init__(self, base: float = 1.0, cap: float = 60.0) -> None:
-        self.base = base
-        self.cap = cap
-        self._attempt = 0
-
-    def next(self) -> float:
-        """The next delay, in seconds."""
-        step = min(self.cap, self.base * 2**self._attempt)
-        self._attempt += 1
-        return random.uniform(step / 2, step)
-
-    def reset(self) -> None:
-        """Start over from `base` after a success."""
-        self._attempt = 0
 
 
 class ShardGauges:

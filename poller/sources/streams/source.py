@@ -23,11 +23,11 @@ from anyio.abc import TaskGroup
 from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints.base import Checkpoint, StoreUnusable
 from poller.ops.status import State
+from poller.retry import SOURCE_CALL, Backoff, sleep_or_stop
 from poller.sources.streams.reader import ShardReader, StreamContext
 from poller.sources.streams.shards import (
     LATEST,
     TRIM_HORIZON,
-    ReadBackoff,
     ShardInfo,
     Signal,
     StartAt,
@@ -62,7 +62,7 @@ class StreamSource:
         self._wake = Signal()
         self._woken = False  # a wake came while the loop was busy: do not wait for the next
         self._relist = False
-        self._backoff = ReadBackoff(context.backoff_base)
+        self._backoff = Backoff(SOURCE_CALL.scaled(context.backoff_base))
         self._listing_failed = False
         self._extra = {"mapping": self._name}
         # Batches still in flight when the drain deadline passed (SPEC §1: exit code 1).
@@ -127,8 +127,7 @@ class StreamSource:
             listing = await self._list()
             if listing is not None:
                 return listing
-            with anyio.move_on_after(self._backoff.next()):
-                await shutdown.stopping.wait()
+            await sleep_or_stop(self._backoff.next(), shutdown.stopping)
         return None
 
     async def _list(self) -> list[ShardInfo] | None:
@@ -169,8 +168,7 @@ class StreamSource:
                     permission = "the lease table actions of deploy/iam/lease-table.json"
                     status.degraded(describe(exc, what=what, permission=permission).message)
                 log.error("checkpoints unavailable: %s", status.error, extra=self._extra)
-            with anyio.move_on_after(self._backoff.next()):
-                await shutdown.stopping.wait()
+            await sleep_or_stop(self._backoff.next(), shutdown.stopping)
         return False
 
     async def _prepare(self, listing: Sequence[ShardInfo]) -> None:
