@@ -5,15 +5,29 @@ from __future__ import annotations
 import os
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Literal, get_args, overload
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from poller.config.settings import AwsSettings
 
+if TYPE_CHECKING:
+    # types-aiobotocore is a dev extra, for mypy only: the runtime never imports it.
+    from aiobotocore.client import AioBaseClient
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
+    from types_aiobotocore_kinesis import KinesisClient
+    from types_aiobotocore_lambda import LambdaClient
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sts import STSClient
+
+Service = Literal["sqs", "kinesis", "dynamodbstreams", "dynamodb", "lambda", "sns", "s3", "sts"]
+
 # Services whose endpoint may be overridden per service in `aws.endpoints`.
-SERVICES = ("sqs", "kinesis", "dynamodbstreams", "dynamodb", "lambda", "sns", "s3", "sts")
+SERVICES: tuple[Service, ...] = get_args(Service)
 
 
 class AwsClients:
@@ -27,7 +41,7 @@ class AwsClients:
         self._settings = settings
         self._session = get_session()
         self._stack = AsyncExitStack()
-        self._clients: dict[tuple[str, bool, float | None], Any] = {}
+        self._clients: dict[tuple[Service, bool, float | None], AioBaseClient] = {}
 
     @property
     def region(self) -> str:
@@ -41,9 +55,46 @@ class AwsClients:
     def endpoint_for(self, service: str) -> str | None:
         return self._settings.endpoints.get(service) or self._settings.endpoint_url
 
+    # One overload per service, so each call site gets its service's typed client.
+    @overload
     async def client(
-        self, service: str, *, retries: bool = True, read_timeout: float | None = None
-    ) -> Any:
+        self, service: Literal["sqs"], *, retries: bool = ..., read_timeout: float | None = ...
+    ) -> SQSClient: ...
+    @overload
+    async def client(
+        self, service: Literal["kinesis"], *, retries: bool = ..., read_timeout: float | None = ...
+    ) -> KinesisClient: ...
+    @overload
+    async def client(
+        self,
+        service: Literal["dynamodbstreams"],
+        *,
+        retries: bool = ...,
+        read_timeout: float | None = ...,
+    ) -> DynamoDBStreamsClient: ...
+    @overload
+    async def client(
+        self, service: Literal["dynamodb"], *, retries: bool = ..., read_timeout: float | None = ...
+    ) -> DynamoDBClient: ...
+    @overload
+    async def client(
+        self, service: Literal["lambda"], *, retries: bool = ..., read_timeout: float | None = ...
+    ) -> LambdaClient: ...
+    @overload
+    async def client(
+        self, service: Literal["sns"], *, retries: bool = ..., read_timeout: float | None = ...
+    ) -> SNSClient: ...
+    @overload
+    async def client(
+        self, service: Literal["s3"], *, retries: bool = ..., read_timeout: float | None = ...
+    ) -> S3Client: ...
+    @overload
+    async def client(
+        self, service: Literal["sts"], *, retries: bool = ..., read_timeout: float | None = ...
+    ) -> STSClient: ...
+    async def client(
+        self, service: Service, *, retries: bool = True, read_timeout: float | None = None
+    ) -> AioBaseClient:
         key = (service, retries, read_timeout)
         existing = self._clients.get(key)
         if existing is not None:

@@ -22,7 +22,7 @@ import os
 import secrets
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -30,11 +30,19 @@ from poller.aws.clients import AwsClients
 from poller.aws.errors import error_code
 from poller.checkpoints.base import Checkpoint, StoreUnusable
 
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import (
+        KeySchemaElementTypeDef,
+        QueryInputTypeDef,
+        TableDescriptionTypeDef,
+    )
+
 log = logging.getLogger("poller.leases")
 
 Item = Mapping[str, Any]
 
-KEY_SCHEMA = (
+KEY_SCHEMA: tuple[KeySchemaElementTypeDef, ...] = (
     {"AttributeName": "pk", "KeyType": "HASH"},
     {"AttributeName": "sk", "KeyType": "RANGE"},
 )
@@ -95,10 +103,10 @@ class LeaseTable:
         self.name = name
         self._clients = clients
         self._timeout = request_timeout
-        self._client: Any = None
+        self._client: DynamoDBClient | None = None
         self._lock = anyio.Lock()
 
-    async def client(self) -> Any:
+    async def client(self) -> DynamoDBClient:
         """The DynamoDB client, once the table exists, is ACTIVE and has poller's key schema."""
         if self._client is not None:
             return self._client
@@ -109,7 +117,7 @@ class LeaseTable:
                 self._client = client
         return self._client
 
-    async def _ensure(self, client: Any) -> None:
+    async def _ensure(self, client: DynamoDBClient) -> None:
         try:
             table = (await client.describe_table(TableName=self.name))["Table"]
         except Exception as exc:
@@ -127,7 +135,7 @@ class LeaseTable:
             )
         self._check(table)
 
-    async def _create(self, client: Any) -> Any:
+    async def _create(self, client: DynamoDBClient) -> TableDescriptionTypeDef:
         try:
             answer = await client.create_table(
                 TableName=self.name,
@@ -146,7 +154,7 @@ class LeaseTable:
             # Another replica created it first: wait for it like for any table.
             return (await client.describe_table(TableName=self.name))["Table"]
 
-    def _check(self, table: Item) -> None:
+    def _check(self, table: TableDescriptionTypeDef) -> None:
         keys = {(k["AttributeName"], k["KeyType"]) for k in table.get("KeySchema", [])}
         types = {
             a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])
@@ -177,7 +185,7 @@ class LeaseTable:
         """Every item of one partition, strongly consistent, following pagination."""
         client = await self.client()
         items: list[Item] = []
-        request: dict[str, Any] = {
+        request: QueryInputTypeDef = {
             "TableName": self.name,
             "KeyConditionExpression": "pk = :pk",
             "ExpressionAttributeValues": {":pk": {"S": pk}},

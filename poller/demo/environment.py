@@ -16,13 +16,20 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 
 from poller.app import App
 from poller.config.settings import ConfigError, parse_config
 from poller.ops.logs import configure_logging
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_kinesis import KinesisClient
+    from types_aiobotocore_kinesis.type_defs import PutRecordsRequestEntryTypeDef
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -52,7 +59,7 @@ def _arn(queue: str) -> str:
     return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}"
 
 
-async def _create_queues(sqs: Any) -> None:
+async def _create_queues(sqs: SQSClient) -> None:
     await sqs.create_queue(QueueName=f"{ORDERS}-dlq")
     redrive = {"deadLetterTargetArn": _arn(f"{ORDERS}-dlq"), "maxReceiveCount": "3"}
     await sqs.create_queue(
@@ -62,7 +69,7 @@ async def _create_queues(sqs: Any) -> None:
     await sqs.create_queue(QueueName=INVOICES, Attributes={"VisibilityTimeout": "30"})
 
 
-async def _create_stream_and_table(kinesis: Any, dynamodb: Any) -> str:
+async def _create_stream_and_table(kinesis: KinesisClient, dynamodb: DynamoDBClient) -> str:
     """The Kinesis stream and the DynamoDB table; returns the table's stream ARN."""
     await kinesis.create_stream(StreamName=STREAM, ShardCount=2)
     table = await dynamodb.create_table(
@@ -75,21 +82,22 @@ async def _create_stream_and_table(kinesis: Any, dynamodb: Any) -> str:
     return str(table["TableDescription"]["LatestStreamArn"])
 
 
-async def _feed_stream(kinesis: Any, per_second: int, sent: list[int]) -> None:
+async def _feed_stream(kinesis: KinesisClient, per_second: int, sent: list[int]) -> None:
     """Put click events on the stream, spread over partition keys, until cancelled."""
     number = 0
     while True:
-        records = []
+        records: list[PutRecordsRequestEntryTypeDef] = []
         for _ in range(max(1, per_second // 4)):
             number += 1
-            click = {"click": number, "user": f"user-{random.randint(1, 50)}"}
-            records.append({"Data": json.dumps(click).encode(), "PartitionKey": click["user"]})
+            user = f"user-{random.randint(1, 50)}"
+            click = {"click": number, "user": user}
+            records.append({"Data": json.dumps(click).encode(), "PartitionKey": user})
         await kinesis.put_records(StreamName=STREAM, Records=records)
         sent[0] += len(records)
         await anyio.sleep(0.25)
 
 
-async def _feed_table(dynamodb: Any, per_second: int, sent: list[int]) -> None:
+async def _feed_table(dynamodb: DynamoDBClient, per_second: int, sent: list[int]) -> None:
     """Insert and update accounts (each write is one stream record) until cancelled."""
     number = 0
     while True:
@@ -104,12 +112,14 @@ async def _feed_table(dynamodb: Any, per_second: int, sent: list[int]) -> None:
         await anyio.sleep(0.25)
 
 
-async def _feed(sqs: Any, queue: str, per_second: int, poison: float, sent: list[int]) -> None:
+async def _feed(
+    sqs: SQSClient, queue: str, per_second: int, poison: float, sent: list[int]
+) -> None:
     """Send a steady trickle of orders, a share of them poison, until cancelled."""
     url = (await sqs.get_queue_url(QueueName=queue))["QueueUrl"]
     number = 0
     while True:
-        entries = []
+        entries: list[SendMessageBatchRequestEntryTypeDef] = []
         for index in range(max(1, per_second // 4)):
             number += 1
             body: dict[str, Any] = {"id": number, "amount": random.randint(1, 500)}
@@ -214,7 +224,7 @@ async def _run(
     log_format: str | None,
     text: str,
     variables: dict[str, str],
-    clients: tuple[Any, Any, Any],
+    clients: tuple[SQSClient, KinesisClient, DynamoDBClient],
 ) -> int:
     """Load demo.yaml with the emulator's names, run the daemon and the feeders together."""
     sqs, kinesis, ddb = clients

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from poller.aws.clients import AwsClients
 from poller.aws.errors import AWS_ERRORS, describe, error_code
@@ -20,6 +20,11 @@ from poller.config.settings import MappingSettings
 from poller.engine.records import StreamRecord
 from poller.events.envelope import dumps
 from poller.targets.base import InvokeResult, Outcome
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
 
 StreamKind = Literal["kinesis", "dynamodb"]
 
@@ -129,9 +134,8 @@ def with_payload(record: dict[str, Any], payload: bytes | None) -> bytes:
 
 
 class _Destination:
-    """What the three destinations share: the parsed ARN, a lazily made client, errors."""
+    """What the three destinations share: the parsed ARN, the clients, errors."""
 
-    service = ""
     permission = ""
 
     def __init__(self, target: DestinationArn, clients: AwsClients) -> None:
@@ -141,9 +145,6 @@ class _Destination:
     @property
     def arn(self) -> str:
         return self.target.arn
-
-    async def _client(self) -> Any:
-        return await self._clients.client(self.service)
 
     def _error(self, exc: BaseException) -> DeliveryError:
         what = f"on-failure destination {self.target.arn}"
@@ -158,12 +159,14 @@ class _Destination:
 class SqsDestination(_Destination):
     """SendMessage of the invocation record to a standard queue (URL from GetQueueUrl)."""
 
-    service = "sqs"
     permission = "sqs:GetQueueUrl and sqs:SendMessage"
 
     def __init__(self, target: DestinationArn, clients: AwsClients) -> None:
         super().__init__(target, clients)
         self._url: str | None = None
+
+    async def _client(self) -> SQSClient:
+        return await self._clients.client("sqs")
 
     async def deliver(self, record: dict[str, Any], payload: bytes | None) -> None:
         """Send the metadata; SQS never gets the payload (§1.4)."""
@@ -184,8 +187,10 @@ class SqsDestination(_Destination):
 class SnsDestination(_Destination):
     """Publish of the invocation record to a standard topic."""
 
-    service = "sns"
     permission = "sns:Publish"
+
+    async def _client(self) -> SNSClient:
+        return await self._clients.client("sns")
 
     async def deliver(self, record: dict[str, Any], payload: bytes | None) -> None:
         """Publish the metadata; SNS never gets the payload (§1.4), so 256 KB always fits."""
@@ -205,7 +210,6 @@ class SnsDestination(_Destination):
 class S3Destination(_Destination):
     """PutObject of the invocation record plus the event payload, under Lambda's key scheme."""
 
-    service = "s3"
     permission = "s3:PutObject (and s3:ListBucket)"
 
     def __init__(
@@ -215,6 +219,9 @@ class S3Destination(_Destination):
         # The mapping's UUID names the object keys; StreamBatchProcessor fills it in when the
         # destination was built without one.
         self.esm_uuid = esm_uuid
+
+    async def _client(self) -> S3Client:
+        return await self._clients.client("s3")
 
     def object_key(self, record: dict[str, Any]) -> str:
         """`aws/lambda/<ESM-UUID>/<shardId>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<uuid4>` (§1.4)."""

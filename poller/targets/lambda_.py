@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from botocore.exceptions import (
@@ -26,6 +26,13 @@ from poller.aws.errors import THROTTLE_CODES
 from poller.config.settings import LambdaTargetSettings
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome
 from poller.targets.http import parse_retry_after
+
+if TYPE_CHECKING:
+    from types_aiobotocore_lambda import LambdaClient
+    from types_aiobotocore_lambda.type_defs import (
+        InvocationRequestTypeDef,
+        InvocationResponseTypeDef,
+    )
 
 # As long as Lambda lets a function run (15 minutes): a read timeout must never cut a slow
 # function short.
@@ -97,7 +104,7 @@ class LambdaTarget:
         self._clients = clients
         self._region = region
         self._arn = function_arn(settings.function, settings.qualifier, region, account)
-        self._client: Any = None
+        self._client: LambdaClient | None = None
 
     @property
     def function_arn(self) -> str:
@@ -110,7 +117,7 @@ class LambdaTarget:
         suffix = f":{self._qualifier}" if self._qualifier else ""
         return f"lambda:{self._function}{suffix}"
 
-    async def _lambda(self) -> Any:
+    async def _lambda(self) -> LambdaClient:
         if self._client is None:
             client = await self._clients.client(
                 "lambda", retries=False, read_timeout=READ_TIMEOUT_SECONDS
@@ -124,7 +131,7 @@ class LambdaTarget:
 
     async def invoke(self, request: InvocationRequest) -> InvokeResult:
         """Invoke once; never raises for anything Lambda or the network did."""
-        params: dict[str, Any] = {
+        params: InvocationRequestTypeDef = {
             "FunctionName": self._function,
             "InvocationType": "RequestResponse",
             "Payload": request.payload,
@@ -161,7 +168,9 @@ class LambdaTarget:
             _trace_header.reset(token)
         return self._classify_response(response, payload)
 
-    def _classify_response(self, response: dict[str, Any], payload: bytes) -> InvokeResult:
+    def _classify_response(
+        self, response: InvocationResponseTypeDef, payload: bytes
+    ) -> InvokeResult:
         status = response.get("StatusCode")
         version = response.get("ExecutedVersion")
         function_error = response.get("FunctionError")
@@ -199,8 +208,10 @@ class LambdaTarget:
         name = self._function
         what = f"{code} (HTTP {status})" + (f": {message}" if message else "")
         if code in THROTTLE_CODES or status == 429:
+            # Lambda's error members (retryAfterSeconds, Reason) are parsed into the response,
+            # but botocore-stubs types only the common keys: any other key reads as `object`.
             header = exc.response.get("retryAfterSeconds")
-            if header is None:
+            if not isinstance(header, str):
                 header = metadata.get("HTTPHeaders", {}).get("retry-after")
             reason = exc.response.get("Reason")
             return InvokeResult(

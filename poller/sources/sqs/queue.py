@@ -5,11 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from poller.aws.errors import AWS_ERRORS
 from poller.config.arns import SourceArn
 from poller.retry import DELETE_ENTRY, retry_result
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.literals import QueueAttributeFilterType
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
 log = logging.getLogger("poller.sqs")
 
@@ -38,7 +43,7 @@ def _chunks(items: Sequence[Receipt]) -> list[Sequence[Receipt]]:
 class SqsQueue:
     """One queue, resolved from its ARN; every call made through a shared aiobotocore client."""
 
-    def __init__(self, client: Any, arn: SourceArn) -> None:
+    def __init__(self, client: SQSClient, arn: SourceArn) -> None:
         self.client = client
         self.arn = arn
         self.url = ""
@@ -53,11 +58,12 @@ class SqsQueue:
         attributes = await self.attributes(["VisibilityTimeout"])
         self.visibility_timeout = int(attributes.get("VisibilityTimeout", "30"))
 
-    async def attributes(self, names: list[str]) -> dict[str, str]:
+    async def attributes(self, names: list[QueueAttributeFilterType]) -> dict[str, str]:
         answer = await self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=names)
-        return dict(answer.get("Attributes", {}))
+        # A copy keyed by plain str: the stubs' Literal keys would not fit `dict[str, str]`.
+        return {name: value for name, value in answer.get("Attributes", {}).items()}
 
-    async def receive(self, max_messages: int, wait_seconds: int) -> list[dict[str, Any]]:
+    async def receive(self, max_messages: int, wait_seconds: int) -> list[MessageTypeDef]:
         answer = await self.client.receive_message(
             QueueUrl=self.url,
             MaxNumberOfMessages=max_messages,
@@ -65,8 +71,7 @@ class SqsQueue:
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        messages: list[dict[str, Any]] = answer.get("Messages", [])
-        return messages
+        return answer.get("Messages", [])
 
     async def delete(self, receipts: Sequence[Receipt]) -> int:
         """Delete in chunks of 10, retrying entries that failed for a passing reason.

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -36,6 +36,9 @@ from poller.ops.status import MappingStatus, State
 from poller.retry import SOURCE_CALL, THROTTLE, Backoff, Stopped, sleep_or_stop
 from poller.sources.sqs.queue import Receipt, SqsQueue
 from poller.sources.sqs.visibility import Lease, VisibilityKeeper
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.literals import QueueAttributeFilterType
 
 log = logging.getLogger("poller.sqs")
 
@@ -377,7 +380,7 @@ class SqsSource:
     # -- autoscaling signal -----------------------------------------------------------------
 
     async def _refresh_backlog(self) -> None:
-        names = {
+        names: dict[QueueAttributeFilterType, str] = {
             "ApproximateNumberOfMessages": "visible",
             "ApproximateNumberOfMessagesNotVisible": "in_flight",
             "ApproximateNumberOfMessagesDelayed": "delayed",

@@ -8,12 +8,19 @@ so the shared code starts such a shard at TRIM_HORIZON and skips the older recor
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from poller.config.arns import SourceArn
 from poller.events.streams import dynamodb_record
 from poller.filtering.filter_set import FilterSet
 from poller.sources.streams.shards import ReadResult, ShardInfo, StartAt
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodbstreams import DynamoDBStreamsClient
+    from types_aiobotocore_dynamodbstreams.type_defs import (
+        DescribeStreamInputTypeDef,
+        GetShardIteratorInputTypeDef,
+    )
 
 # GetRecords returns at most 1,000 records (or 1 MB) per call (ESM-SEMANTICS §4.4).
 DYNAMODB_MAX_RECORDS = 1_000
@@ -41,7 +48,7 @@ class DynamoDBShards:
     list_permission = "dynamodb:DescribeStream"
     read_permission = "dynamodb:GetShardIterator and dynamodb:GetRecords"
 
-    def __init__(self, client: Any, source: SourceArn) -> None:
+    def __init__(self, client: DynamoDBStreamsClient, source: SourceArn) -> None:
         self._client = client
         self.stream_arn = source.arn
         self._region = source.region
@@ -51,7 +58,7 @@ class DynamoDBShards:
         shards: list[ShardInfo] = []
         last: str | None = None
         while True:
-            request: dict[str, Any] = {"StreamArn": self.stream_arn}
+            request: DescribeStreamInputTypeDef = {"StreamArn": self.stream_arn}
             if last:
                 request["ExclusiveStartShardId"] = last
             description = (await self._client.describe_stream(**request))["StreamDescription"]
@@ -64,7 +71,7 @@ class DynamoDBShards:
 
     async def iterator(self, shard_id: str, start: StartAt) -> str:
         """GetShardIterator at `start`."""
-        request: dict[str, Any] = {
+        request: GetShardIteratorInputTypeDef = {
             "StreamArn": self.stream_arn,
             "ShardId": shard_id,
             "ShardIteratorType": start.type,

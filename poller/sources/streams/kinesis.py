@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from poller.config.arns import SourceArn
 from poller.events.streams import kinesis_record
 from poller.filtering.filter_set import FilterSet
 from poller.sources.streams.shards import ReadResult, ShardInfo, StartAt
+
+if TYPE_CHECKING:
+    from types_aiobotocore_kinesis import KinesisClient
+    from types_aiobotocore_kinesis.type_defs import (
+        GetShardIteratorInputTypeDef,
+        ListShardsInputTypeDef,
+    )
 
 # GetRecords returns at most 10,000 records per call (ESM-SEMANTICS §4.3).
 KINESIS_MAX_RECORDS = 10_000
@@ -40,7 +47,9 @@ class KinesisShards:
     list_permission = "kinesis:ListShards"
     read_permission = "kinesis:GetShardIterator and kinesis:GetRecords"
 
-    def __init__(self, client: Any, source: SourceArn, *, invoke_identity_arn: str) -> None:
+    def __init__(
+        self, client: KinesisClient, source: SourceArn, *, invoke_identity_arn: str
+    ) -> None:
         self._client = client
         self.stream_arn = source.arn
         self._region = source.region
@@ -52,7 +61,9 @@ class KinesisShards:
         token: str | None = None
         while True:
             # NextToken identifies the stream on its own; the API refuses both together.
-            request = {"NextToken": token} if token else {"StreamARN": self.stream_arn}
+            request: ListShardsInputTypeDef = (
+                {"NextToken": token} if token else {"StreamARN": self.stream_arn}
+            )
             page = await self._client.list_shards(**request)
             shards.extend(shard_info(shard) for shard in page.get("Shards", []))
             token = page.get("NextToken")
@@ -61,7 +72,7 @@ class KinesisShards:
 
     async def iterator(self, shard_id: str, start: StartAt) -> str:
         """GetShardIterator at `start`."""
-        request: dict[str, Any] = {
+        request: GetShardIteratorInputTypeDef = {
             "StreamARN": self.stream_arn,
             "ShardId": shard_id,
             "ShardIteratorType": start.type,
