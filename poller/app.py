@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 from dataclasses import dataclass
-from typing import Protocol
 
 import anyio
 
@@ -20,36 +19,18 @@ from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints import CheckpointStore, open_checkpoint_store
 from poller.config.arns import SourceArn
 from poller.config.settings import MappingSettings, Settings
-from poller.engine.destinations import destination_for
-from poller.engine.invoker import Invoker
 from poller.engine.lifecycle import Shutdown
-from poller.engine.settle import StreamBatchProcessor
-from poller.filtering.filter_set import FilterSet
 from poller.ops.metrics import Metrics
 from poller.ops.server import OpsServer
 from poller.ops.status import MappingStatus, State
 from poller.retry import RESTART, Backoff, sleep_or_stop
-from poller.sources.sqs.queue import SqsQueue
-from poller.sources.sqs.source import SqsSource
-from poller.sources.streams.dynamodb import DynamoDBShards
-from poller.sources.streams.kinesis import KinesisShards
-from poller.sources.streams.reader import StreamContext
-from poller.sources.streams.shards import ShardApi, ShardGauges
-from poller.sources.streams.source import StreamSource
 from poller.targets import Target, build_target, default_concurrency
+from poller.wiring import MappingRunner, Services, mapping_runner
 
 log = logging.getLogger("poller.app")
 
 # GetCallerIdentity must not hold a Kinesis mapping back for long when STS is unreachable.
 _IDENTITY_TIMEOUT = 15.0
-
-
-class MappingRunner(Protocol):
-    """What the app needs of a running mapping, whatever its source."""
-
-    abandoned: int
-
-    async def run(self) -> None: ...
 
 
 @dataclass
@@ -199,8 +180,6 @@ class App:
             started = anyio.current_time()
             try:
                 entry.runner = self._build_runner(entry)
-                if entry.runner is None:
-                    return
                 await entry.runner.run()
                 return
             except Exception as exc:
@@ -215,100 +194,19 @@ class App:
                 )
                 await sleep_or_stop(delay, self.shutdown.stopping)
 
-    def _build_runner(self, entry: _Mapping) -> MappingRunner | None:
-        mapping = entry.settings
-        target = entry.target
-        if target is None:
+    def _build_runner(self, entry: _Mapping) -> MappingRunner:
+        if entry.target is None:
             raise RuntimeError("build_targets() must run before run()")
-        metrics = entry.status.metrics
-        invoker = Invoker(target, metrics, entry.status, shutdown=self.shutdown)
-        if mapping.source_arn.is_stream:
-            return _StreamRunner(self, entry, invoker)
-        return _SqsRunner(self, entry, invoker)
-
-
-class _Runner:
-    """What both kinds of runner hold: built in the app, run inside the event loop."""
-
-    def __init__(self, app: App, entry: _Mapping, invoker: Invoker) -> None:
-        self._app = app
-        self._entry = entry
-        self._invoker = invoker
-        self.abandoned = 0
-
-
-class _SqsRunner(_Runner):
-    """Creates the SQS client inside the running loop, then hands over to SqsSource."""
-
-    async def run(self) -> None:
-        mapping = self._entry.settings
-        client = await self._app.clients.client("sqs")
-        source = SqsSource(
-            mapping,
-            SqsQueue(client, mapping.source_arn),
-            self._invoker,
-            FilterSet.compile(mapping.filter_patterns),
-            self._entry.status.metrics,
-            self._entry.status,
-            shutdown=self._app.shutdown,
-            backlog_interval=self._app.settings.tuning.backlog_refresh_interval_seconds,
+        services = Services(
+            clients=self.clients,
+            shutdown=self.shutdown,
+            metrics=self.metrics,
+            tuning=self.settings.tuning,
+            identity=self.invoke_identity,
+            store=self.checkpoints,
+            store_error=self.checkpoints_error,
         )
-        try:
-            await source.run()
-        finally:
-            self.abandoned = source.abandoned
-
-
-class _StreamRunner(_Runner):
-    """Builds a Kinesis or DynamoDB Streams mapping inside the running loop, then runs it."""
-
-    async def run(self) -> None:
-        """Wire the shard API, processor and checkpoint store together and run the mapping."""
-        app, mapping, status = self._app, self._entry.settings, self._entry.status
-        source, target, store = mapping.source_arn, self._entry.target, app.checkpoints
-        if target is None:
-            raise RuntimeError("build_targets() must run before run()")
-        if store is None:
-            status.set(State.FAILED, app.checkpoints_error)
-            status.reached_source = True
-            log.error(app.checkpoints_error, extra={"mapping": mapping.name})
-            return
-        api: ShardApi
-        if source.kind == "kinesis":
-            identity = await app.invoke_identity(source)
-            client = await app.clients.client("kinesis")
-            api = KinesisShards(client, source, invoke_identity_arn=identity)
-        else:
-            api = DynamoDBShards(await app.clients.client("dynamodbstreams"), source)
-        processor = StreamBatchProcessor(
-            mapping,
-            self._invoker,
-            status.metrics,
-            kind=api.kind,
-            stream_arn=source.arn,
-            function_arn=target.function_arn,
-            destination=destination_for(mapping, app.clients),
-            shutdown=app.shutdown,
-        )
-        context = StreamContext(
-            mapping=mapping,
-            api=api,
-            processor=processor,
-            store=store,
-            filters=FilterSet.compile(mapping.filter_patterns, source=api.kind),
-            metrics=status.metrics,
-            gauges=ShardGauges(app.metrics, mapping.name),
-            status=status,
-            shutdown=app.shutdown,
-            leases=store.leases(mapping.name, source.arn, status, app.shutdown),
-        )
-        stream = StreamSource(
-            context, discovery_interval=app.settings.tuning.shard_discovery_interval_seconds
-        )
-        try:
-            await stream.run()
-        finally:
-            self.abandoned = stream.abandoned
+        return mapping_runner(entry.settings, entry.target, entry.status, services)
 
 
 def role_arn(caller_arn: str) -> str:

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
+    from poller.checkpoints.lineage import ShardInfo
     from poller.engine.lifecycle import Shutdown
     from poller.ops.status import MappingStatus
-    from poller.sources.streams.shards import ShardInfo
 
 # What an instance may do with a shard: read it ("held"), finish what is in flight and hand it
 # over ("releasing"); None: leave it alone (another instance owns it, or nobody yet).

@@ -33,9 +33,9 @@ from poller.checkpoints.lease_table import (
     partition,
     replica_key,
 )
+from poller.checkpoints.lineage import ShardInfo, startable
 from poller.engine.lifecycle import Shutdown
 from poller.ops.status import MappingStatus, ShardStatus
-from poller.sources.streams.shards import ShardInfo, startable
 
 log = logging.getLogger("poller.leases")
 

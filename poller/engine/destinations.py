@@ -2,44 +2,36 @@
 
 When a stream batch is given up, Lambda sends an *invocation record* describing it (which
 shard, which sequence range, why, how often it was invoked); SQS and SNS get that metadata
-only, S3 gets it plus the event payload. `invocation_record` builds it; `build_destination`
-returns the sender for a destination ARN.
+only, S3 gets it plus the event payload. `poller.events.invocation` builds the record;
+`build_destination` returns the sender for a destination ARN.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from poller.aws.clients import AwsClients
 from poller.aws.errors import AWS_ERRORS, describe, error_code
 from poller.config.arns import DestinationArn, parse_destination_arn
 from poller.config.settings import MappingSettings
-from poller.engine.records import StreamRecord
 from poller.events.envelope import dumps
-from poller.targets.base import InvokeResult, Outcome
+from poller.retry import RetriableError
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
 
-StreamKind = Literal["kinesis", "dynamodb"]
-
-RETRY_ATTEMPTS_EXHAUSTED = "RetryAttemptsExhausted"
-RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
-
 # SNS's message limit (ESM-SEMANTICS §1.4); SQS's default maximum message size is the same.
 SNS_MAX_MESSAGE_BYTES = 256 * 1024
 
 # Codes that mean the destination itself is missing, beyond what poller.aws.errors knows.
 _MISSING = {"NotFound", "NotFoundException", "NoSuchBucket", "QueueDoesNotExist"}
-_BATCH_INFO = {"kinesis": "KinesisBatchInfo", "dynamodb": "DDBStreamBatchInfo"}
 
 
-class DeliveryError(Exception):
+class DeliveryError(RetriableError):
     """A delivery to the on-failure destination failed; the message says what to fix."""
 
 
@@ -54,72 +46,6 @@ class OnFailureDestination(Protocol):
     async def deliver(self, record: dict[str, Any], payload: bytes | None) -> None:
         """Send one invocation record (S3 adds `payload`, the event); raise DeliveryError."""
         ...
-
-
-def iso_timestamp(epoch: float) -> str:
-    """Epoch seconds as ISO 8601 UTC with milliseconds and a `Z`, as Lambda writes them."""
-    moment = datetime.fromtimestamp(epoch, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def invocation_record(
-    *,
-    kind: StreamKind,
-    condition: str,
-    function_arn: str,
-    shard_id: str,
-    stream_arn: str,
-    records: Sequence[StreamRecord],
-    approximate_invoke_count: int,
-    last_result: InvokeResult | None,
-    now: float,
-    request_id: str | None = None,
-) -> dict[str, Any]:
-    """Lambda's invocation record for given-up stream records (ESM-SEMANTICS §1.4).
-
-    `last_result` is the last invocation that included these records, None if they were never
-    invoked; `responseContext.functionError` is present only when that invocation reached the
-    function and it failed (§0). `request_id` defaults to a fresh UUID.
-    """
-    response: dict[str, Any]
-    if last_result is None:
-        # Never invoked (too old before the first attempt): no status, no version ran.
-        response = {"statusCode": 0, "executedVersion": ""}
-    else:
-        status = last_result.status_code
-        if status is None:
-            status = 200 if last_result.reached_function else 0
-        response = {
-            "statusCode": status,
-            "executedVersion": last_result.executed_version
-            or ("$LATEST" if last_result.reached_function else ""),
-        }
-        if last_result.outcome is Outcome.FUNCTION_ERROR:
-            response["functionError"] = last_result.function_error or "Unhandled"
-        elif last_result.outcome is Outcome.TIMEOUT:
-            # Lambda reports a timed-out invocation as an unhandled error.
-            response["functionError"] = last_result.function_error or "Unhandled"
-    first, last = records[0], records[-1]
-    return {
-        "requestContext": {
-            "requestId": request_id or str(uuid.uuid4()),
-            "functionArn": function_arn,
-            "condition": condition,
-            "approximateInvokeCount": approximate_invoke_count,
-        },
-        "responseContext": response,
-        "version": "1.0",
-        "timestamp": iso_timestamp(now),
-        _BATCH_INFO[kind]: {
-            "shardId": shard_id,
-            "startSequenceNumber": first.sequence_number,
-            "endSequenceNumber": last.sequence_number,
-            "approximateArrivalOfFirstRecord": iso_timestamp(first.arrival),
-            "approximateArrivalOfLastRecord": iso_timestamp(last.arrival),
-            "batchSize": len(records),
-            "streamArn": stream_arn,
-        },
-    }
 
 
 def with_payload(record: dict[str, Any], payload: bytes | None) -> bytes:

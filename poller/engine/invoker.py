@@ -11,17 +11,15 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import TypeVar
 
 from poller.engine.lifecycle import Gate, Shutdown
-from poller.events.envelope import BatchVerdict, parse_batch_item_failures, whole_batch_failed
+from poller.engine.verdict import BatchVerdict, verdict_for
 from poller.ops.metrics import MappingMetrics
 from poller.ops.status import MappingStatus
 from poller.retry import THROTTLE, Curve, Stopped, retry_result
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome, Target
 
 log = logging.getLogger("poller.engine")
-T = TypeVar("T")
 
 # Invoke errors that name a problem a person must fix: unauthorized, forbidden, not found.
 _NEEDS_A_HUMAN = frozenset({401, 403, 404, 405})
@@ -123,22 +121,3 @@ class Invoker:
             failed = len(batch_ids) if verdict.failed_ids is None else len(verdict.failed_ids)
             self.metrics.count("failed", failed)
         return verdict
-
-
-def verdict_for(
-    result: InvokeResult, batch_ids: Sequence[str], *, report_batch_item_failures: bool
-) -> BatchVerdict:
-    """Classify a result that reached the function into a batch verdict (ESM-SEMANTICS §1.2)."""
-    if result.outcome is Outcome.TIMEOUT:
-        return whole_batch_failed(f"function timed out: {result.detail}")
-    if result.outcome is not Outcome.SUCCESS:
-        return whole_batch_failed(f"function error {result.function_error or ''}".strip())
-    if not report_batch_item_failures:
-        return BatchVerdict(frozenset())
-    return parse_batch_item_failures(result.payload, batch_ids)
-
-
-def split_in_two(items: Sequence[T]) -> tuple[Sequence[T], Sequence[T]]:
-    """Halves for bisecting (413 on any source, BisectBatchOnFunctionError on streams)."""
-    middle = (len(items) + 1) // 2
-    return items[:middle], items[middle:]

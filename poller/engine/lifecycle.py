@@ -1,8 +1,11 @@
-"""Shutdown as the mappings see it: one flag to stop intake, one deadline to finish by."""
+"""Shutdown as the mappings see it: one flag to stop intake, one deadline to finish by, and
+shields that keep bookkeeping whole without outliving that deadline."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import anyio
 
@@ -13,15 +16,33 @@ class Shutdown:
     def __init__(self) -> None:
         self.stopping = anyio.Event()
         self.deadline = math.inf
+        self._shields: set[anyio.CancelScope] = set()
 
     def begin(self, drain_timeout: float) -> None:
+        """Stop intake now; whatever is in flight has `drain_timeout` seconds to settle."""
         if not self.stopping.is_set():
             self.deadline = anyio.current_time() + drain_timeout
             self.stopping.set()
+            for scope in self._shields:
+                scope.deadline = min(scope.deadline, self.deadline)
 
     @property
     def is_stopping(self) -> bool:
         return self.stopping.is_set()
+
+    @contextmanager
+    def shielded(self) -> Iterator[anyio.CancelScope]:
+        """Shield a write (delete, checkpoint, on-failure send, lease release) from
+        cancellation, so it is never cut in half, but not past the drain deadline, even one
+        set after the write began. Check `cancelled_caught` on the scope afterwards: True
+        means the deadline cut the write short."""
+        scope = anyio.CancelScope(shield=True, deadline=self.deadline)
+        self._shields.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._shields.discard(scope)
 
 
 class Gate:

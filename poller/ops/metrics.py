@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from poller.targets.base import Outcome
@@ -124,3 +126,25 @@ class MappingMetrics:
 
     def behind_latest(self, shard: str, seconds: float) -> None:
         self._metrics.behind_latest.labels(self.mapping, shard).set(seconds)
+
+
+class ShardGauges:
+    """The per-shard series of one mapping: iterator age and Kinesis' behind-latest."""
+
+    def __init__(self, metrics: Metrics, mapping: str) -> None:
+        self._metrics = metrics
+        self._mapping = mapping
+
+    def iterator_age(self, shard_id: str, seconds: float) -> None:
+        """Set poller_iterator_age_seconds{shard}."""
+        self._metrics.iterator_age.labels(self._mapping, shard_id).set(seconds)
+
+    def behind_latest(self, shard_id: str, seconds: float) -> None:
+        """Set poller_behind_latest_seconds{shard}."""
+        self._metrics.behind_latest.labels(self._mapping, shard_id).set(seconds)
+
+    def remove(self, shard_id: str) -> None:
+        """Drop a finished shard's series, so dashboards do not show it stuck forever."""
+        for family in (self._metrics.iterator_age, self._metrics.behind_latest):
+            with contextlib.suppress(KeyError):
+                family.remove(self._mapping, shard_id)

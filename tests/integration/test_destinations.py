@@ -12,15 +12,10 @@ import pytest
 
 from poller.aws.clients import AwsClients
 from poller.config.settings import AwsSettings, MappingSettings
-from poller.engine.destinations import (
-    RETRY_ATTEMPTS_EXHAUSTED,
-    DeliveryError,
-    build_destination,
-    destination_for,
-    invocation_record,
-)
+from poller.engine.destinations import DeliveryError, build_destination, destination_for
 from poller.engine.records import StreamRecord
 from poller.events.envelope import event_payload
+from poller.events.invocation import RETRY_ATTEMPTS_EXHAUSTED, invocation_record
 from poller.events.streams import kinesis_record, stream_record
 from poller.targets.base import InvokeResult, Outcome
 from tests.support.queues import ACCOUNT, REGION, aws_client, make_queue, receive_all

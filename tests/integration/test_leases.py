@@ -24,11 +24,11 @@ from poller.checkpoints.base import StoreUnusable
 from poller.checkpoints.dynamodb import DynamoDBCheckpointStore
 from poller.checkpoints.lease_table import partition, shard_key
 from poller.checkpoints.leases import LeaseManager
+from poller.checkpoints.lineage import ShardInfo
 from poller.config.settings import AwsSettings
 from poller.engine.lifecycle import Shutdown
 from poller.ops.metrics import Metrics
 from poller.ops.status import MappingStatus, State
-from poller.sources.streams.shards import ShardInfo
 from tests.support.daemon import DaemonProcess, eventually, metric, running, settings_from
 from tests.support.fake_lambda import FakeLambda, Invocation
 from tests.support.leases import (

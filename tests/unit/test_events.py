@@ -6,15 +6,14 @@ import json
 
 import pytest
 
-from poller.engine.invoker import verdict_for
+from poller.engine.verdict import parse_batch_item_failures, verdict_for
 from poller.events.envelope import (
     MAX_PAYLOAD_BYTES,
     event_payload,
     new_trace_header,
-    parse_batch_item_failures,
     payload_size,
-    sqs_record,
 )
+from poller.events.sqs import sqs_record
 from poller.targets.base import InvokeResult, Outcome
 
 IDS = ["id-1", "id-2", "id-3"]

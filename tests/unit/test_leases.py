@@ -22,13 +22,14 @@ from poller.checkpoints.balance import (
     ReplicaView,
 )
 from poller.checkpoints.base import Checkpoint, LeaseLost, LeaseState
+from poller.checkpoints.lineage import ShardInfo
 from poller.engine.lifecycle import Shutdown
 from poller.ops.status import MappingStatus
-from poller.sources.streams.shards import ShardInfo, StartAt
+from poller.sources.streams.shards import StartAt
 from poller.sources.streams.source import StreamSource
 from tests.unit.test_shards import (
     FakeApi,
-    FakeProcessor,
+    FakeSettler,
     FakeShard,
     MemoryStore,
     eventually,
@@ -268,7 +269,7 @@ class JournalStore(MemoryStore):
 @dataclass
 class Fleet:
     api: FakeApi
-    processor: FakeProcessor
+    settler: FakeSettler
     store: JournalStore
     leases: FakeLeases
     status: MappingStatus
@@ -288,9 +289,9 @@ async def reading(api: FakeApi, leases: FakeLeases, **mapping: Any) -> AsyncIter
 
     leases.release = release  # type: ignore[method-assign]
     shutdown = Shutdown()
-    context = stream_context(api, FakeProcessor(), store, shutdown, leases, **mapping)
+    context = stream_context(api, FakeSettler(), store, shutdown, leases, **mapping)
     status = context.status
-    fleet = Fleet(api, context.processor, store, leases, status, journal)  # type: ignore[arg-type]
+    fleet = Fleet(api, context.settler, store, leases, status, journal)  # type: ignore[arg-type]
     async with anyio.create_task_group() as tg:
         tg.start_soon(StreamSource(context, discovery_interval=0.05).run)
         try:
@@ -305,13 +306,13 @@ async def test_only_held_shards_are_read_and_a_granted_one_starts_at_its_checkpo
     )
     leases = FakeLeases("a")
     async with reading(api, leases) as fleet:
-        await eventually(lambda: fleet.processor.processed("a") == [1, 2, 3, 4, 5])
+        await eventually(lambda: fleet.settler.processed("a") == [1, 2, 3, 4, 5])
         await anyio.sleep(0.1)
-        assert fleet.processor.processed("b") == []
+        assert fleet.settler.processed("b") == []
         assert fleet.status.shards["a"].owner == "replica-a"
         fleet.store.checkpoints["b"] = Checkpoint("5")  # where another instance stopped
         leases.grant("b")
-        await eventually(lambda: fleet.processor.processed("b") == [6, 7, 8])
+        await eventually(lambda: fleet.settler.processed("b") == [6, 7, 8])
     assert ("b", StartAt("AFTER_SEQUENCE_NUMBER", "5")) in api.starts
     # Shutdown: each reader's final checkpoint, then its release.
     assert fleet.journal[-1][0] == "release" and leases.closed
@@ -327,15 +328,15 @@ async def test_a_lost_lease_stops_its_reader_at_once_and_writes_nothing_more() -
     )
     leases = FakeLeases("a")
     async with reading(api, leases) as fleet:
-        fleet.processor.blocked["x"] = anyio.Event()  # the second batch stays in flight
+        fleet.settler.blocked["x"] = anyio.Event()  # the second batch stays in flight
         await eventually(lambda: fleet.store.checkpoints.get("a") == Checkpoint("5"))
-        await eventually(lambda: fleet.processor.active == 1)
+        await eventually(lambda: fleet.settler.active == 1)
         leases.lose("a")
         await eventually(lambda: "a" not in fleet.status.shards)
-        fleet.processor.blocked["x"].set()
+        fleet.settler.blocked["x"].set()
         await anyio.sleep(0.1)
         assert fleet.store.checkpoints["a"] == Checkpoint("5")
-        assert fleet.processor.processed("a") == [1, 2, 3, 4, 5]  # the in-flight batch dropped
+        assert fleet.settler.processed("a") == [1, 2, 3, 4, 5]  # the in-flight batch dropped
     assert "a" not in leases.released  # not ours to release any more
 
 
@@ -345,8 +346,8 @@ async def test_a_lease_given_up_finishes_in_flight_then_checkpoints_then_release
     )
     leases = FakeLeases("a")
     async with reading(api, leases) as fleet:
-        gate = fleet.processor.blocked["x"] = anyio.Event()
-        await eventually(lambda: fleet.processor.active == 1)
+        gate = fleet.settler.blocked["x"] = anyio.Event()
+        await eventually(lambda: fleet.settler.active == 1)
         leases.give_up("a")
         await anyio.sleep(0.05)
         gate.set()
@@ -362,11 +363,11 @@ async def test_a_checkpoint_refused_for_a_lost_lease_stops_the_reader() -> None:
         await eventually(lambda: fleet.store.started is not None)  # first-start markers written
         fleet.store.refuse.add("a")
         api.shards["a"].records += records(range(1, 6))
-        await eventually(lambda: fleet.processor.processed("a") == [1, 2, 3, 4, 5])
+        await eventually(lambda: fleet.settler.processed("a") == [1, 2, 3, 4, 5])
         await eventually(lambda: "a" not in fleet.status.shards)
         api.shards["a"].records += records(range(6, 9))
         await anyio.sleep(0.1)
-        assert fleet.processor.processed("a") == [1, 2, 3, 4, 5]  # read no further
+        assert fleet.settler.processed("a") == [1, 2, 3, 4, 5]  # read no further
     assert "a" not in leases.released
 
 
@@ -380,11 +381,11 @@ async def test_a_parent_finished_by_another_instance_lets_its_child_start() -> N
     leases = FakeLeases("c")
     async with reading(api, leases) as fleet:
         await anyio.sleep(0.1)
-        assert fleet.processor.processed() == []  # the parent is not finished yet
+        assert fleet.settler.processed() == []  # the parent is not finished yet
         leases.finished.add("p")  # another replica read it to its end
         leases.grant("c")
-        await eventually(lambda: fleet.processor.processed("c") == [4, 5, 6])
-    assert fleet.processor.processed("p") == []
+        await eventually(lambda: fleet.settler.processed("c") == [4, 5, 6])
+    assert fleet.settler.processed("p") == []
 
 
 @pytest.mark.parametrize("exclusive", [True, False])

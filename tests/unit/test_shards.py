@@ -4,7 +4,6 @@ against an in-memory shard API (topologies and faults moto cannot produce)."""
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -19,33 +18,28 @@ from botocore.exceptions import ClientError
 
 from poller.app import role_arn
 from poller.checkpoints.base import Checkpoint
+from poller.checkpoints.lineage import ShardInfo, startable
 from poller.config.arns import parse_source_arn
 from poller.config.settings import MappingSettings
 from poller.engine.lifecycle import Shutdown
 from poller.engine.records import StreamRecord
-from poller.events.envelope import MAX_PAYLOAD_BYTES
 from poller.events.streams import kinesis_record
 from poller.filtering.filter_set import FilterSet
-from poller.ops.metrics import Metrics
+from poller.ops.metrics import Metrics, ShardGauges
 from poller.ops.status import MappingStatus
 from poller.sources.streams.dynamodb import DynamoDBShards
 from poller.sources.streams.kinesis import KinesisShards
 from poller.sources.streams.reader import StreamContext
 from poller.sources.streams.shards import (
     MAX_UNSETTLED_BATCHES,
-    CoalescedWrites,
-    Lane,
     ReadResult,
-    ShardGauges,
-    ShardInfo,
     StartAt,
-    Watermark,
     lane_for,
     read_error_kind,
     read_limit,
-    startable,
 )
 from poller.sources.streams.source import StreamSource
+from poller.sources.streams.watermark import CoalescedWrites, Watermark
 
 ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 
@@ -105,45 +99,6 @@ def test_keys_route_to_stable_lanes() -> None:
 
 def record(seq: int, key: str = "k", size: int = 10) -> StreamRecord:
     return StreamRecord(str(seq), seq, key, time.time(), b"x" * size)
-
-
-def test_a_lane_batch_stops_at_batch_size_and_the_payload_limit() -> None:
-    lane = Lane(batch_size=3, window=0)
-    for seq in range(5):
-        lane.add(seq, record(seq), now=0)
-    assert lane.full()
-    assert [index for index, _ in lane.take()] == [0, 1, 2]
-    assert [index for index, _ in lane.take()] == [3, 4]
-    big = Lane(batch_size=100, window=0)
-    for seq in range(3):
-        big.add(seq, record(seq, size=MAX_PAYLOAD_BYTES // 2 + 100), now=0)
-    assert big.full()
-    assert [index for index, _ in big.take()] == [0]  # two of them exceed 6 MB
-    assert len(big.take()) == 1
-
-
-def test_a_lane_window_counts_from_the_first_record_or_the_last_invocation() -> None:
-    lane = Lane(batch_size=10, window=2)
-    lane.add(0, record(0), now=100.0)
-    assert lane.due_at() == 102.0
-    lane.take()
-    lane.finished_batch(now=105.0)
-    lane.add(1, record(1), now=104.0)  # arrived while the last batch was in flight
-    assert lane.due_at() == 107.0
-
-
-def test_a_lane_backlog_goes_batch_after_batch_and_its_remainder_waits_for_the_window() -> None:
-    lane = Lane(batch_size=10, window=2)
-    for seq in range(25):  # one read brought two and a half batches
-        lane.add(seq, record(seq), now=100.0)
-    assert lane.due_at() == -math.inf  # a whole batch waits: due at once, whatever the window
-    assert len(lane.take()) == 10
-    lane.finished_batch(now=100.5)
-    assert lane.due_at() == -math.inf
-    assert [index for index, _ in lane.take()] == list(range(10, 20))
-    lane.finished_batch(now=101.0)
-    assert lane.due_at() == 103.0  # the remainder: a window from the end of the last batch
-    assert [index for index, _ in lane.take()] == list(range(20, 25))
 
 
 def test_a_read_asks_for_the_room_left_under_the_span_cap() -> None:
@@ -283,8 +238,9 @@ class FakeApi:
         return filters.matches_kinesis(record)
 
 
-class FakeProcessor:
-    """Records each batch; a key in `blocked` holds its batch until the event is set."""
+class FakeSettler:
+    """A stand-in for the engine's Settler: records each batch, then acknowledges it; a key in
+    `blocked` holds its batch until the event is set."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.batches: list[tuple[str, list[int], list[str]]] = []
@@ -293,9 +249,14 @@ class FakeProcessor:
         self.active = 0
         self.peak = 0
 
-    async def process(
-        self, shard_id: str, records: Sequence[StreamRecord], progress: Any = None
+    async def settle(
+        self,
+        records: Sequence[StreamRecord],
+        acknowledge: Any,
+        *,
+        scope: str | None = None,
     ) -> None:
+        shard_id = scope or ""
         self.active += 1
         self.peak = max(self.peak, self.active)
         try:
@@ -306,6 +267,7 @@ class FakeProcessor:
         finally:
             self.active -= 1
         self.batches.append((shard_id, [r.sequence for r in records], [r.key for r in records]))
+        await acknowledge(records)
 
     def processed(self, shard_id: str | None = None) -> list[int]:
         return [s for sid, seqs, _ in self.batches if shard_id in (None, sid) for s in seqs]
@@ -340,7 +302,7 @@ class MemoryStore:
 @dataclass
 class Harness:
     api: FakeApi
-    processor: FakeProcessor
+    settler: FakeSettler
     store: MemoryStore
     status: MappingStatus
     shutdown: Shutdown
@@ -349,7 +311,7 @@ class Harness:
 
 def stream_context(
     api: FakeApi,
-    processor: FakeProcessor,
+    settler: FakeSettler,
     store: Any,
     shutdown: Shutdown,
     leases: Any = None,
@@ -375,7 +337,7 @@ def stream_context(
     return StreamContext(
         mapping=settings,
         api=api,
-        processor=processor,
+        settler=settler,
         store=store,
         filters=FilterSet.compile(settings.filter_patterns, source="kinesis"),
         metrics=status.metrics,
@@ -390,7 +352,7 @@ def stream_context(
 @asynccontextmanager
 async def streaming(
     api: FakeApi,
-    processor: FakeProcessor | None = None,
+    settler: FakeSettler | None = None,
     store: MemoryStore | None = None,
     *,
     drain: float = 5.0,
@@ -399,11 +361,11 @@ async def streaming(
     """A StreamSource over `api` running in the background; stopped (drain seconds) on exit."""
     shutdown = Shutdown()
     context = stream_context(
-        api, processor or FakeProcessor(), store or MemoryStore(), shutdown, **mapping
+        api, settler or FakeSettler(), store or MemoryStore(), shutdown, **mapping
     )
     status = context.status
     source = StreamSource(context, discovery_interval=0.05)
-    harness = Harness(api, context.processor, context.store, status, shutdown, source)  # type: ignore[arg-type]
+    harness = Harness(api, context.settler, context.store, status, shutdown, source)  # type: ignore[arg-type]
     async with anyio.create_task_group() as tg:
         tg.start_soon(source.run)
         try:
@@ -439,15 +401,15 @@ async def test_split_and_merge_read_parents_before_children(closed_iterators_end
         closed_iterators_end=closed_iterators_end,
     )
     async with streaming(api) as h:
-        await eventually(lambda: len(h.processor.processed()) == 39)
+        await eventually(lambda: len(h.settler.processed()) == 39)
         await eventually(lambda: set(h.status.shards) == {"d"})
-    order = [sid for sid, seqs, _ in h.processor.batches for _ in seqs]
+    order = [sid for sid, seqs, _ in h.settler.batches for _ in seqs]
     last = {sid: max(i for i, s in enumerate(order) if s == sid) for sid in "abcd"}
     first = {sid: order.index(sid) for sid in "abcd"}
     assert last["a"] < first["b"] and last["a"] < first["c"]
     assert max(last["b"], last["c"]) < first["d"]
     for sid in "abcd":  # siblings interleave; each shard stays in order
-        assert h.processor.processed(sid) == sorted(h.processor.processed(sid))
+        assert h.settler.processed(sid) == sorted(h.settler.processed(sid))
     checkpoints = h.store.checkpoints
     assert [checkpoints[s] for s in "abc"] == [
         Checkpoint("10", True),
@@ -464,9 +426,9 @@ async def test_a_new_shard_after_the_first_start_reads_from_trim_horizon() -> No
         await eventually(lambda: ("a", StartAt("LATEST")) in api.starts)
         api.shards["a"].records += records(range(4, 6))
         api.shards["new"] = FakeShard(shard("new"), records(range(1, 3)))
-        await eventually(lambda: len(h.processor.processed()) == 4)
-    assert h.processor.processed("a") == [4, 5]
-    assert h.processor.processed("new") == [1, 2]
+        await eventually(lambda: len(h.settler.processed()) == 4)
+    assert h.settler.processed("a") == [4, 5]
+    assert h.settler.processed("new") == [1, 2]
     assert ("new", StartAt("TRIM_HORIZON")) in api.starts
 
 
@@ -482,13 +444,13 @@ async def test_a_latest_mapping_restarted_before_its_first_checkpoint_resumes_at
     started = store.started
     api.shards["a"].records += records(range(4, 6))
     async with streaming(api, store=store, starting_position="LATEST") as h:
-        await eventually(lambda: h.processor.processed() == [4, 5])
+        await eventually(lambda: h.settler.processed() == [4, 5])
     assert api.starts[-1] == ("a", StartAt("AT_TIMESTAMP", timestamp=started))
     # Where AT_TIMESTAMP does not exist (DynamoDB), the horizon is read and older records skipped.
     api.supports_at_timestamp = False
     store.checkpoints = {"a": Checkpoint(None)}
     async with streaming(api, store=store, starting_position="LATEST") as h:
-        await eventually(lambda: h.processor.processed() == [4, 5])
+        await eventually(lambda: h.settler.processed() == [4, 5])
     assert api.starts[-1] == ("a", StartAt("TRIM_HORIZON"))
 
 
@@ -507,7 +469,7 @@ async def test_read_faults_lose_nothing_and_repeat_nothing(
     async with streaming(api) as h:
         await eventually(lambda: checkpoint(h, "a") == "20")
         assert h.status.state.value == "running"  # degraded by the failure, then recovered
-    assert h.processor.processed() == list(range(1, 21))
+    assert h.settler.processed() == list(range(1, 21))
     degraded = [r for r in caplog.records if "InternalFailure" in r.getMessage()]
     assert degraded and degraded[0].levelno == logging.ERROR
     trimmed = [r for r in caplog.records if "retention" in r.getMessage()]
@@ -524,10 +486,10 @@ async def test_read_faults_lose_nothing_and_repeat_nothing(
 async def test_reads_ask_for_the_room_under_the_span_cap_and_stop_at_it() -> None:
     # batch_size 10: the span behind the checkpoint is capped at 100 records.
     api = FakeApi([FakeShard(shard("a"), records(range(1, 51), lambda s: "a" if s <= 10 else "b"))])
-    processor = FakeProcessor()
-    first = processor.blocked["a"] = anyio.Event()  # the first batch: records 1-10
-    rest = processor.blocked["b"] = anyio.Event()
-    async with streaming(api, processor, batch_size=10) as h:
+    settler = FakeSettler()
+    first = settler.blocked["a"] = anyio.Event()  # the first batch: records 1-10
+    rest = settler.blocked["b"] = anyio.Event()
+    async with streaming(api, settler, batch_size=10) as h:
         await eventually(lambda: api.read_upto["a"] == 50)
         assert api.limits[0] == 100  # one large first read, not one batch
         api.shards["a"].records += records(range(51, 301), lambda s: "b")
@@ -542,8 +504,8 @@ async def test_reads_ask_for_the_room_under_the_span_cap_and_stop_at_it() -> Non
         assert api.read_upto["a"] == 110 and api.limits[reads:] == [10]
         rest.set()
         await eventually(lambda: checkpoint(h, "a") == "300")
-    assert processor.processed() == list(range(1, 301))
-    assert all(len(seqs) <= 10 for _, seqs, _ in processor.batches)
+    assert settler.processed() == list(range(1, 301))
+    assert all(len(seqs) <= 10 for _, seqs, _ in settler.batches)
 
 
 class SlowStore(MemoryStore):
@@ -574,13 +536,13 @@ async def test_reading_goes_on_while_a_checkpoint_write_is_slow() -> None:
             assert api.limits == [100, 10]
             # Meanwhile the lane waits for its batch's checkpoint before taking the next.
             await anyio.sleep(0.05)
-            assert h.processor.processed() == list(range(1, 11))
+            assert h.settler.processed() == list(range(1, 11))
             assert store.waiting == 1 and store.checkpoints["a"] == Checkpoint(None)
         finally:
             store.gate.set()  # a shielded write stuck for good would hang the shutdown
         await eventually(lambda: checkpoint(h, "a") == "300")
         assert store.checkpoints["a"] == Checkpoint("300")
-    assert h.processor.processed() == list(range(1, 301))
+    assert h.settler.processed() == list(range(1, 301))
     written = [int(cp.sequence_number or 0) for _, cp in store.puts]
     assert written == sorted(written)  # never backwards
 
@@ -597,7 +559,7 @@ async def test_the_checkpoint_writer_stores_the_last_settled_record() -> None:
         api.shards["a"].records += records(range(251, 256), keys)
         await eventually(lambda: h.store.checkpoints.get("a") == Checkpoint("255"))
         assert checkpoint(h, "a") == "255"
-    assert h.processor.processed() == list(range(1, 11))
+    assert h.settler.processed() == list(range(1, 11))
     written = [int(cp.sequence_number) for _, cp in h.store.puts if cp.sequence_number]
     assert written == sorted(written) and written[-1] == 255
 
@@ -605,25 +567,25 @@ async def test_the_checkpoint_writer_stores_the_last_settled_record() -> None:
 async def test_parallel_lanes_keep_key_order_and_a_stuck_key_bounds_the_read_ahead() -> None:
     keys = ["stuck", "a", "b", "c", "d", "e"]
     api = FakeApi([FakeShard(shard("a"), records(range(1, 601), lambda s: keys[s % 6]))])
-    processor = FakeProcessor(delay=0.002)
-    processor.blocked["stuck"] = anyio.Event()
-    async with streaming(api, processor, batch_size=5, parallelization_factor=4) as h:
-        await eventually(lambda: processor.peak > 1)
+    settler = FakeSettler(delay=0.002)
+    settler.blocked["stuck"] = anyio.Event()
+    async with streaming(api, settler, batch_size=5, parallelization_factor=4) as h:
+        await eventually(lambda: settler.peak > 1)
         await anyio.sleep(0.3)
         # The checkpoint cannot pass the stuck key's first record, and reading stops once the
         # span behind it reaches 10 batches (a read asks for at least a batch: less than one
         # batch more).
         assert int(checkpoint(h, "a") or 0) < 6  # record 6 is the stuck key's first
         assert api.read_upto["a"] <= 10 * 5 + 5
-        processor.blocked.pop("stuck").set()
-        await eventually(lambda: len(processor.processed()) == 600)
+        settler.blocked.pop("stuck").set()
+        await eventually(lambda: len(settler.processed()) == 600)
         await eventually(lambda: checkpoint(h, "a") == "600")
     per_key: dict[str, list[int]] = defaultdict(list)
-    for _, seqs, batch_keys in processor.batches:
+    for _, seqs, batch_keys in settler.batches:
         for seq, key in zip(seqs, batch_keys, strict=True):
             per_key[key].append(seq)
     assert all(seqs == sorted(seqs) for seqs in per_key.values())
-    assert sorted(processor.processed()) == list(range(1, 601))
+    assert sorted(settler.processed()) == list(range(1, 601))
 
 
 async def test_a_batching_window_gathers_records_from_several_reads() -> None:
@@ -632,11 +594,11 @@ async def test_a_batching_window_gathers_records_from_several_reads() -> None:
         await eventually(lambda: api.read_upto["a"] == 3)
         api.shards["a"].records += records(range(4, 8))
         await eventually(lambda: api.read_upto["a"] == 7)
-        assert not h.processor.batches  # the window is still open
-        await eventually(lambda: len(h.processor.batches) == 1, timeout=3)
+        assert not h.settler.batches  # the window is still open
+        await eventually(lambda: len(h.settler.batches) == 1, timeout=3)
         api.shards["a"].records += records(range(8, 20))
-        await eventually(lambda: len(h.processor.processed()) == 19, timeout=3)
-    assert [seqs for _, seqs, _ in h.processor.batches][:2] == [
+        await eventually(lambda: len(h.settler.processed()) == 19, timeout=3)
+    assert [seqs for _, seqs, _ in h.settler.batches][:2] == [
         list(range(1, 8)),
         list(range(8, 18)),  # full at batch_size: it does not wait for the window
     ]
@@ -647,15 +609,15 @@ async def test_filtered_out_records_move_the_checkpoint() -> None:
     pattern = '{"partitionKey": ["k0"]}'
     async with streaming(api, filter_criteria={"filters": [{"pattern": pattern}]}) as h:
         await eventually(lambda: checkpoint(h, "a") == "10")
-    assert h.processor.processed() == [2, 4, 6, 8, 10]
+    assert h.settler.processed() == [2, 4, 6, 8, 10]
 
 
 async def test_shutdown_abandons_a_batch_still_in_flight_at_the_deadline() -> None:
     api = FakeApi([FakeShard(shard("a"), records(range(1, 11)))])
-    processor = FakeProcessor()
-    processor.blocked["k"] = anyio.Event()
-    async with streaming(api, processor, drain=0.1) as h:
-        await eventually(lambda: processor.active == 1)
+    settler = FakeSettler()
+    settler.blocked["k"] = anyio.Event()
+    async with streaming(api, settler, drain=0.1) as h:
+        await eventually(lambda: settler.active == 1)
     assert h.source.abandoned == 1
     assert h.store.checkpoints.get("a") is None or h.store.checkpoints["a"].sequence_number is None
 

@@ -1,4 +1,5 @@
-"""StreamBatchProcessor against a scripted Target and an in-memory on-failure destination."""
+"""The stream settle policy (engine Settler via wiring) against a scripted Target and an
+in-memory on-failure destination."""
 
 from __future__ import annotations
 
@@ -13,16 +14,17 @@ import anyio.lowlevel
 import pytest
 
 from poller.config.settings import MappingSettings
-from poller.engine.destinations import DeliveryError, invocation_record
+from poller.engine.destinations import DeliveryError
 from poller.engine.invoker import Invoker
 from poller.engine.lifecycle import Shutdown
 from poller.engine.records import StreamRecord
-from poller.engine.settle import StreamBatchProcessor
+from poller.events.invocation import invocation_record
 from poller.events.streams import kinesis_record, stream_record
 from poller.ops.metrics import MappingMetrics, Metrics
 from poller.ops.status import MappingStatus
 from poller.retry import Curve, Stopped
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome
+from poller.wiring import stream_settler
 
 STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:orders"
@@ -142,26 +144,24 @@ class Harness:
         )
         self.destination = destination
         self.clock = clock or Clock()
-        self.processor = StreamBatchProcessor(
+        self.settler = stream_settler(
             self.mapping,
             self.invoker,
-            self.metrics,
             kind="kinesis",
-            stream_arn=STREAM,
-            function_arn=FUNCTION,
             destination=destination,
             shutdown=self.shutdown,
             clock=self.clock,
             retry_curve=retry_curve,
             delivery_curve=retry_curve,
         )
+        # The last sequence number of each run of records the settler acknowledged.
         self.progress: list[str] = []
 
     async def process(self, batch: Sequence[StreamRecord]) -> None:
-        async def progress(sequence_number: str) -> None:
-            self.progress.append(sequence_number)
+        async def acknowledge(run: Sequence[StreamRecord]) -> None:
+            self.progress.append(run[-1].sequence_number)
 
-        await self.processor.process(SHARD, batch, progress)
+        await self.settler.settle(batch, acknowledge, scope=SHARD)
 
     def events(self, stage: str) -> float:
         value = self.metrics_root.registry.get_sample_value(
@@ -186,7 +186,7 @@ async def test_success_settles_in_one_invocation() -> None:
     h = Harness(lambda batch: OK)
     await h.process(records(3))
     assert h.target.calls == [["1", "2", "3"]]
-    assert h.progress == []  # the end of the batch is the caller's to checkpoint
+    assert h.progress == ["3"]  # one run: the whole batch, acknowledged once
     assert h.events("invoked") == 3
     assert h.events("dropped") == 0
     assert h.sample("poller_iterator_age_seconds", shard=SHARD) == 0.0
@@ -267,7 +267,7 @@ async def test_bisect_isolates_one_poison_record() -> None:
     # Invoked within 8, 4 and 2 records, then alone once plus one retry; halving is free.
     assert record["requestContext"]["approximateInvokeCount"] == 5
     assert h.target.calls.count(["5"]) == 2
-    assert h.progress == ["4", "5", "6"]
+    assert h.progress == ["4", "5", "6", "8"]
     assert h.events("on_failure_delivered") == 1
 
 
@@ -289,7 +289,7 @@ async def test_partial_failure_checkpoints_before_lowest_and_retries_the_rest() 
     h = Harness(lambda batch: next(answers), function_response_types=["ReportBatchItemFailures"])
     await h.process(records(5))
     assert h.target.calls == [["1", "2", "3", "4", "5"], ["3", "4", "5"]]
-    assert h.progress == ["2"]
+    assert h.progress == ["2", "5"]
     assert h.events("failed") == 2
 
 
@@ -298,7 +298,7 @@ async def test_partial_failure_compares_sequence_numbers_as_integers() -> None:
     h = Harness(lambda batch: next(answers), function_response_types=["ReportBatchItemFailures"])
     await h.process(records(4, start=8))
     assert h.target.calls[1] == ["9", "10", "11"]
-    assert h.progress == ["8"]
+    assert h.progress == ["8", "11"]
 
 
 async def test_partial_failure_with_max_retries_reaches_the_destination() -> None:
@@ -322,7 +322,7 @@ async def test_partial_failure_with_max_retries_reaches_the_destination() -> Non
         "5",
         3,
     )
-    assert h.progress == ["2"]
+    assert h.progress == ["2", "5"]
     assert h.events("on_failure_delivered") == 3
 
 
@@ -352,7 +352,7 @@ async def test_records_past_max_age_are_sent_with_record_age_exceeded() -> None:
     assert record["requestContext"]["approximateInvokeCount"] == 0
     assert "functionError" not in record["responseContext"]
     assert record["KinesisBatchInfo"]["endSequenceNumber"] == "2"
-    assert h.progress == ["2"]
+    assert h.progress == ["2", "4"]
     assert h.events("on_failure_delivered") == 2
 
 
@@ -399,7 +399,7 @@ async def test_too_large_batches_are_split_in_order() -> None:
         ["3"],
         ["4", "5"],
     ]
-    assert h.progress == ["2", "3"]
+    assert h.progress == ["2", "3", "5"]
 
 
 async def test_a_single_too_large_record_is_a_failed_record() -> None:

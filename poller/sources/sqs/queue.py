@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from poller.aws.errors import AWS_ERRORS
 from poller.config.arns import SourceArn
@@ -38,6 +38,40 @@ class Receipt:
 
 def _chunks(items: Sequence[Receipt]) -> list[Sequence[Receipt]]:
     return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+class QueueApi(Protocol):
+    """The calls an SQS mapping makes on its queue (`SqsQueue`, or a test's in-memory one)."""
+
+    @property
+    def url(self) -> str:
+        """The queue URL, once resolved."""
+        ...
+
+    @property
+    def visibility_timeout(self) -> int:
+        """The queue's visibility timeout in seconds, once resolved."""
+        ...
+
+    async def resolve(self) -> None:
+        """Find the queue and its visibility timeout."""
+        ...
+
+    async def attributes(self, names: list[QueueAttributeFilterType]) -> dict[str, str]:
+        """GetQueueAttributes of these names."""
+        ...
+
+    async def receive(self, max_messages: int, wait_seconds: int) -> list[MessageTypeDef]:
+        """One ReceiveMessage with every attribute."""
+        ...
+
+    async def delete(self, receipts: Sequence[Receipt]) -> int:
+        """Delete these messages; how many are gone."""
+        ...
+
+    async def extend(self, receipts: Sequence[Receipt], seconds: int) -> None:
+        """Set these messages' visibility to `seconds` from now."""
+        ...
 
 
 class SqsQueue:

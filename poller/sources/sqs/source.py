@@ -1,8 +1,9 @@
-"""An SQS mapping with Lambda's semantics (ESM-SEMANTICS §1.1, §1.2, §3.2, §4.1).
+"""An SQS mapping's intake and acknowledgement (ESM-SEMANTICS §1.1, §1.2, §3.2, §4.1).
 
-Receivers long-poll the queue and each gathers one batch at a time; a batch holds one of
-`maximum_concurrency` slots from its first receive until it is settled, so receivers pause
-while that many batches are in flight and memory stays bounded whatever the backlog.
+Receivers long-poll the queue and each gathers one batch at a time in the engine's `Batcher`;
+a batch holds one of `maximum_concurrency` slots from its first receive until the engine has
+settled it, so receivers pause while that many batches are in flight and memory stays bounded
+whatever the backlog. Acknowledging is deleting; what the engine gives up stays in the queue.
 """
 
 from __future__ import annotations
@@ -12,29 +13,22 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
 
 from poller.aws.errors import AWS_ERRORS, describe
-from poller.config.settings import MappingSettings
-from poller.engine.invoker import Invoker, split_in_two
+from poller.engine.batcher import Batcher, BatchLimits
+from poller.engine.inflight import InFlight
 from poller.engine.lifecycle import Shutdown
-from poller.events.envelope import (
-    MAX_PAYLOAD_BYTES,
-    BatchVerdict,
-    dumps,
-    event_payload,
-    new_trace_header,
-    payload_size,
-    sqs_record,
-)
+from poller.engine.settle import Settler
 from poller.filtering.filter_set import FilterSet
 from poller.ops.metrics import MappingMetrics
 from poller.ops.status import MappingStatus, State
 from poller.retry import SOURCE_CALL, THROTTLE, Backoff, Stopped, sleep_or_stop
-from poller.sources.sqs.queue import Receipt, SqsQueue
+from poller.sources.sqs.messages import SqsMessage, read_messages
+from poller.sources.sqs.queue import QueueApi, Receipt
 from poller.sources.sqs.visibility import Lease, VisibilityKeeper
 
 if TYPE_CHECKING:
@@ -44,40 +38,31 @@ log = logging.getLogger("poller.sqs")
 
 LONG_POLL_SECONDS = 20
 MAX_RECEIVERS = 10
+# How long handing unfinished messages back to the queue may take at shutdown.
+_RETURN_TIMEOUT = 5.0
+
+_BACKLOG: dict[QueueAttributeFilterType, str] = {
+    "ApproximateNumberOfMessages": "visible",
+    "ApproximateNumberOfMessagesNotVisible": "in_flight",
+    "ApproximateNumberOfMessagesDelayed": "delayed",
+}
 
 
 @dataclass(frozen=True, slots=True)
-class SqsMessage:
-    """One received message: its Lambda record serialized once, plus what settling needs."""
+class QueuePlan:
+    """What an SQS mapping's intake needs, built once from its settings."""
 
-    receipt: Receipt
-    group_id: str | None
-    trace_header: str | None
-    serialized: bytes
+    mapping: str
+    queue_arn: str
+    region: str
+    batching: BatchLimits
+    concurrency: int
+    backlog_interval: float = 15.0
 
     @property
-    def message_id(self) -> str:
-        return self.receipt.message_id
-
-
-class _Batch:
-    """Messages gathered by one receiver; owns their visibility lease until settled."""
-
-    __slots__ = ("lease", "messages", "size")
-
-    def __init__(self, lease: Lease) -> None:
-        self.messages: list[SqsMessage] = []
-        self.size = 0
-        self.lease = lease
-
-    def fits(self, message: SqsMessage) -> bool:
-        total = payload_size(self.size + len(message.serialized), len(self.messages) + 1)
-        return not self.messages or total <= MAX_PAYLOAD_BYTES
-
-    def add(self, message: SqsMessage) -> None:
-        self.messages.append(message)
-        self.size += len(message.serialized)
-        self.lease.receipts.append(message.receipt)
+    def receivers(self) -> int:
+        """Long-polling receivers: one per slot, at most ten (each gathers one batch)."""
+        return min(self.concurrency, MAX_RECEIVERS)
 
 
 class SqsSource:
@@ -85,35 +70,28 @@ class SqsSource:
 
     def __init__(
         self,
-        mapping: MappingSettings,
-        queue: SqsQueue,
-        invoker: Invoker,
+        plan: QueuePlan,
+        queue: QueueApi,
+        settler: Settler[SqsMessage],
         filters: FilterSet,
         metrics: MappingMetrics,
         status: MappingStatus,
         *,
         shutdown: Shutdown,
-        backlog_interval: float = 15.0,
     ) -> None:
-        self.mapping = mapping
+        self.plan = plan
         self.queue = queue
-        self.invoker = invoker
+        self.settler = settler
         self.filters = filters
         self.metrics = metrics
         self.status = status
         self._shutdown = shutdown
-        self._backlog_interval = backlog_interval
-        self._slots = anyio.Semaphore(mapping.maximum_concurrency)
-        self._keeper = VisibilityKeeper(queue)
-        self._unsettled = 0
-        self._idle = anyio.Event()
-        self._idle.set()
+        self._inflight = InFlight(plan.concurrency)
+        self._keeper = VisibilityKeeper(queue, shutdown)
         # One back-off for every receiver: a fleet of them must not hammer an endpoint that
         # is down, and comes back soon after it returns.
         self._receive_backoff = Backoff(THROTTLE)
-        self._fifo = mapping.source_arn.is_fifo
-        self._region = mapping.source_arn.region
-        self._extra = {"mapping": mapping.name}
+        self._extra = {"mapping": plan.mapping}
         # Batches still unsettled when the drain deadline passed (SPEC §1: exit code 1).
         self.abandoned = 0
 
@@ -128,21 +106,19 @@ class SqsSource:
             "polling queue %s (visibility timeout %ss, concurrency %d)",
             self.queue.url,
             self.queue.visibility_timeout,
-            self.mapping.maximum_concurrency,
+            self.plan.concurrency,
             extra=self._extra,
         )
         async with anyio.create_task_group() as work:
             work.start_soon(self._keeper.run)
             work.start_soon(self._refresh_backlog)
             async with anyio.create_task_group() as intake:
-                for _ in range(min(self.mapping.maximum_concurrency, MAX_RECEIVERS)):
+                for _ in range(self.plan.receivers):
                     intake.start_soon(self._receiver, work)
                 await self._shutdown.stopping.wait()
                 intake.cancel_scope.cancel()
             self.status.set(State.STOPPING)
-            with anyio.move_on_at(self._shutdown.deadline):
-                await self._idle.wait()
-            self.abandoned = self._unsettled
+            self.abandoned = await self._inflight.drain(self._shutdown.deadline)
             if self.abandoned:
                 log.error(
                     "drain timed out with %d batch(es) unsettled; their messages reappear "
@@ -161,7 +137,7 @@ class SqsSource:
             except AWS_ERRORS as exc:
                 problem = describe(
                     exc,
-                    what=f"mapping {self.mapping.name}: queue {self.mapping.source}",
+                    what=f"mapping {self.plan.mapping}: queue {self.plan.queue_arn}",
                     permission="sqs:GetQueueUrl and sqs:GetQueueAttributes",
                 )
                 self.status.set(State.FAILED if problem.fatal else State.DEGRADED, problem.message)
@@ -182,82 +158,56 @@ class SqsSource:
     # -- intake ----------------------------------------------------------------------------
 
     async def _receiver(self, work: TaskGroup) -> None:
-        carry: _Batch | None = None
-        while True:
-            await self.invoker.gate.wait_open()
-            await self._slots.acquire()
-            self._begin()
-            batch = carry or _Batch(self._keeper.hold([], time.monotonic()))
-            carry = None
-            try:
-                carry = await self._gather(batch)
-            except BaseException:
-                # Shutdown cut the gathering short: hand the messages back to the queue now
-                # rather than leaving them hidden for a whole visibility timeout.
-                self._keeper.release(batch.lease)
-                await self._return_to_queue(batch.lease.receipts)
-                self._end()
-                self._slots.release()
-                raise
-            if not batch.messages:
-                self._keeper.release(batch.lease)
-                self._end()
-                self._slots.release()
-                continue
-            work.start_soon(self._process, batch)
+        """Gather batch after batch while a slot is free; each goes to the engine."""
+        buffer: Batcher[SqsMessage] = Batcher(self.plan.batching)
+        # What the buffer holds stays hidden while the receiver waits for a slot, too.
+        waiting = self._keeper.hold([], time.monotonic())
+        try:
+            while True:
+                await self.settler.invoker.gate.wait_open()
+                await self._inflight.acquire()
+                try:
+                    batch = await self._gather(buffer, waiting)
+                except BaseException:
+                    self._inflight.release()
+                    raise
+                if not batch:
+                    self._inflight.release()
+                    continue
+                lease = self._keeper.hold([m.receipt for m in batch], waiting.extended_at)
+                waiting.receipts = [m.receipt for m in buffer]
+                work.start_soon(self._process, batch, lease)
+        finally:
+            # Shutdown cut the gathering short: hand the messages back to the queue now
+            # rather than leaving them hidden for a whole visibility timeout.
+            self._keeper.release(waiting)
+            await self._return_to_queue(waiting.receipts)
 
-    async def _return_to_queue(self, receipts: Sequence[Receipt]) -> None:
-        if not receipts:
-            return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            await self.queue.extend(receipts, 0)
+    async def _gather(self, buffer: Batcher[SqsMessage], waiting: Lease) -> list[SqsMessage]:
+        """Receive into `buffer` until it holds a whole batch or its window closes; the batch.
 
-    def _begin(self) -> None:
-        self._unsettled += 1
-        if self._idle.is_set():
-            self._idle = anyio.Event()
-
-    def _end(self) -> None:
-        self._unsettled -= 1
-        if self._unsettled == 0:
-            self._idle.set()
-
-    async def _gather(self, batch: _Batch) -> _Batch | None:
-        """Fill `batch` until batch_size, the batching window, or the 6 MB payload limit.
-
-        Returns the start of the next batch when a message did not fit, already holding
-        its visibility lease so it stays hidden while the receiver waits for a slot.
+        The window starts with the first message, or now if the buffer still holds messages
+        that did not fit the last batch (the 6 MB limit); those go first.
         """
-        window = self.mapping.maximum_batching_window_in_seconds
-        deadline = time.monotonic() + window if batch.messages else None
-        overflow: list[SqsMessage] = []
-        while len(batch.messages) < self.mapping.batch_size and not overflow:
-            if deadline is None:
+        limits = buffer.limits
+        buffer.restart_window(time.monotonic())
+        while not buffer.full():
+            if not buffer:
                 wait = LONG_POLL_SECONDS
             else:
-                remaining = deadline - time.monotonic()
+                remaining = buffer.due_at() - time.monotonic()
                 if remaining <= 0:
                     break
                 wait = min(LONG_POLL_SECONDS, math.floor(remaining))
-            wanted = min(10, self.mapping.batch_size - len(batch.messages))
-            received = await self._receive(wanted, wait, has_batch=bool(batch.messages))
+            wanted = min(10, limits.size - len(buffer))
+            received = await self._receive(wanted, wait, has_batch=bool(buffer))
             if received is None:
                 break
+            now = time.monotonic()
             for message in received:
-                if not overflow and batch.fits(message):
-                    batch.add(message)
-                else:
-                    overflow.append(message)
-            if batch.messages and deadline is None:
-                if window == 0:
-                    break
-                deadline = time.monotonic() + window
-        if not overflow:
-            return None
-        following = _Batch(self._keeper.hold([], time.monotonic()))
-        for message in overflow:
-            following.add(message)
-        return following
+                buffer.add(message, now)
+                waiting.receipts.append(message.receipt)
+        return buffer.take() if buffer else []
 
     async def _receive(self, wanted: int, wait: int, *, has_batch: bool) -> list[SqsMessage] | None:
         """One ReceiveMessage; None when it failed and a partial batch should go as it is."""
@@ -266,7 +216,7 @@ class SqsSource:
         except AWS_ERRORS as exc:
             problem = describe(
                 exc,
-                what=f"mapping {self.mapping.name}: receiving from {self.mapping.source}",
+                what=f"mapping {self.plan.mapping}: receiving from {self.plan.queue_arn}",
                 permission="sqs:ReceiveMessage",
             )
             delay = self._receive_backoff.next()
@@ -285,112 +235,62 @@ class SqsSource:
         if not raw:
             return []
         self.metrics.count("polled", len(raw))
-        kept: list[SqsMessage] = []
-        dropped: list[Receipt] = []
-        for message in raw:
-            record = sqs_record(message, queue_arn=self.mapping.source, region=self._region)
-            receipt = Receipt(record["messageId"], record["receiptHandle"])
-            if self.filters and not self.filters.matches_sqs(record):
-                dropped.append(receipt)
-                continue
-            attributes = record["attributes"]
-            kept.append(
-                SqsMessage(
-                    receipt=receipt,
-                    group_id=attributes.get("MessageGroupId"),
-                    trace_header=attributes.get("AWSTraceHeader"),
-                    serialized=dumps(record),
-                )
-            )
+        kept, dropped = read_messages(
+            raw, queue_arn=self.plan.queue_arn, region=self.plan.region, filters=self.filters
+        )
         if dropped:
             self.metrics.count("filtered_out", len(dropped))
             await self._delete(dropped)
         return kept
 
-    # -- invoke and settle ---------------------------------------------------------------
+    # -- settle and acknowledge --------------------------------------------------------------
 
-    async def _process(self, batch: _Batch) -> None:
+    async def _process(self, batch: list[SqsMessage], lease: Lease) -> None:
         try:
-            await self._invoke_and_settle(batch.messages)
+            await self.settler.settle(batch, self._acknowledge)
         except Stopped:
             log.info(
                 "stopping with a held batch of %d; its messages reappear after their timeout",
-                len(batch.messages),
+                len(batch),
                 extra=self._extra,
             )
         finally:
-            self._keeper.release(batch.lease)
-            self._end()
-            self._slots.release()
+            self._keeper.release(lease)
+            self._inflight.release()
 
-    async def _invoke_and_settle(self, messages: Sequence[SqsMessage]) -> None:
-        trace = messages[0].trace_header or new_trace_header()
-        payload = event_payload(m.serialized for m in messages)
-        result = await self.invoker.invoke(payload, len(messages), trace)
-        if result.too_large:
-            if len(messages) == 1:
-                log.error(
-                    "a single message is too large for the target; left to the queue's "
-                    "redrive policy",
-                    extra={**self._extra, "batch": messages[0].message_id},
-                )
-                return
-            first, second = split_in_two(messages)
-            await self._invoke_and_settle(first)
-            await self._invoke_and_settle(second)
-            return
-        verdict = self.invoker.verdict(
-            result,
-            [m.message_id for m in messages],
-            report_batch_item_failures=self.mapping.report_batch_item_failures,
-        )
-        if verdict.failed_ids is None:
-            log.warning(
-                "batch of %d failed (%s); messages return after their visibility timeout",
-                len(messages),
-                verdict.reason,
-                extra=self._extra,
-            )
-        await self._delete([m.receipt for m in self._deletable(messages, verdict)])
-
-    def _deletable(self, messages: Sequence[SqsMessage], verdict: BatchVerdict) -> list[SqsMessage]:
-        """Messages that succeeded; on FIFO, nothing after a failure within the same group."""
-        failed = verdict.failed_ids
-        if failed is None:
-            return []
-        if not self._fifo:
-            return [m for m in messages if m.message_id not in failed]
-        blocked: set[str | None] = set()
-        keep: list[SqsMessage] = []
-        for message in messages:
-            if message.message_id in failed or message.group_id in blocked:
-                blocked.add(message.group_id)
-                continue
-            keep.append(message)
-        return keep
+    async def _acknowledge(self, messages: Sequence[SqsMessage]) -> None:
+        await self._delete([m.receipt for m in messages])
 
     async def _delete(self, receipts: list[Receipt]) -> None:
         if not receipts:
             return
+        deleted = 0
         # Shielded: a delete cut in half by shutdown would redeliver work that succeeded.
-        with anyio.CancelScope(shield=True):
+        with self._shutdown.shielded() as shield:
             deleted = await self.queue.delete(receipts)
+        if shield.cancelled_caught:
+            log.warning(
+                "drain deadline passed while deleting %d message(s); they may be delivered again",
+                len(receipts),
+                extra=self._extra,
+            )
         self.metrics.count("deleted", deleted)
+
+    async def _return_to_queue(self, receipts: Sequence[Receipt]) -> None:
+        if not receipts:
+            return
+        with self._shutdown.shielded(), anyio.move_on_after(_RETURN_TIMEOUT):
+            await self.queue.extend(receipts, 0)
 
     # -- autoscaling signal -----------------------------------------------------------------
 
     async def _refresh_backlog(self) -> None:
-        names: dict[QueueAttributeFilterType, str] = {
-            "ApproximateNumberOfMessages": "visible",
-            "ApproximateNumberOfMessagesNotVisible": "in_flight",
-            "ApproximateNumberOfMessagesDelayed": "delayed",
-        }
         while True:
             try:
-                attributes: dict[str, Any] = await self.queue.attributes(list(names))
+                attributes = await self.queue.attributes(list(_BACKLOG))
             except AWS_ERRORS as exc:
                 log.debug("backlog refresh failed: %s", exc, extra=self._extra)
             else:
-                for attribute, state in names.items():
+                for attribute, state in _BACKLOG.items():
                     self.metrics.backlog(state, float(attributes.get(attribute, 0)))
-            await anyio.sleep(self._backlog_interval)
+            await anyio.sleep(self.plan.backlog_interval)

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 import anyio
 
-from poller.sources.sqs.queue import Receipt, SqsQueue
+from poller.engine.lifecycle import Shutdown
+from poller.sources.sqs.queue import QueueApi, Receipt
 
 _EXTEND_AT = 0.4
 
@@ -30,8 +31,9 @@ class Lease:
 class VisibilityKeeper:
     """Extends the visibility of every live lease in steps of the queue's timeout."""
 
-    def __init__(self, queue: SqsQueue) -> None:
+    def __init__(self, queue: QueueApi, shutdown: Shutdown) -> None:
         self._queue = queue
+        self._shutdown = shutdown
         self._leases: set[Lease] = set()
 
     def hold(self, receipts: Sequence[Receipt], received_at: float) -> Lease:
@@ -63,6 +65,6 @@ class VisibilityKeeper:
         for lease in due:
             lease.extended_at = now
         # Shielded: a half-sent extension on shutdown would only shorten some messages' hiding,
-        # but the step is short and finishing it keeps the rule simple.
-        with anyio.CancelScope(shield=True):
+        # but the step is short and finishing it (by the drain deadline) keeps the rule simple.
+        with self._shutdown.shielded():
             await self._queue.extend(receipts, timeout)

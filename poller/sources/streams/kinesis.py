@@ -10,10 +10,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from poller.checkpoints.lineage import ShardInfo
 from poller.config.arns import SourceArn
 from poller.events.streams import kinesis_record
 from poller.filtering.filter_set import FilterSet
-from poller.sources.streams.shards import ReadResult, ShardInfo, StartAt
+from poller.sources.streams.shards import ReadResult, StartAt
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient

@@ -24,30 +24,29 @@ import anyio
 
 from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints.base import AllShards, Checkpoint, CheckpointStore, LeaseLost, ShardLeases
+from poller.checkpoints.lineage import ShardInfo
 from poller.config.settings import MappingSettings
+from poller.engine.batcher import Batcher, BatchLimits
+from poller.engine.inflight import InFlight
 from poller.engine.lifecycle import Shutdown
 from poller.engine.records import StreamRecord
-from poller.events.streams import stream_record
+from poller.engine.settle import Settles
+from poller.engine.signals import Signal
 from poller.filtering.filter_set import FilterSet
-from poller.ops.metrics import MappingMetrics
+from poller.ops.metrics import MappingMetrics, ShardGauges
 from poller.ops.status import MappingStatus, ShardStatus
 from poller.retry import SOURCE_CALL, Backoff, Stopped, sleep_or_stop
+from poller.sources.streams.conversion import convert
 from poller.sources.streams.shards import (
     TRIM_HORIZON,
-    BatchProcessor,
-    CoalescedWrites,
-    Lane,
     ReadResult,
     ShardApi,
-    ShardGauges,
-    ShardInfo,
-    Signal,
     StartAt,
-    Watermark,
     lane_for,
     read_error_kind,
     read_limit,
 )
+from poller.sources.streams.watermark import CoalescedWrites, Watermark
 
 log = logging.getLogger("poller.streams")
 
@@ -64,7 +63,7 @@ class StreamContext:
 
     mapping: MappingSettings
     api: ShardApi
-    processor: BatchProcessor
+    settler: Settles[StreamRecord]
     store: CheckpointStore
     filters: FilterSet
     metrics: MappingMetrics
@@ -77,7 +76,7 @@ class StreamContext:
 
 
 class ShardReader:
-    """Reads one shard into its lanes, hands batches to the processor, checkpoints.
+    """Reads one shard into its lanes, hands batches to the engine's settler, checkpoints.
 
     Back-pressure: the span behind the checkpoint (records read, not yet checkpointed) bounds
     the read-ahead, not one batch: a read asks for the room left under MAX_UNSETTLED_BATCHES
@@ -108,10 +107,12 @@ class ShardReader:
         self.handed_back = False  # the lease is being given up (balance)
         mapping = context.mapping
         self._batch_size = mapping.batch_size
-        self._lanes = [
-            Lane(mapping.batch_size, mapping.maximum_batching_window_in_seconds)
-            for _ in range(mapping.parallelization_factor)
+        limits = BatchLimits(mapping.batch_size, mapping.maximum_batching_window_in_seconds)
+        self._lanes: list[Batcher[StreamRecord]] = [
+            Batcher(limits) for _ in range(mapping.parallelization_factor)
         ]
+        self._inflight = InFlight()
+        self._indices: dict[int, int] = {}  # sequence -> watermark index, for records in lanes
         self._start = start
         self._skip_before = skip_before
         self._position = checkpoint  # the last record read
@@ -143,7 +144,7 @@ class ShardReader:
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(self._wake_on_stop)
                     tasks.start_soon(self._checkpoints.serve, self._checkpoint)
-                    for lane in self._lanes:
+                    for lane in range(len(self._lanes)):
                         tasks.start_soon(self._lane_loop, lane)
                     await self._read_loop()
                     self._reading = False
@@ -152,7 +153,7 @@ class ShardReader:
                     tasks.cancel_scope.cancel()
         finally:
             if not self.revoked:
-                with anyio.CancelScope(shield=True):
+                with self.context.shutdown.shielded():
                     finished = await self._checkpoint(final=True)
         return finished
 
@@ -197,7 +198,7 @@ class ShardReader:
                     iterator = None
                 continue
             self._recovered()
-            self._take(result)
+            await self._take(result)
             if self._at_end(result):
                 self.ended = True
                 return
@@ -227,30 +228,29 @@ class ShardReader:
             await self._changed.wait()  # a checkpoint advanced the watermark
         return False
 
-    def _take(self, result: ReadResult) -> None:
-        """Filter the records read, route the kept ones to their lanes, ask for a checkpoint."""
+    async def _take(self, result: ReadResult) -> None:
+        """Convert the records read (in slices), route the kept ones to their lanes, and ask
+        for a checkpoint: records filtered out or skipped are settled at once."""
         context = self.context
-        api, filters, lanes = context.api, context.filters, self._lanes
-        now = anyio.current_time()
-        polled = filtered = 0
-        for raw in result.records:
-            event = api.event_record(raw, self.shard_id)
-            record = stream_record(event, kind=api.kind)
-            if self._last is not None and record.sequence <= self._last:
-                continue  # read again by an iterator re-made after an error
+        conversion = await convert(
+            context.api,
+            result.records,
+            shard_id=self.shard_id,
+            filters=context.filters,
+            after=self._last,
+            skip_before=self._skip_before,
+        )
+        # Routing is cheap and done in one go, so lanes see a read's records all at once.
+        lanes, now = self._lanes, anyio.current_time()
+        for converted in conversion.records:
+            record = converted.record
             self._last = record.sequence
             self._position = record.sequence_number
-            if self._skip_before is not None and record.arrival < self._skip_before:
-                self._watermark.add(record.sequence_number, settled=True)
-                continue
-            polled += 1
-            if filters and not api.matches(filters, event):
-                # Filtered-out records are settled at once: the checkpoint moves past them.
-                filtered += 1
-                self._watermark.add(record.sequence_number, settled=True)
-                continue
-            index = self._watermark.add(record.sequence_number)
-            lanes[lane_for(record.key, len(lanes))].add(index, record, now)
+            index = self._watermark.add(record.sequence_number, settled=not converted.kept)
+            if converted.kept:
+                self._indices[record.sequence] = index
+                lanes[lane_for(record.key, len(lanes))].add(record, now)
+        polled, filtered = conversion.polled, conversion.filtered
         context.metrics.count("polled", polled)
         context.metrics.count("filtered_out", filtered)
         if result.behind_latest is not None:
@@ -321,9 +321,11 @@ class ShardReader:
 
     # -- batches -----------------------------------------------------------------------------
 
-    async def _lane_loop(self, lane: Lane) -> None:
+    async def _lane_loop(self, number: int) -> None:
+        # One task per lane: a lane has at most one batch in flight.
+        lane = self._lanes[number]
         while not self._stop.is_set():
-            if not lane.pending:
+            if not lane:
                 if not self._reading:
                     return
                 await self._changed.wait()
@@ -334,26 +336,28 @@ class ShardReader:
                     await self._changed.wait()
                 continue
             batch = lane.take()
-            lane.busy = True
+            await self._inflight.acquire()
             try:
                 await self._process(batch)
             finally:
-                lane.finished_batch(anyio.current_time())
+                self._inflight.release()
+                # Lambda starts the next window when the previous invocation ends.
+                lane.restart_window(anyio.current_time())
                 self._changed.notify()
 
-    async def _process(self, batch: Sequence[tuple[int, StreamRecord]]) -> None:
-        records = [record for _, record in batch]
+    async def _process(self, records: list[StreamRecord]) -> None:
         self._status.iterator_age_seconds = max(0.0, self.context.clock() - records[-1].arrival)
+        pending = {record.sequence: self._indices.pop(record.sequence) for record in records}
 
-        async def progress(sequence_number: str) -> None:
-            upto = int(sequence_number)
-            for index, record in batch:
-                if record.sequence <= upto:
+        async def acknowledge(settled: Sequence[StreamRecord]) -> None:
+            for record in settled:
+                index = pending.pop(record.sequence, None)
+                if index is not None:
                     self._watermark.settle(index)
             await self._checkpoints.request_and_wait()
 
         try:
-            await self.context.processor.process(self.shard_id, records, progress)
+            await self.context.settler.settle(records, acknowledge, scope=self.shard_id)
         except Stopped:
             log.info(
                 "stopping with a held batch of %d; it is read again after the restart",
@@ -361,19 +365,15 @@ class ShardReader:
                 extra=self._extra,
             )
             return
-        for index, _ in batch:
-            self._watermark.settle(index)
-        await self._checkpoints.request_and_wait()
+        if pending:  # a settler that returns has settled the whole batch
+            await acknowledge(records)
 
     async def _drain(self) -> None:
         """At the shard's end every gathered record still goes out; at shutdown (or when the
         lease is handed back) only the batches in flight finish, until the deadline."""
-        while any(lane.busy or lane.pending for lane in self._lanes):
+        while self._inflight.count or any(self._lanes):
             if self._stop.is_set():
-                with anyio.move_on_at(self._deadline):
-                    while any(lane.busy for lane in self._lanes):
-                        await self._changed.wait()
-                abandoned = sum(lane.busy for lane in self._lanes)
+                abandoned = await self._inflight.drain(self._deadline)
                 if abandoned:
                     log.error(
                         "drain timed out with %d batch(es) in flight; they are read again "
@@ -405,9 +405,15 @@ class ShardReader:
             checkpoint = Checkpoint(self._done, finished)
             mapping, arn = self.context.mapping.name, self.context.api.stream_arn
             try:
-                # Shielded: a checkpoint cut short by shutdown would replay settled records.
-                with anyio.CancelScope(shield=True):
+                # Shielded: a checkpoint cut short by shutdown would replay settled records;
+                # but not past the drain deadline.
+                with self.context.shutdown.shielded() as shield:
                     await self.context.store.put(mapping, arn, self.shard_id, checkpoint)
+                if shield.cancelled_caught:
+                    log.warning(
+                        "drain deadline passed while storing a checkpoint", extra=self._extra
+                    )
+                    return False
             except LeaseLost as exc:
                 log.error("%s; stopping, buffered records dropped", exc, extra=self._extra)
                 self.revoke()

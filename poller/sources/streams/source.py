@@ -22,17 +22,12 @@ from anyio.abc import TaskGroup
 
 from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints.base import Checkpoint, StoreUnusable
+from poller.checkpoints.lineage import ShardInfo, startable
+from poller.engine.signals import Signal
 from poller.ops.status import State
 from poller.retry import SOURCE_CALL, Backoff, sleep_or_stop
 from poller.sources.streams.reader import ShardReader, StreamContext
-from poller.sources.streams.shards import (
-    LATEST,
-    TRIM_HORIZON,
-    ShardInfo,
-    Signal,
-    StartAt,
-    startable,
-)
+from poller.sources.streams.shards import LATEST, TRIM_HORIZON, StartAt
 
 log = logging.getLogger("poller.streams")
 

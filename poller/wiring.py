@@ -1,0 +1,314 @@
+"""The one place a mapping is assembled: source + engine + target + stores, from plans.
+
+Settings are read here once and turned into narrow frozen plans (batching, settling, intake);
+each default lives in one place. No part receives the app: what a mapping borrows from the
+process (clients, the checkpoint store, shutdown, metrics) comes in as `Services`. Tests build
+their mappings through these same functions, with fakes at the boundaries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from poller.aws.clients import AwsClients
+from poller.checkpoints.base import CheckpointStore, ShardLeases
+from poller.config.arns import SourceArn
+from poller.config.settings import MappingSettings, TuningSettings
+from poller.engine.batcher import BatchLimits
+from poller.engine.destinations import OnFailureDestination, destination_for
+from poller.engine.giveup import LeaveToQueue, SendOnFailure
+from poller.engine.invoker import Invoker
+from poller.engine.lifecycle import Shutdown
+from poller.engine.records import StreamRecord
+from poller.engine.settle import SettlePlan, Settler
+from poller.filtering.filter_set import FilterSet
+from poller.ops.metrics import Metrics, ShardGauges
+from poller.ops.status import MappingStatus, State
+from poller.retry import FUNCTION_ERROR, THROTTLE, Curve
+from poller.sources.sqs.messages import SqsMessage
+from poller.sources.sqs.queue import QueueApi, SqsQueue
+from poller.sources.sqs.source import QueuePlan, SqsSource
+from poller.sources.streams.dynamodb import DynamoDBShards
+from poller.sources.streams.kinesis import KinesisShards
+from poller.sources.streams.reader import StreamContext
+from poller.sources.streams.shards import ShardApi, StreamKind
+from poller.sources.streams.source import StreamSource
+from poller.targets.base import Target
+
+log = logging.getLogger("poller.app")
+
+
+class MappingRunner(Protocol):
+    """What the app needs of a running mapping, whatever its source."""
+
+    @property
+    def abandoned(self) -> int:
+        """Batches left unsettled when the drain deadline passed."""
+        ...
+
+    async def run(self) -> None:
+        """Run until shutdown has drained it."""
+        ...
+
+
+# -- plans --------------------------------------------------------------------------------
+
+
+def batch_limits(mapping: MappingSettings) -> BatchLimits:
+    """When a batch closes: batch_size, the batching window, the 6 MB payload limit."""
+    return BatchLimits(mapping.batch_size, mapping.maximum_batching_window_in_seconds)
+
+
+def settle_plan(mapping: MappingSettings) -> SettlePlan:
+    """SQS: no retries (a failure is the queue's to redeliver), FIFO groups keep order.
+    Streams: the mapping's retry count, record age and bisect; a batch is one sequence."""
+    source = mapping.source_arn
+    if source.kind == "sqs":
+        return SettlePlan(
+            report_batch_item_failures=mapping.report_batch_item_failures,
+            ordering="key" if source.is_fifo else "none",
+            max_retries=0,
+            fresh_trace=True,
+        )
+    return SettlePlan(
+        report_batch_item_failures=mapping.report_batch_item_failures,
+        ordering="batch",
+        max_retries=mapping.maximum_retry_attempts,
+        max_record_age=mapping.maximum_record_age_in_seconds,
+        bisect=mapping.bisect_batch_on_function_error,
+    )
+
+
+def queue_plan(mapping: MappingSettings, tuning: TuningSettings) -> QueuePlan:
+    """What an SQS mapping's receivers need."""
+    source = mapping.source_arn
+    return QueuePlan(
+        mapping=mapping.name,
+        queue_arn=source.arn,
+        region=source.region,
+        batching=batch_limits(mapping),
+        concurrency=mapping.maximum_concurrency,
+        backlog_interval=tuning.backlog_refresh_interval_seconds,
+    )
+
+
+# -- what a mapping borrows from the process -------------------------------------------------
+
+
+@dataclass
+class Services:
+    """What the daemon lends its mappings. `store` is None (and `store_error` says why) when
+    the checkpoint store could not be opened; `identity` resolves Kinesis' invokeIdentityArn."""
+
+    clients: AwsClients
+    shutdown: Shutdown
+    metrics: Metrics
+    tuning: TuningSettings
+    identity: Callable[[SourceArn], Awaitable[str]]
+    store: CheckpointStore | None = None
+    store_error: str = "checkpoint store not opened"
+    clock: Callable[[], float] = field(default=time.time)
+
+
+def invoker_for(target: Target, status: MappingStatus, services: Services) -> Invoker:
+    """The invoker of one mapping's target."""
+    return Invoker(target, status.metrics, status, shutdown=services.shutdown)
+
+
+def sqs_settler(
+    mapping: MappingSettings, invoker: Invoker, *, shutdown: Shutdown
+) -> Settler[SqsMessage]:
+    """The engine of an SQS mapping: failures are left to the queue."""
+    return Settler(
+        settle_plan(mapping),
+        invoker,
+        LeaveToQueue(mapping.name),
+        invoker.metrics,
+        mapping=mapping.name,
+        shutdown=shutdown,
+    )
+
+
+def stream_settler(
+    mapping: MappingSettings,
+    invoker: Invoker,
+    *,
+    kind: StreamKind,
+    destination: OnFailureDestination | None,
+    shutdown: Shutdown,
+    clock: Callable[[], float] = time.time,
+    retry_curve: Curve = FUNCTION_ERROR,
+    delivery_curve: Curve = THROTTLE,
+) -> Settler[StreamRecord]:
+    """The engine of a stream mapping: retries, bisect, record age, on-failure. The curves
+    space function-error retries and on-failure deliveries (tests shorten them)."""
+    give_up = SendOnFailure(
+        destination,
+        invoker.metrics,
+        mapping=mapping.name,
+        kind=kind,
+        stream_arn=mapping.source_arn.arn,
+        function_arn=invoker.target.function_arn,
+        shutdown=shutdown,
+        clock=clock,
+        delivery_curve=delivery_curve,
+    )
+    return Settler(
+        dataclasses.replace(settle_plan(mapping), retry_curve=retry_curve),
+        invoker,
+        give_up,
+        invoker.metrics,
+        mapping=mapping.name,
+        shutdown=shutdown,
+        clock=clock,
+    )
+
+
+# -- assembling a mapping -------------------------------------------------------------------
+
+
+class SqsMapping:
+    """An SQS mapping, assembled inside the running loop (its client is made there)."""
+
+    def __init__(
+        self, mapping: MappingSettings, target: Target, status: MappingStatus, services: Services
+    ) -> None:
+        self._mapping = mapping
+        self._target = target
+        self._status = status
+        self._services = services
+        self.abandoned = 0
+
+    async def run(self) -> None:
+        mapping, status, services = self._mapping, self._status, self._services
+        client = await services.clients.client("sqs")
+        source = sqs_source(
+            mapping,
+            SqsQueue(client, mapping.source_arn),
+            self._target,
+            status,
+            shutdown=services.shutdown,
+            tuning=services.tuning,
+        )
+        try:
+            await source.run()
+        finally:
+            self.abandoned = source.abandoned
+
+
+def sqs_source(
+    mapping: MappingSettings,
+    queue: QueueApi,
+    target: Target,
+    status: MappingStatus,
+    *,
+    shutdown: Shutdown,
+    tuning: TuningSettings,
+) -> SqsSource:
+    """An SQS mapping's source and engine over `queue` (the real queue, or a test's)."""
+    invoker = Invoker(target, status.metrics, status, shutdown=shutdown)
+    return SqsSource(
+        queue_plan(mapping, tuning),
+        queue,
+        sqs_settler(mapping, invoker, shutdown=shutdown),
+        FilterSet.compile(mapping.filter_patterns),
+        status.metrics,
+        status,
+        shutdown=shutdown,
+    )
+
+
+class StreamMapping:
+    """A Kinesis or DynamoDB Streams mapping, assembled inside the running loop."""
+
+    def __init__(
+        self, mapping: MappingSettings, target: Target, status: MappingStatus, services: Services
+    ) -> None:
+        self._mapping = mapping
+        self._target = target
+        self._status = status
+        self._services = services
+        self.abandoned = 0
+
+    async def run(self) -> None:
+        mapping, status, services = self._mapping, self._status, self._services
+        store = services.store
+        if store is None:
+            status.set(State.FAILED, services.store_error)
+            status.reached_source = True
+            log.error(services.store_error, extra={"mapping": mapping.name})
+            return
+        api = await self._shard_api()
+        invoker = invoker_for(self._target, status, services)
+        settler = stream_settler(
+            mapping,
+            invoker,
+            kind=api.kind,
+            destination=destination_for(mapping, services.clients),
+            shutdown=services.shutdown,
+            clock=services.clock,
+        )
+        context = stream_context(
+            mapping,
+            api,
+            settler,
+            store,
+            status,
+            services,
+            leases=store.leases(mapping.name, api.stream_arn, status, services.shutdown),
+        )
+        stream = StreamSource(
+            context, discovery_interval=services.tuning.shard_discovery_interval_seconds
+        )
+        try:
+            await stream.run()
+        finally:
+            self.abandoned = stream.abandoned
+
+    async def _shard_api(self) -> ShardApi:
+        source, clients = self._mapping.source_arn, self._services.clients
+        if source.kind == "kinesis":
+            identity = await self._services.identity(source)
+            client = await clients.client("kinesis")
+            return KinesisShards(client, source, invoke_identity_arn=identity)
+        return DynamoDBShards(await clients.client("dynamodbstreams"), source)
+
+
+def stream_context(
+    mapping: MappingSettings,
+    api: ShardApi,
+    settler: Settler[StreamRecord],
+    store: CheckpointStore,
+    status: MappingStatus,
+    services: Services,
+    *,
+    leases: ShardLeases,
+) -> StreamContext:
+    """What every shard reader of one stream mapping shares."""
+    return StreamContext(
+        mapping=mapping,
+        api=api,
+        settler=settler,
+        store=store,
+        filters=FilterSet.compile(mapping.filter_patterns, source=api.kind),
+        metrics=status.metrics,
+        gauges=ShardGauges(services.metrics, mapping.name),
+        status=status,
+        shutdown=services.shutdown,
+        clock=services.clock,
+        leases=leases,
+    )
+
+
+def mapping_runner(
+    mapping: MappingSettings, target: Target, status: MappingStatus, services: Services
+) -> MappingRunner:
+    """The runner of one enabled mapping, by its source kind."""
+    if mapping.source_arn.is_stream:
+        return StreamMapping(mapping, target, status, services)
+    return SqsMapping(mapping, target, status, services)

@@ -1,0 +1,1 @@
+"""Fakes at the boundaries poller owns: a queue, a scripted target. Shared by unit tests."""
