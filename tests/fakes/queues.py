@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+import anyio.lowlevel
+
 from poller.sources.sqs.queue import Receipt
 
 
@@ -76,6 +79,12 @@ class MemoryQueue:
             message.handle = f"{message.message_id}#{message.receives}"
             message.hidden_until = now + self.visibility_timeout
             out.append(self._wire(message))
+        if not out:
+            # A long poll that finds nothing waits (briefly here) instead of answering at once,
+            # so an idle receiver does not spin the event loop.
+            await anyio.sleep(min(wait_seconds, 0.02))
+        else:
+            await anyio.lowlevel.checkpoint()
         return out
 
     async def delete(self, receipts: Sequence[Receipt]) -> int:
