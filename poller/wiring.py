@@ -172,8 +172,8 @@ def stream_settler(
 # -- assembling a mapping -------------------------------------------------------------------
 
 
-class SqsMapping:
-    """An SQS mapping, assembled inside the running loop (its client is made there)."""
+class _Mapping:
+    """What both runners hold; each assembles its mapping inside the running loop."""
 
     def __init__(
         self, mapping: MappingSettings, target: Target, status: MappingStatus, services: Services
@@ -183,6 +183,10 @@ class SqsMapping:
         self._status = status
         self._services = services
         self.abandoned = 0
+
+
+class SqsMapping(_Mapping):
+    """An SQS mapping, assembled inside the running loop (its client is made there)."""
 
     async def run(self) -> None:
         mapping, status, services = self._mapping, self._status, self._services
@@ -223,17 +227,8 @@ def sqs_source(
     )
 
 
-class StreamMapping:
+class StreamMapping(_Mapping):
     """A Kinesis or DynamoDB Streams mapping, assembled inside the running loop."""
-
-    def __init__(
-        self, mapping: MappingSettings, target: Target, status: MappingStatus, services: Services
-    ) -> None:
-        self._mapping = mapping
-        self._target = target
-        self._status = status
-        self._services = services
-        self.abandoned = 0
 
     async def run(self) -> None:
         mapping, status, services = self._mapping, self._status, self._services
