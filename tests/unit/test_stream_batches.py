@@ -23,8 +23,9 @@ from poller.events.streams import kinesis_record, stream_record
 from poller.ops.metrics import MappingMetrics, Metrics
 from poller.ops.status import MappingStatus
 from poller.retry import Curve, Stopped
-from poller.targets.base import InvocationRequest, InvokeResult, Outcome
+from poller.targets.base import InvokeResult, Outcome
 from poller.wiring import stream_settler
+from tests.fakes.targets import ERROR, OK, ScriptedTarget, failures
 
 STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 FUNCTION = "arn:aws:lambda:us-east-1:123456789012:function:orders"
@@ -32,47 +33,8 @@ SHARD = "shardId-000000000000"
 T0 = 1_735_732_800.0
 TINY = Curve(base=0.001, cap=0.001)
 
-OK = InvokeResult(Outcome.SUCCESS, payload=b"null", status_code=200, executed_version="$LATEST")
-ERROR = InvokeResult(
-    Outcome.FUNCTION_ERROR,
-    payload=b'{"errorMessage":"boom"}',
-    function_error="Unhandled",
-    status_code=200,
-    executed_version="$LATEST",
-)
 THROTTLED = InvokeResult(Outcome.THROTTLED, status_code=429, detail="rate")
 TOO_LARGE = InvokeResult(Outcome.INVOKE_ERROR, status_code=413, too_large=True, detail="413")
-
-
-def failures(*sequence_numbers: str) -> InvokeResult:
-    body = {"batchItemFailures": [{"itemIdentifier": s} for s in sequence_numbers]}
-    return InvokeResult(Outcome.SUCCESS, payload=json.dumps(body).encode(), status_code=200)
-
-
-class ScriptedTarget:
-    """A Target whose answer is computed from the sequence numbers it was invoked with."""
-
-    def __init__(self, respond: Callable[[list[str]], InvokeResult]) -> None:
-        self.respond = respond
-        self.calls: list[list[str]] = []
-
-    @property
-    def function_arn(self) -> str:
-        return FUNCTION
-
-    @property
-    def description(self) -> str:
-        return "scripted"
-
-    async def invoke(self, request: InvocationRequest) -> InvokeResult:
-        event = json.loads(request.payload)
-        sequence_numbers = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
-        self.calls.append(sequence_numbers)
-        await anyio.lowlevel.checkpoint()
-        return self.respond(sequence_numbers)
-
-    async def aclose(self) -> None:
-        pass
 
 
 class MemoryDestination:
