@@ -68,7 +68,7 @@ ENV PATH="/opt/venv/bin:${PATH}" \
 WORKDIR /var/lib/poller
 USER 10001:10001
 
-# /metrics /healthz /readyz /status (SPEC §5; server.port in the config).
+# /metrics /healthz /readyz /status (server.port in the config).
 EXPOSE 9102
 
 # The daemon drains in-flight batches on SIGTERM (shutdown_timeout_seconds); give
