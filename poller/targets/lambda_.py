@@ -23,7 +23,7 @@ from botocore.exceptions import (
 
 from poller.aws.clients import AwsClients
 from poller.config.settings import LambdaTargetSettings
-from poller.targets.base import InvocationRequest, InvokeResult, Outcome
+from poller.targets.base import AcloseOnExit, InvocationRequest, InvokeResult, Outcome
 from poller.targets.http import parse_retry_after
 
 # As long as Lambda lets a function run (15 minutes): a read timeout must never cut a slow
@@ -86,7 +86,7 @@ def _is_timeout(payload: bytes) -> bool:
     )
 
 
-class LambdaTarget:
+class LambdaTarget(AcloseOnExit):
     """Invokes a Lambda function synchronously (`RequestResponse`) and classifies the answer."""
 
     def __init__(

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from poller.config.settings import MappingSettings, RuntimeTargetSettings
 from poller.events.envelope import new_trace_header
-from poller.targets.base import InvocationRequest, InvokeResult, Outcome
+from poller.targets.base import AcloseOnExit, InvocationRequest, InvokeResult, Outcome
 from poller.targets.output import install as install_output
 from poller.targets.runtime.api import Answer, AnswerKind, Invocation, RuntimeApi, Startup
 from poller.targets.runtime.environment import Environment
@@ -79,7 +79,7 @@ def _function_error(payload: bytes, detail: str) -> InvokeResult:
     )
 
 
-class RuntimeTarget:
+class RuntimeTarget(AcloseOnExit):
     """Runs a deployment package in warm execution environments behind a Runtime API server."""
 
     def __init__(
