@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -117,7 +118,12 @@ class App:
 
     async def run(self, *, handle_signals: bool = True) -> int:
         """Run until signalled (or `stop()`); the exit code of SPEC §1."""
-        async with self.clients:
+        async with self.clients, AsyncExitStack() as targets:
+            # Targets live as long as the run, entered and exited in this task: a runtime target's
+            # task group holds its environments' tasks. Exits shield themselves, as `finally` does.
+            for entry in self.mappings:
+                if entry.target is not None:
+                    await targets.enter_async_context(entry.target)
             await self.server.start()
             log.info("serving /metrics /healthz /readyz /status on port %d", self.server.port)
             if any(m.enabled and m.source_arn.is_stream for m in self.settings.mappings):
@@ -141,9 +147,6 @@ class App:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.server.stop()
-                    for entry in self.mappings:
-                        if entry.target is not None:
-                            await entry.target.aclose()
                     if self.checkpoints is not None:
                         await self.checkpoints.aclose()
         abandoned = sum(e.runner.abandoned for e in self.mappings if e.runner is not None)
