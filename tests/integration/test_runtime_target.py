@@ -313,14 +313,12 @@ def error_of(result: Any) -> dict[str, Any]:
 
 async def test_an_import_error_is_reported_and_restarts_back_off(tmp_path: Path) -> None:
     target, printed = make_target(tmp_path, handler="broken.handler")
-    try:
+    async with target:
         started = time.monotonic()
         first = error_of(await target.invoke(request("a")))
         first_took = time.monotonic() - started
         second = error_of(await target.invoke(request("b")))
         second_took = time.monotonic() - started - first_took
-    finally:
-        await target.aclose()
     assert first["errorType"] == second["errorType"] == "Runtime.ImportModuleError"
     assert "Unable to import module 'broken'" in first["errorMessage"]
     assert first_took < 5
@@ -331,10 +329,8 @@ async def test_an_import_error_is_reported_and_restarts_back_off(tmp_path: Path)
 async def test_a_runtime_that_never_asks_for_work_is_killed(tmp_path: Path) -> None:
     code = bootstrap_package(tmp_path, '#!/bin/bash\necho $$ > "$TMPDIR/../pid"\nsleep 60\n')
     target, _ = make_target(tmp_path, code=str(code), runtime="provided")
-    try:
+    async with target:
         error = error_of(await target.invoke(request()))
-    finally:
-        await target.aclose()
     assert error["errorType"] == "Runtime.Unknown"
     assert "within 0.50 seconds" in error["errorMessage"]
 
@@ -342,10 +338,8 @@ async def test_a_runtime_that_never_asks_for_work_is_killed(tmp_path: Path) -> N
 async def test_a_crash_before_next_is_an_exit_error(tmp_path: Path) -> None:
     code = bootstrap_package(tmp_path, "#!/bin/bash\necho starting\nexit 2\n")
     target, printed = make_target(tmp_path, code=str(code), runtime="provided")
-    try:
+    async with target:
         error = error_of(await target.invoke(request("req-9")))
-    finally:
-        await target.aclose()
     assert error == {
         "errorMessage": "RequestId: req-9 Error: Runtime exited with error: exit status 2",
         "errorType": "Runtime.ExitError",
@@ -358,10 +352,8 @@ async def test_a_bootstrap_that_is_not_executable_is_an_invalid_entrypoint(
 ) -> None:
     code = bootstrap_package(tmp_path, "#!/bin/bash\n", mode=0o644)
     target, _ = make_target(tmp_path, code=str(code), runtime="provided")
-    try:
+    async with target:
         error = error_of(await target.invoke(request()))
-    finally:
-        await target.aclose()
     assert error["errorType"] == "Runtime.InvalidEntrypoint"
     assert error["errorMessage"].endswith("bootstrap: permission denied")
 
@@ -370,23 +362,21 @@ async def test_a_too_large_response_fails_and_the_next_invocation_gets_a_live_ru
     tmp_path: Path,
 ) -> None:
     target, _ = make_target(tmp_path, handler="app.big", concurrency=1)
-    try:
+    async with target:
         first = error_of(await target.invoke(request("a")))
         # awslambdaric exits after its response is refused; the next call must not see that.
         second = error_of(await target.invoke(request("b")))
-    finally:
-        await target.aclose()
     assert first["errorType"] == second["errorType"] == "Function.ResponseSizeTooLarge"
 
 
-async def test_aclose_ends_every_environment_and_removes_its_files(tmp_path: Path) -> None:
+async def test_exit_ends_every_environment_and_removes_its_files(tmp_path: Path) -> None:
     target, _ = make_target(tmp_path, handler="app.handler", concurrency=2)
-    first = await target.invoke(request("a"))
-    assert first.outcome is Outcome.SUCCESS
-    pid = json.loads(first.payload or b"")["pid"]
-    root = Path(json.loads(first.payload or b"")["environ"]["LAMBDA_TASK_ROOT"]).parent
-    assert root.is_dir()
-    await target.aclose()
+    async with target:
+        first = await target.invoke(request("a"))
+        assert first.outcome is Outcome.SUCCESS
+        pid = json.loads(first.payload or b"")["pid"]
+        root = Path(json.loads(first.payload or b"")["environ"]["LAMBDA_TASK_ROOT"]).parent
+        assert root.is_dir()
     assert gone(pid)
     assert not root.exists()
     closed = await target.invoke(request("b"))
