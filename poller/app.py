@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import anyio
@@ -24,8 +25,8 @@ from poller.ops.metrics import Metrics
 from poller.ops.server import OpsServer
 from poller.ops.status import MappingStatus, State
 from poller.retry import RESTART, Backoff, sleep_or_stop
-from poller.targets import Target, build_target, default_concurrency
-from poller.wiring import MappingRunner, Services, mapping_runner
+from poller.targets import Target
+from poller.wiring import MappingRunner, Services, mapping_runner, target_for
 
 log = logging.getLogger("poller.app")
 
@@ -81,24 +82,17 @@ class App:
         for entry in self.mappings:
             if not entry.settings.enabled:
                 continue
-            arn = entry.settings.source_arn
-            try:
-                entry.target = build_target(
-                    entry.settings.target,
-                    mapping_name=entry.settings.name,
-                    clients=self.clients,
-                    region=arn.region,
-                    account=arn.account,
-                    runtime_concurrency=default_concurrency(entry.settings),
-                    runtime_init_timeout=self.settings.tuning.runtime_init_timeout_seconds,
-                )
-            except (ValueError, ImportError, NotImplementedError) as exc:
-                raise ValueError(f"mapping {entry.settings.name}: target: {exc}") from exc
+            entry.target = target_for(entry.settings, self.clients, self.settings.tuning)
             entry.status.target = entry.target.description
 
     async def run(self, *, handle_signals: bool = True) -> int:
         """Run until signalled (or `stop()`); the exit code of SPEC §1."""
-        async with self.clients:
+        async with self.clients, AsyncExitStack() as targets:
+            # Targets live as long as the run, entered and exited in this task: a runtime target's
+            # task group holds its environments' tasks. Exits shield themselves, as `finally` does.
+            for entry in self.mappings:
+                if entry.target is not None:
+                    await targets.enter_async_context(entry.target)
             await self.server.start()
             log.info("serving /metrics /healthz /readyz /status on port %d", self.server.port)
             if any(m.enabled and m.source_arn.is_stream for m in self.settings.mappings):
@@ -122,9 +116,6 @@ class App:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.server.stop()
-                    for entry in self.mappings:
-                        if entry.target is not None:
-                            await entry.target.aclose()
                     if self.checkpoints is not None:
                         await self.checkpoints.aclose()
         abandoned = sum(e.runner.abandoned for e in self.mappings if e.runner is not None)

@@ -38,6 +38,7 @@ from poller.sources.streams.kinesis import KinesisShards
 from poller.sources.streams.reader import StreamContext
 from poller.sources.streams.shards import ShardApi, StreamKind
 from poller.sources.streams.source import StreamSource
+from poller.targets import build_target
 from poller.targets.base import Target
 
 log = logging.getLogger("poller.app")
@@ -82,6 +83,40 @@ def settle_plan(mapping: MappingSettings) -> SettlePlan:
         max_record_age=mapping.maximum_record_age_in_seconds,
         bisect=mapping.bisect_batch_on_function_error,
     )
+
+
+# The largest `concurrency` a `runtime` target accepts, and so the most it gets by default.
+RUNTIME_MAX_ENVIRONMENTS = 100
+
+
+def runtime_concurrency(mapping: MappingSettings) -> int:
+    """How many environments a `runtime` target runs when its settings name no `concurrency`:
+    the mapping's own concurrency.
+
+    SQS: `maximum_concurrency`. Streams: shards × parallelization_factor, but the shard count is
+    unknown when targets are built, so 10 × parallelization_factor stands in for it. Both are
+    capped at the largest `concurrency` the configuration accepts.
+    """
+    if mapping.source_arn.kind == "sqs":
+        return min(RUNTIME_MAX_ENVIRONMENTS, mapping.maximum_concurrency)
+    return min(RUNTIME_MAX_ENVIRONMENTS, 10 * mapping.parallelization_factor)
+
+
+def target_for(mapping: MappingSettings, clients: AwsClients, tuning: TuningSettings) -> Target:
+    """The target a mapping invokes; raises ValueError naming the mapping when it cannot load."""
+    arn = mapping.source_arn
+    try:
+        return build_target(
+            mapping.target,
+            mapping_name=mapping.name,
+            clients=clients,
+            region=arn.region,
+            account=arn.account,
+            runtime_concurrency=runtime_concurrency(mapping),
+            runtime_init_timeout=tuning.runtime_init_timeout_seconds,
+        )
+    except (ValueError, ImportError, NotImplementedError) as exc:
+        raise ValueError(f"mapping {mapping.name}: target: {exc}") from exc
 
 
 def queue_plan(mapping: MappingSettings, tuning: TuningSettings) -> QueuePlan:

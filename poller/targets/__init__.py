@@ -19,7 +19,7 @@ from poller.targets.base import InvocationRequest, InvokeResult, Outcome, Target
 from poller.targets.http import HttpTarget
 from poller.targets.lambda_ import LambdaTarget
 from poller.targets.python import PythonTarget, TargetLoadError
-from poller.targets.runtime.target import RuntimeTarget, default_concurrency
+from poller.targets.runtime.target import RuntimeTarget
 
 __all__ = [
     "HttpTarget",
@@ -32,7 +32,6 @@ __all__ = [
     "Target",
     "TargetLoadError",
     "build_target",
-    "default_concurrency",
 ]
 
 
@@ -52,7 +51,7 @@ def build_target(
     Raises TargetLoadError when a `python` handler cannot be imported, ValueError when a
     `runtime` package or layer is missing (the caller names the mapping). Makes no network call
     and starts no process: targets connect, or start their environments, on first invocation.
-    `runtime_concurrency` is the mapping's own concurrency (`default_concurrency(mapping)`), used
+    `runtime_concurrency` is the mapping's own concurrency (see `wiring.runtime_concurrency`), used
     when a `runtime` target sets none; `runtime_init_timeout` is `tuning`'s.
     """
     if isinstance(target, LambdaTargetSettings):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
+
+import anyio
 
 
 class Outcome(StrEnum):
@@ -52,7 +55,25 @@ class InvokeResult:
 
 
 class Target(Protocol):
-    """A function poller invokes. Implementations classify every failure into an InvokeResult."""
+    """A function poller invokes. Implementations classify every failure into an InvokeResult.
+
+    A target is used inside `async with target:`, entered and exited by the same task: whatever
+    it runs in the background (a `runtime` target's processes and their readers) lives in a task
+    group opened on entry and ended on exit.
+    """
+
+    async def __aenter__(self) -> Self:
+        """Get ready to be invoked; open whatever must outlive single invocations."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Release everything, completing even when the caller is being cancelled."""
+        ...
 
     @property
     def function_arn(self) -> str:
@@ -71,3 +92,24 @@ class Target(Protocol):
     async def aclose(self) -> None:
         """Release connections or worker resources."""
         ...
+
+
+class AcloseOnExit:
+    """`async with` for a target whose whole clean-up is `aclose()`: entering does nothing."""
+
+    async def __aenter__(self) -> Self:
+        """Nothing to open: the target connects on first invocation."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """`aclose()`, shielded: a cancelled caller still releases the connections."""
+        with anyio.CancelScope(shield=True):
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Release connections or worker resources (nothing, unless overridden)."""

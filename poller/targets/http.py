@@ -10,7 +10,7 @@ import aiohttp
 import anyio
 
 from poller.config.settings import HttpTargetSettings
-from poller.targets.base import InvocationRequest, InvokeResult, Outcome
+from poller.targets.base import AcloseOnExit, InvocationRequest, InvokeResult, Outcome
 
 # Connecting is not running the function: a connect that hangs is an unreachable target
 # (invoke_error), not a slow function (timeout). Capped by the target's own timeout.
@@ -48,7 +48,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds)
 
 
-class HttpTarget:
+class HttpTarget(AcloseOnExit):
     """POSTs each event to `url` over one shared aiohttp session and classifies the status."""
 
     def __init__(

@@ -24,7 +24,7 @@ from botocore.exceptions import (
 from poller.aws.clients import AwsClients
 from poller.aws.errors import THROTTLE_CODES
 from poller.config.settings import LambdaTargetSettings
-from poller.targets.base import InvocationRequest, InvokeResult, Outcome
+from poller.targets.base import AcloseOnExit, InvocationRequest, InvokeResult, Outcome
 from poller.targets.http import parse_retry_after
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def _is_timeout(payload: bytes) -> bool:
     )
 
 
-class LambdaTarget:
+class LambdaTarget(AcloseOnExit):
     """Invokes a Lambda function synchronously (`RequestResponse`) and classifies the answer."""
 
     def __init__(

@@ -27,7 +27,7 @@ import anyio
 import anyio.to_thread
 
 from poller.config.settings import PythonTargetSettings
-from poller.targets.base import InvocationRequest, InvokeResult, Outcome
+from poller.targets.base import AcloseOnExit, InvocationRequest, InvokeResult, Outcome
 from poller.targets.output import function_output
 
 # Sync handlers each hold a worker thread for their whole run. The engine already bounds
@@ -219,7 +219,7 @@ def _is_async(handler: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 
 
-class PythonTarget:
+class PythonTarget(AcloseOnExit):
     """Calls an in-process `handler(event, context)`, sync (worker thread) or async (event loop)."""
 
     def __init__(

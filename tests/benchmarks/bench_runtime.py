@@ -68,22 +68,17 @@ async def _invoke(target: Target, number: int) -> float:
 
 
 async def _warm(target: Target, count: int) -> list[float]:
-    try:
+    async with target:
         for number in range(20):  # start the environment and let it settle
             await _invoke(target, number)
         return [await _invoke(target, number) for number in range(count)]
-    finally:
-        await target.aclose()
 
 
 async def _cold(runtime: str) -> list[float]:
     times = []
     for number in range(COLD_STARTS):
-        target = _runtime(runtime)
-        try:
+        async with _runtime(runtime) as target:
             times.append(await _invoke(target, number))
-        finally:
-            await target.aclose()
     return times
 
 

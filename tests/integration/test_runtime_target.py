@@ -1,21 +1,26 @@
 """The `runtime` target: Lambda packages run through awslambdaric or a `bootstrap`, behind SQS
-mappings against moto's server, and the target on its own for the init failures."""
+mappings against moto's server, and the target on its own for the init failures and for the
+task group that owns everything it runs in the background."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
 import time
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from poller.config.settings import RuntimeTargetSettings
 from poller.targets import InvocationRequest, Outcome, RuntimeTarget
+from poller.targets.runtime.environment import READER_GRACE
 from tests.support.daemon import eventually, metric, running, settings_from
 from tests.support.queues import Queue, aws_client, depth, make_queue, receive_all, send
 
@@ -276,7 +281,9 @@ async def test_layers_are_merged_and_visible_to_the_handler(
 # --- the target on its own: init failures, back-off, shutdown --------------------------------
 
 
-def make_target(tmp_path: Path, **keys: Any) -> tuple[RuntimeTarget, list[tuple[Any, ...]]]:
+def make_target(
+    tmp_path: Path, init_timeout: float = 0.5, **keys: Any
+) -> tuple[RuntimeTarget, list[tuple[Any, ...]]]:
     settings = RuntimeTargetSettings.model_validate(
         {"type": "runtime", "code": str(PYTHON_APP), "handler": "app.handler", **keys}
     )
@@ -287,7 +294,7 @@ def make_target(tmp_path: Path, **keys: Any) -> tuple[RuntimeTarget, list[tuple[
         region="us-east-1",
         account="123456789012",
         default_concurrency=2,
-        init_timeout=0.5,
+        init_timeout=init_timeout,
         on_output=lambda *line: printed.append(line),
     )
     return target, printed
@@ -313,14 +320,12 @@ def error_of(result: Any) -> dict[str, Any]:
 
 async def test_an_import_error_is_reported_and_restarts_back_off(tmp_path: Path) -> None:
     target, printed = make_target(tmp_path, handler="broken.handler")
-    try:
+    async with target:
         started = time.monotonic()
         first = error_of(await target.invoke(request("a")))
         first_took = time.monotonic() - started
         second = error_of(await target.invoke(request("b")))
         second_took = time.monotonic() - started - first_took
-    finally:
-        await target.aclose()
     assert first["errorType"] == second["errorType"] == "Runtime.ImportModuleError"
     assert "Unable to import module 'broken'" in first["errorMessage"]
     assert first_took < 5
@@ -331,10 +336,8 @@ async def test_an_import_error_is_reported_and_restarts_back_off(tmp_path: Path)
 async def test_a_runtime_that_never_asks_for_work_is_killed(tmp_path: Path) -> None:
     code = bootstrap_package(tmp_path, '#!/bin/bash\necho $$ > "$TMPDIR/../pid"\nsleep 60\n')
     target, _ = make_target(tmp_path, code=str(code), runtime="provided")
-    try:
+    async with target:
         error = error_of(await target.invoke(request()))
-    finally:
-        await target.aclose()
     assert error["errorType"] == "Runtime.Unknown"
     assert "within 0.50 seconds" in error["errorMessage"]
 
@@ -342,10 +345,8 @@ async def test_a_runtime_that_never_asks_for_work_is_killed(tmp_path: Path) -> N
 async def test_a_crash_before_next_is_an_exit_error(tmp_path: Path) -> None:
     code = bootstrap_package(tmp_path, "#!/bin/bash\necho starting\nexit 2\n")
     target, printed = make_target(tmp_path, code=str(code), runtime="provided")
-    try:
+    async with target:
         error = error_of(await target.invoke(request("req-9")))
-    finally:
-        await target.aclose()
     assert error == {
         "errorMessage": "RequestId: req-9 Error: Runtime exited with error: exit status 2",
         "errorType": "Runtime.ExitError",
@@ -358,10 +359,8 @@ async def test_a_bootstrap_that_is_not_executable_is_an_invalid_entrypoint(
 ) -> None:
     code = bootstrap_package(tmp_path, "#!/bin/bash\n", mode=0o644)
     target, _ = make_target(tmp_path, code=str(code), runtime="provided")
-    try:
+    async with target:
         error = error_of(await target.invoke(request()))
-    finally:
-        await target.aclose()
     assert error["errorType"] == "Runtime.InvalidEntrypoint"
     assert error["errorMessage"].endswith("bootstrap: permission denied")
 
@@ -370,24 +369,139 @@ async def test_a_too_large_response_fails_and_the_next_invocation_gets_a_live_ru
     tmp_path: Path,
 ) -> None:
     target, _ = make_target(tmp_path, handler="app.big", concurrency=1)
-    try:
+    async with target:
         first = error_of(await target.invoke(request("a")))
         # awslambdaric exits after its response is refused; the next call must not see that.
         second = error_of(await target.invoke(request("b")))
-    finally:
-        await target.aclose()
     assert first["errorType"] == second["errorType"] == "Function.ResponseSizeTooLarge"
 
 
-async def test_aclose_ends_every_environment_and_removes_its_files(tmp_path: Path) -> None:
+async def test_exit_ends_every_environment_and_removes_its_files(tmp_path: Path) -> None:
     target, _ = make_target(tmp_path, handler="app.handler", concurrency=2)
-    first = await target.invoke(request("a"))
-    assert first.outcome is Outcome.SUCCESS
-    pid = json.loads(first.payload or b"")["pid"]
-    root = Path(json.loads(first.payload or b"")["environ"]["LAMBDA_TASK_ROOT"]).parent
-    assert root.is_dir()
-    await target.aclose()
+    async with target:
+        first = await target.invoke(request("a"))
+        assert first.outcome is Outcome.SUCCESS
+        pid = json.loads(first.payload or b"")["pid"]
+        root = Path(json.loads(first.payload or b"")["environ"]["LAMBDA_TASK_ROOT"]).parent
+        assert root.is_dir()
     assert gone(pid)
     assert not root.exists()
     closed = await target.invoke(request("b"))
     assert closed.outcome is Outcome.INVOKE_ERROR
+
+
+# --- the target's task group: every task it starts ends with it -------------------------------
+
+
+def started_by(task_id: int) -> list[anyio.TaskInfo]:
+    """Running tasks started in task groups that `task_id` hosts, or in groups of those tasks."""
+    tasks = anyio.get_running_tasks()
+    parents = {task.id: task.parent_id for task in tasks}
+
+    def descends(task: anyio.TaskInfo) -> bool:
+        parent = task.parent_id
+        while parent is not None:
+            if parent == task_id:
+                return True
+            parent = parents.get(parent)
+        return False
+
+    return [task for task in tasks if descends(task)]
+
+
+def named(tasks: list[anyio.TaskInfo], suffix: str) -> list[anyio.TaskInfo]:
+    return [task for task in tasks if (task.name or "").endswith(suffix)]
+
+
+async def test_a_retired_environments_clean_up_runs_in_the_group_and_exit_leaves_no_task(
+    tmp_path: Path,
+) -> None:
+    target, _ = make_target(tmp_path, handler="app.slow_first", timeout_seconds=1, concurrency=2)
+    me = anyio.get_current_task().id
+    assert started_by(me) == []
+    async with target:
+        timed_out = await target.invoke(InvocationRequest(b'{"sleep": 30}', "slow", TRACE))
+        assert timed_out.outcome is Outcome.TIMEOUT
+        # No await since the retire: its clean-up is a task of the group this task entered.
+        (clean_up,) = named(started_by(me), "RuntimeTarget._clean_up")
+        assert clean_up.parent_id == me
+        await eventually(lambda: not named(started_by(me), "RuntimeTarget._clean_up"), timeout=10)
+        warm = await target.invoke(request("warm"))
+        assert warm.outcome is Outcome.SUCCESS
+        pid = json.loads(warm.payload or b"")["pid"]
+        # The warm environment's readers and watcher run in the group too, until exit.
+        running = started_by(me)
+        assert len(named(running, "Environment._pump")) == 2
+        assert len(named(running, "Environment._watch")) == 1
+        assert [task.parent_id for task in named(running, "Environment._serve")] == [me]
+    assert gone(pid)
+    assert started_by(me) == []
+    assert {task.id for task in running}.isdisjoint(t.id for t in anyio.get_running_tasks())
+
+
+async def test_a_child_that_escaped_with_the_pipes_does_not_keep_a_reader_or_hold_up_exit(
+    tmp_path: Path,
+) -> None:
+    # The escaped child leaves the process group, so killing the runtime does not close its
+    # stdout and stderr: the readers never see EOF and have to be cancelled.
+    script = (
+        "#!/bin/bash\n"
+        "setsid bash -c 'echo $$ > \"$OUT_DIR/escaped\"; exec sleep 60' &\n"
+        'while [ ! -s "$OUT_DIR/escaped" ]; do sleep 0.01; done\n'
+        "exec sleep 60\n"
+    )
+    code = bootstrap_package(tmp_path, script)
+    target, _ = make_target(
+        tmp_path,
+        init_timeout=2,  # time enough to escape, even on a loaded machine
+        code=str(code),
+        runtime="provided",
+        environment={"OUT_DIR": str(tmp_path)},
+    )
+    me = anyio.get_current_task().id
+    escaped = tmp_path / "escaped"
+    try:
+        async with target:
+            # The runtime never asks for work: the init timeout retires it.
+            assert error_of(await target.invoke(request()))["errorType"] == "Runtime.Unknown"
+            assert named(started_by(me), "Environment._pump")
+            started = time.monotonic()
+        took = time.monotonic() - started
+        assert started_by(me) == []
+        assert took < READER_GRACE + 3  # the readers' grace, then they are cancelled
+        assert not gone(int(escaped.read_text()))  # the pipes really stayed open
+    finally:
+        if escaped.exists():
+            os.kill(int(escaped.read_text()), signal.SIGKILL)
+
+
+async def test_exit_still_ends_the_environments_when_the_caller_is_cancelled(
+    tmp_path: Path,
+) -> None:
+    target, _ = make_target(tmp_path, handler="app.handler")
+    me = anyio.get_current_task().id
+    with anyio.CancelScope() as scope:
+        async with target:
+            result = await target.invoke(request())
+            assert result.outcome is Outcome.SUCCESS
+            scope.cancel()
+            await anyio.lowlevel.checkpoint()  # the cancellation arrives here
+    assert scope.cancelled_caught
+    assert gone(json.loads(result.payload or b"")["pid"])
+    assert started_by(me) == []
+
+
+async def test_an_error_inside_the_target_leaves_it_unwrapped(tmp_path: Path) -> None:
+    # The daemon's caller catches OSError (an ops port already taken): not an ExceptionGroup.
+    target, _ = make_target(tmp_path, handler="app.handler")
+    with pytest.raises(OSError, match="address in use"):
+        async with target:
+            assert (await target.invoke(request())).outcome is Outcome.SUCCESS
+            raise OSError("address in use")
+
+
+async def test_a_target_used_without_entering_it_fails_loudly(tmp_path: Path) -> None:
+    target, _ = make_target(tmp_path)
+    with pytest.raises(RuntimeError, match="outside `async with`"):
+        await target.invoke(request())
+    assert target.environments_started == 0

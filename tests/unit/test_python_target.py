@@ -398,4 +398,5 @@ async def test_build_target_python_and_runtime() -> None:
             account=ACCOUNT,
         )
         assert isinstance(runtime, RuntimeTarget)
-        await runtime.aclose()
+        async with runtime:  # built, it starts nothing until entered and invoked
+            pass

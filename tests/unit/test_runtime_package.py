@@ -21,7 +21,7 @@ from poller.targets.runtime.package import (
     lambda_environment,
     prepare_package,
 )
-from poller.targets.runtime.target import default_concurrency
+from poller.wiring import runtime_concurrency
 
 SQS = "arn:aws:sqs:us-east-1:123456789012:orders"
 KINESIS = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
@@ -199,21 +199,21 @@ def config(target: str, source: str = SQS, extra: str = "") -> str:
 def test_default_concurrency_is_the_mappings_own() -> None:
     target = "{type: runtime, code: ., handler: app.handler}"
     sqs = parse_config(config(target), "t.yaml", {}).mappings[0]
-    assert default_concurrency(sqs) == 5
+    assert runtime_concurrency(sqs) == 5
     scaled = parse_config(
         config(target, extra="    scaling_config: {maximum_concurrency: 40}\n"), "t.yaml", {}
     ).mappings[0]
-    assert default_concurrency(scaled) == 40
+    assert runtime_concurrency(scaled) == 40
     huge = parse_config(
         config(target, extra="    scaling_config: {maximum_concurrency: 1000}\n"), "t.yaml", {}
     ).mappings[0]
-    assert default_concurrency(huge) == 100
+    assert runtime_concurrency(huge) == 100
     stream = parse_config(
         config(target, KINESIS, "    starting_position: LATEST\n    parallelization_factor: 3\n"),
         "t.yaml",
         {},
     ).mappings[0]
-    assert default_concurrency(stream) == 30
+    assert runtime_concurrency(stream) == 30
 
 
 def test_reserved_variables_in_environment_are_config_errors() -> None:

@@ -94,6 +94,12 @@ class Invocation:
             return self.timeout
         return max(0.0, self.deadline - time.monotonic())
 
+    async def wait_answer(self) -> Answer | None:
+        """The answer, or None if it did not come before the deadline."""
+        # asyncio.wait leaves the future alone at the deadline; a cancelled await would cancel it.
+        done, _ = await asyncio.wait({self.answer}, timeout=self.remaining())
+        return self.answer.result() if done else None
+
 
 class Channel:
     """The Runtime API endpoint of one execution environment and the state of its runtime."""

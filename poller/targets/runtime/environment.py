@@ -5,6 +5,10 @@ The process is the only thing poller can kill to end an invocation, as Lambda en
 it leads a process group of its own (`start_new_session`): a `bootstrap` script's children die
 with it. Its stdout and stderr are read line by line and handed to a sink, tagged with the
 request being served, so nothing a function prints reaches poller's own log lines unwrapped.
+
+Those readers and the process watcher are tasks of the owning target's task group (`start`
+takes it): they outlive the invocation that started the environment, and the target ends them
+when it retires the environment or itself.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskGroup
+
 from poller.targets.runtime.api import Channel
 
 # RLIMIT_AS caps address space, not resident memory: an interpreter maps far more than it
@@ -32,6 +40,9 @@ MEMORY_ALLOWANCE_MB = 256
 
 # Lambda cuts log lines at 256 KB; a longer line becomes several.
 MAX_LINE_BYTES = 256 * 1024
+
+# How long `aclose` waits for the output readers to reach EOF before cancelling them.
+READER_GRACE = 2.0
 
 OutputSink = Callable[[str | None, str], None]
 """Receives (request id or None during init, one line of output without its newline)."""
@@ -59,20 +70,44 @@ class Environment:
         self.tmp_dir = tmp_dir
         self._sink = sink
         self._process: asyncio.subprocess.Process | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self.exited: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        # Scope of the readers and the watcher: cancelled when a reader outstays READER_GRACE.
+        self._scope = anyio.CancelScope()
+        self._served = anyio.Event()  # the readers and the watcher have all returned
+        self._exited = anyio.Event()
+        self._exit_status: str | None = None
 
     @property
     def pid(self) -> int | None:
         """The runtime process's id (also its process group's), once started."""
         return self._process.pid if self._process is not None else None
 
+    @property
+    def exit_status(self) -> str | None:
+        """How the process ended (`exit status 1`, `signal: killed`); None while it runs."""
+        return self._exit_status
+
+    async def wait_exited(self, within: float) -> bool:
+        """Wait up to `within` seconds for the process to end; True if it has."""
+        with anyio.move_on_after(within):
+            await self._exited.wait()
+        return self._exited.is_set()
+
     async def start(
-        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, memory_mb: int
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        memory_mb: int,
+        task_group: TaskGroup,
     ) -> None:
-        """Spawn the runtime; raises OSError when it cannot be executed at all."""
+        """Spawn the runtime, its readers and watcher in `task_group`; OSError if it cannot run.
+
+        Between the spawn and `start_soon` there is no await: no cancellation can leave a
+        process running that no task watches.
+        """
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         limit = (memory_mb + MEMORY_ALLOWANCE_MB) * 1024 * 1024
+        # anyio.open_process has no preexec_fn, which the memory limit needs.
         self._process = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
@@ -84,23 +119,41 @@ class Environment:
             # Runs between fork and exec: a bound C function, no Python-level locks to deadlock.
             preexec_fn=partial(resource.setrlimit, resource.RLIMIT_AS, (limit, limit)),
         )
-        assert self._process.stdout is not None and self._process.stderr is not None
-        self._tasks = [
-            asyncio.ensure_future(self._pump(self._process.stdout)),
-            asyncio.ensure_future(self._pump(self._process.stderr)),
-            asyncio.ensure_future(self._watch(self._process)),
-        ]
+        try:
+            task_group.start_soon(self._serve, self._process)
+        except BaseException:  # the group has ended: no process may run that nobody watches
+            self._signal_group(signal.SIGKILL)
+            self._served.set()  # nothing to wait for in aclose
+            raise
+
+    async def _serve(self, process: asyncio.subprocess.Process) -> None:
+        """Read stdout and stderr and watch for the exit, until all three end or are cancelled."""
+        assert process.stdout is not None and process.stderr is not None
+        try:
+            with self._scope:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(self._pump, process.stdout)
+                    tasks.start_soon(self._pump, process.stderr)
+                    tasks.start_soon(self._watch, process)
+        except Exception:
+            # Raised on, it would cancel the target's task group and whatever runs inside it.
+            _log.exception("execution environment %d: its readers failed", self.number)
+        finally:
+            self._served.set()
 
     async def _pump(self, stream: asyncio.StreamReader) -> None:
         pending = b""
-        while chunk := await stream.read(1 << 16):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            while len(pending) > MAX_LINE_BYTES:
-                lines.append(pending[:MAX_LINE_BYTES])
-                pending = pending[MAX_LINE_BYTES:]
-            for line in lines:
-                self._emit(line)
+        try:
+            while chunk := await stream.read(1 << 16):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                while len(pending) > MAX_LINE_BYTES:
+                    lines.append(pending[:MAX_LINE_BYTES])
+                    pending = pending[MAX_LINE_BYTES:]
+                for line in lines:
+                    self._emit(line)
+        except Exception:  # a broken pipe must not stop the other reader and the watcher
+            _log.exception("could not read a function's output")
         if pending:
             self._emit(pending)
 
@@ -117,8 +170,8 @@ class Environment:
         self._signal_group(signal.SIGKILL)
         status = exit_status(returncode)
         self.channel.close(status)
-        if not self.exited.done():
-            self.exited.set_result(status)
+        self._exit_status = status
+        self._exited.set()
 
     def _signal_group(self, signum: int) -> None:
         if self._process is None:
@@ -129,29 +182,26 @@ class Environment:
     def kill(self) -> None:
         """SIGKILL the whole process group now (timeouts, broken runtimes); the watcher reaps."""
         # Once the watcher has seen the exit (and killed the group), the id may be reused.
-        if not self.exited.done():
+        if not self._exited.is_set():
             self._signal_group(signal.SIGKILL)
 
     async def terminate(self, grace: float) -> None:
         """SIGTERM the group, SIGKILL what is left after `grace` seconds, and wait for the end."""
-        if self._process is None or self.exited.done():
+        if self._process is None or self._exited.is_set():
             return
         self._signal_group(signal.SIGTERM)
-        done, _ = await asyncio.wait({self.exited}, timeout=grace)
-        if not done:
+        if not await self.wait_exited(grace):
             self.kill()
-            await asyncio.wait({self.exited}, timeout=grace)
+            await self.wait_exited(grace)
 
     async def aclose(self) -> None:
         """Kill if still running, wait for the readers to drain, remove the temporary directory."""
-        if self._process is not None and not self.exited.done():
+        if self._process is not None:
             self.kill()
-        if self._tasks:
             # Readers end at EOF, which the group's death brings; a child that escaped the group
             # and holds a pipe must not hold up shutdown.
-            _, late = await asyncio.wait(self._tasks, timeout=2.0)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            self._tasks = []
-        await asyncio.to_thread(shutil.rmtree, self.tmp_dir, True)
+            with anyio.move_on_after(READER_GRACE):
+                await self._served.wait()
+            self._scope.cancel()
+            await self._served.wait()
+        await anyio.to_thread.run_sync(shutil.rmtree, self.tmp_dir, True)

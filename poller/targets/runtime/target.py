@@ -8,11 +8,14 @@ Lambda's: an answer from `/error` is a function error carrying the runtime's err
 timeout kills the environment; an init failure is a `Runtime.*` function error, and the pool then
 waits (1 s doubling to 30 s) before starting another environment, so a broken package never
 turns into a loop of process starts.
+
+The target is an async context manager and must be entered before its first invocation: its task
+group owns every environment's output readers and process watcher and every retired environment's
+clean-up, and leaving it ends them all, along with the environments and the Runtime API server.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -23,9 +26,16 @@ import time
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
-from poller.config.settings import MappingSettings, RuntimeTargetSettings
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskGroup
+
+from poller.config.settings import RuntimeTargetSettings
 from poller.events.envelope import new_trace_header
+from poller.retry import ENVIRONMENT_START, Backoff
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome
 from poller.targets.output import install as install_output
 from poller.targets.runtime.api import Answer, AnswerKind, Invocation, RuntimeApi, Startup
@@ -40,9 +50,6 @@ from poller.targets.runtime.package import (
     prepare_package,
 )
 
-MAX_CONCURRENCY = 100
-INIT_BACKOFF_BASE = 1.0
-INIT_BACKOFF_CAP = 30.0
 # How long an environment gets to exit on SIGTERM at shutdown before SIGKILL.
 TERMINATE_GRACE = 2.0
 
@@ -50,18 +57,6 @@ _log = logging.getLogger("poller.targets.runtime")
 
 OutputCallback = Callable[[str, str | None, str], None]
 """Receives (function name, request id or None, one line a function printed)."""
-
-
-def default_concurrency(mapping: MappingSettings) -> int:
-    """A mapping's own concurrency, the default number of environments of its runtime target.
-
-    SQS: `maximum_concurrency`. Streams: shards × parallelization_factor, but the shard count is
-    unknown when targets are built, so 10 × parallelization_factor stands in for it. Both are
-    capped at 100, the largest `concurrency` the configuration accepts.
-    """
-    if mapping.source_arn.kind == "sqs":
-        return min(MAX_CONCURRENCY, mapping.maximum_concurrency)
-    return min(MAX_CONCURRENCY, 10 * mapping.parallelization_factor)
 
 
 def _print_output(function: str, request_id: str | None, line: str) -> None:
@@ -113,14 +108,16 @@ class RuntimeTarget:
         self._api = RuntimeApi(self._log)
         self._root: Path | None = None
         self._package: Package | None = None
-        self._package_lock = asyncio.Lock()
+        self._package_lock = anyio.Lock()
         self._idle: list[Environment] = []
         self._all: set[Environment] = set()
         self._size = 0  # environments running or starting: the slots taken
         self._started = 0
-        self._failures = 0
+        self._start_backoff = Backoff(ENVIRONMENT_START)
         self._next_start = 0.0
-        self._cleanups: set[asyncio.Task[None]] = set()
+        # Retired environments whose clean-up has not finished, and the event that says it has.
+        self._retiring: dict[Environment, anyio.Event] = {}
+        self._task_group: TaskGroup | None = None  # set while entered
         self._closing = False
 
     @property
@@ -143,10 +140,54 @@ class RuntimeTarget:
         """How many execution environments were started so far (cold starts)."""
         return self._started
 
+    # -- the task group: entered for the target's whole life ---------------------------------
+
+    async def __aenter__(self) -> Self:
+        """Open the task group that every environment's readers, watcher and clean-up join."""
+        if self._task_group is not None or self._closing:
+            raise RuntimeError("a RuntimeTarget can be entered only once, and not once closed")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """End every environment (SIGTERM, then SIGKILL), cancel what remains, close the group.
+
+        Runs to the end even when the caller is being cancelled, as the environments are
+        processes that would outlive poller otherwise.
+        """
+        task_group = self._task_group
+        if task_group is None:
+            raise RuntimeError("RuntimeTarget.__aexit__ without __aenter__")
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+        finally:
+            self._task_group = None
+            # aclose waited for every environment's tasks; anything left is cancelled, not
+            # awaited forever. The caller's exception is not handed to the group, which would
+            # wrap it in an ExceptionGroup: it propagates from here as it is.
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(None, None, None)
+
     # -- invoke ------------------------------------------------------------------------------
 
     async def invoke(self, request: InvocationRequest) -> InvokeResult:
-        """Run one invocation in a warm environment, a new one, or answer THROTTLED."""
+        """Run one invocation in a warm environment, a new one, or answer THROTTLED.
+
+        Raises RuntimeError if the target was never entered (`async with target:`).
+        """
+        if self._task_group is None and not self._closing:
+            raise RuntimeError(
+                "RuntimeTarget used outside `async with`: its environments' tasks need the "
+                "task group the target opens when entered"
+            )
         while True:
             if self._closing:
                 return InvokeResult(Outcome.INVOKE_ERROR, detail="runtime target is shutting down")
@@ -208,12 +249,12 @@ class RuntimeTarget:
             startup = await channel.wait_startup(self._init_timeout)
             if startup is not Startup.READY:
                 return self._init_failed(env, startup, request.request_id), False
-            self._failures, self._next_start = 0, 0.0
-        done, _ = await asyncio.wait({invocation.answer}, timeout=invocation.remaining())
-        if not done:
+            self._start_backoff.reset()
+            self._next_start = 0.0
+        answer = await invocation.wait_answer()
+        if answer is None:
             env.kill()
             return self._timed_out(request.request_id), False
-        answer = invocation.answer.result()
         if answer.kind is AnswerKind.EXIT and not invocation.dispatched:
             return None, False
         return self._answered(answer, request.request_id)
@@ -250,7 +291,7 @@ class RuntimeTarget:
         """Start an environment (after any init back-off); an InvokeResult if it cannot run."""
         delay = self._next_start - time.monotonic()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await anyio.sleep(delay)
         if self._closing:
             return InvokeResult(Outcome.INVOKE_ERROR, detail="runtime target is shutting down")
         try:
@@ -283,8 +324,11 @@ class RuntimeTarget:
             log_stream=log_stream_name(),
             inherited=self._environ,
         )
+        assert self._task_group is not None  # invoke checked it
         try:
-            await env.start(argv, variables, package.task_root, self._settings.memory_size)
+            await env.start(
+                argv, variables, package.task_root, self._settings.memory_size, self._task_group
+            )
         except OSError as exc:
             await self._api.close_channel(channel)
             await env.aclose()
@@ -307,15 +351,13 @@ class RuntimeTarget:
             if self._package is None:
                 if self._root is None:
                     self._root = Path(tempfile.mkdtemp(prefix=f"poller-runtime-{self._name}-"))
-                self._package = await asyncio.to_thread(
+                self._package = await anyio.to_thread.run_sync(
                     prepare_package, self._code, self._layers, self._root
                 )
             return self._package
 
     def _back_off(self) -> None:
-        self._failures += 1
-        delay = min(INIT_BACKOFF_CAP, INIT_BACKOFF_BASE * 2 ** (self._failures - 1))
-        self._next_start = time.monotonic() + delay
+        self._next_start = time.monotonic() + self._start_backoff.next()
 
     def _init_failed(
         self, env: Environment, startup: Startup | None, request_id: str
@@ -326,7 +368,7 @@ class RuntimeTarget:
             error = env.channel.init_error
             payload, detail = error.body, f"init error {error.error_type}"
         elif startup is Startup.EXITED:
-            status = env.exited.result() if env.exited.done() else "exited"
+            status = env.exit_status or "exited"
             message = f"RequestId: {request_id} Error: Runtime exited with error: {status}"
             payload, detail = _error("Runtime.ExitError", message), f"runtime exited ({status})"
         else:
@@ -351,29 +393,43 @@ class RuntimeTarget:
         env.kill()
         self._size -= 1
         self._all.discard(env)
-        task = asyncio.ensure_future(self._clean_up(env))
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+        if self._task_group is None:
+            return  # the target has been closed: its API server and files are already gone
+        self._retiring[env] = anyio.Event()
+        self._task_group.start_soon(self._clean_up, env)
 
     async def _clean_up(self, env: Environment) -> None:
-        await asyncio.wait({env.exited}, timeout=TERMINATE_GRACE)
-        await self._api.close_channel(env.channel)
-        await env.aclose()
+        try:
+            await env.wait_exited(TERMINATE_GRACE)
+            await self._api.close_channel(env.channel)
+            await env.aclose()
+        except Exception:
+            # Raised on, it would cancel the target's task group and whatever runs inside it.
+            self._log.exception(
+                "could not clean up execution environment %d", env.number, extra=self._extra
+            )
+        finally:
+            self._retiring.pop(env).set()
 
     async def aclose(self) -> None:
-        """Terminate every environment (SIGTERM, then SIGKILL), stop the API, remove the files."""
+        """Terminate every environment (SIGTERM, then SIGKILL), stop the API, remove the files.
+
+        Also waits for the clean-up of environments retired before. `__aexit__` calls it.
+        """
         self._closing = True
         envs = list(self._all)
         self._idle.clear()
         self._all.clear()
-        await asyncio.gather(*(env.terminate(TERMINATE_GRACE) for env in envs))
+        async with anyio.create_task_group() as ending:
+            for env in envs:
+                ending.start_soon(env.terminate, TERMINATE_GRACE)
         for env in envs:
             await self._api.close_channel(env.channel)
             await env.aclose()
-        if self._cleanups:
-            await asyncio.gather(*self._cleanups, return_exceptions=True)
+        for cleaned_up in list(self._retiring.values()):
+            await cleaned_up.wait()
         await self._api.aclose()
         if self._root is not None:
-            await asyncio.to_thread(shutil.rmtree, self._root, True)
+            await anyio.to_thread.run_sync(shutil.rmtree, self._root, True)
             self._root = None
             self._package = None
