@@ -26,12 +26,12 @@ from poller.engine.lifecycle import Shutdown
 from poller.ops.status import MappingStatus
 from poller.sources.streams.shards import ShardInfo, StartAt
 from poller.sources.streams.source import StreamSource
+from tests.support.wait import eventually
 from tests.unit.test_shards import (
     FakeApi,
     FakeProcessor,
     FakeShard,
     MemoryStore,
-    eventually,
     records,
     shard,
     stream_context,
