@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from tests.support.leases import (
     fleet_yaml,
     get_json,
     get_text,
+    lease_counters,
     lease_items,
     metric_value,
     ops_port,
@@ -229,8 +231,9 @@ LEASE_DURATION = 2.0
 
 
 async def settled(dynamodb: Any, replicas: int, each: int) -> None:
-    """Wait until `replicas` owners hold `each` open leases apiece and nothing moves for a
-    lease duration (the fleet's steady state)."""
+    """Wait until `replicas` owners hold `each` open leases apiece and keep them while every
+    lease is renewed three times: a lease duration's worth of renewal periods, in each of which
+    its owner also balanced (the fleet's steady state)."""
 
     async def balanced() -> dict[str, str | None] | None:
         items = await lease_items(dynamodb)
@@ -239,17 +242,42 @@ async def settled(dynamodb: Any, replicas: int, each: int) -> None:
             return None
         return {item["shard"]: item["owner"] for item in items}
 
+    async def renewed_or_moved(
+        before: dict[str, str | None], counters: dict[str, int]
+    ) -> str | None:
+        if await balanced() != before:
+            return "moved"
+        now = await lease_counters(dynamodb)
+        return "renewed" if all(now[s] >= counters[s] + 3 for s in before) else None
+
     while True:
         before = await eventually(balanced, timeout=40, interval=0.1)
-        await anyio.sleep(LEASE_DURATION)
-        if await balanced() == before:
+        counters = await lease_counters(dynamodb)
+        check = partial(renewed_or_moved, before, counters)
+        if await eventually(check, timeout=30, interval=0.1) == "renewed":
             return
 
 
-async def produce(kinesis: Any, arn: str, count: int, *, chunk: int = 10) -> None:
-    """Put records n = 0..count-1 (keys spread over the shards), a chunk every 50 ms."""
+async def checkpointed(dynamodb: Any, placed: list[tuple[str, str]]) -> bool:
+    """Whether each shard's lease checkpoint reached the last record put on it (`placed`:
+    shard and sequence number of each record): every record settled, none left in flight
+    that could still be delivered again."""
+    last: dict[str, int] = {}
+    for shard, sequence in placed:
+        last[shard] = max(last.get(shard, 0), int(sequence))
+    stored = {item["shard"]: item["checkpoint"] for item in await lease_items(dynamodb)}
+    return all(int(stored.get(shard) or 0) >= sequence for shard, sequence in last.items())
+
+
+async def produce(
+    kinesis: Any, arn: str, count: int, placed: list[tuple[str, str]], *, chunk: int = 10
+) -> None:
+    """Put records n = 0..count-1 (keys spread over the shards), a chunk every 50 ms (the
+    producer's pace, part of the scenario); each record's shard and sequence number go to
+    `placed`."""
     for start in range(0, count, chunk):
-        await put_records(kinesis, arn, [(f"k{n}", {"n": n}) for n in range(start, start + chunk)])
+        sent = [(f"k{n}", {"n": n}) for n in range(start, start + chunk)]
+        placed.extend(await put_records(kinesis, arn, sent))
         await anyio.sleep(0.05)
 
 
@@ -297,9 +325,10 @@ async def test_three_replicas_settle_at_two_shards_each_and_deliver_every_record
             await eventually(lambda: len(delivered(fake)) >= 60, timeout=30)
             assert sorted(delivered(fake)) == list(range(60))
             fake.reset()
-            await put_records(kinesis, arn, [(f"k{n}", {"n": n}) for n in range(120)])
+            placed = await put_records(kinesis, arn, [(f"k{n}", {"n": n}) for n in range(120)])
             await eventually(lambda: len(delivered(fake)) >= 120, timeout=30)
-            await anyio.sleep(1.0)  # room for a duplicate to show
+            # Every shard checkpointed past its last record: a duplicate would have come first.
+            await eventually(lambda: checkpointed(dynamodb, placed), timeout=30)
             assert sorted(delivered(fake)) == list(range(120))
             ids = {replica_id(replica) for replica in replicas}
             assert set(await owners(dynamodb)) == ids
@@ -330,7 +359,7 @@ async def test_sigkill_of_a_replica_under_load_its_shards_are_taken_over_and_not
             await settled(dynamodb, replicas=3, each=2)
             victim = replica_id(replicas[0])
             async with anyio.create_task_group() as tg:
-                tg.start_soon(produce, kinesis, arn, 600)
+                tg.start_soon(produce, kinesis, arn, 600, [])
                 await eventually(lambda: len(delivered(fake)) >= 100, timeout=30)
                 replicas[0].kill()  # SIGKILL
                 killed = time.monotonic()
@@ -364,15 +393,17 @@ async def test_sigterm_of_a_replica_releases_its_leases_for_a_quick_takeover(
         try:
             await settled(dynamodb, replicas=3, each=2)
             leaving = replica_id(replicas[0])
+            placed: list[tuple[str, str]] = []
             async with anyio.create_task_group() as tg:
-                tg.start_soon(produce, kinesis, arn, 600)
+                tg.start_soon(produce, kinesis, arn, 600, placed)
                 await eventually(lambda: len(delivered(fake)) >= 100, timeout=30)
                 replicas[0].terminate()
                 signalled = time.monotonic()
                 takeover = await taken_over(dynamodb, leaving, signalled)
             assert await replicas[0].wait(timeout=30) == 0
             await eventually(lambda: set(delivered(fake)) == set(range(600)), timeout=60)
-            await anyio.sleep(1.0)  # room for a duplicate to show
+            # Every shard checkpointed past its last record: a duplicate would have come first.
+            await eventually(lambda: checkpointed(dynamodb, placed), timeout=30)
             print(f"\ntakeover after SIGTERM: {takeover:.2f}s (lease duration {LEASE_DURATION}s)")
         finally:
             codes = await stop_fleet(replicas)

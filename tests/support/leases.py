@@ -140,6 +140,14 @@ async def lease_items(dynamodb: Any) -> list[dict[str, Any]]:
     ]
 
 
+async def lease_counters(dynamodb: Any) -> dict[str, int]:
+    """Each shard lease's counter, which its owner moves at every renewal."""
+    return {
+        item["sk"]["S"].removeprefix("shard|"): int(item.get("counter", {}).get("N", "0"))
+        for item in await _shard_items(dynamodb)
+    }
+
+
 async def _shard_items(dynamodb: Any) -> list[dict[str, Any]]:
     if TABLE not in (await dynamodb.list_tables())["TableNames"]:
         return []
