@@ -3,13 +3,21 @@ and a place for a daemon's SQLite checkpoints."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.daemon import DaemonProcess
 from tests.support.queues import aws_client
+
+
+@pytest.fixture(autouse=True)
+def no_daemon_outlives_its_test() -> Iterator[None]:
+    """Kill what a test left running, when it was cut short before its own clean-up."""
+    yield
+    DaemonProcess.kill_leftovers()
 
 
 @pytest.fixture

@@ -62,6 +62,10 @@ def invocations_total(app: App, outcome: str, mapping: str = "orders") -> float:
 class DaemonProcess:
     """`poller run -c FILE` in a subprocess, logs captured to a file."""
 
+    # Every one started, so that a test cut short leaves no daemon running (a per-test
+    # timeout raises wherever the test is; its `finally` may not get to its clean-up).
+    started: list[DaemonProcess] = []  # noqa: RUF012 - shared on purpose
+
     def __init__(self, config_path: Path, log_path: Path, *, log_level: str = "DEBUG") -> None:
         self.config_path = config_path
         self.log_path = log_path
@@ -87,6 +91,7 @@ class DaemonProcess:
             stderr=subprocess.STDOUT,
             env=dict(os.environ),
         )
+        DaemonProcess.started.append(self)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -116,3 +121,9 @@ class DaemonProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    @classmethod
+    def kill_leftovers(cls) -> None:
+        """Kill every daemon a test started and left running."""
+        while cls.started:
+            cls.started.pop().kill()
