@@ -45,7 +45,8 @@ from typing import Any
 
 import boto3
 
-from tests.benchmarks.common import cpu_seconds, daemon, free_port, start_moto
+from tests.benchmarks.common import cpu_seconds, daemon, start_moto
+from tests.support.ports import free_port
 
 RECORDS = int(os.environ.get("BENCH_RECORDS", "4000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))

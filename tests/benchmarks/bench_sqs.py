@@ -24,8 +24,9 @@ from typing import Any
 
 import boto3
 
-from tests.benchmarks.common import cpu_seconds, daemon, free_port, start_moto
+from tests.benchmarks.common import cpu_seconds, daemon, start_moto
 from tests.support.fake_lambda import FakeLambda, Invocation
+from tests.support.ports import free_port
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "300"))
 CONCURRENCY = 10

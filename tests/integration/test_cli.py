@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,11 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.support.daemon import DaemonProcess, eventually
-from tests.support.fake_lambda import FakeLambda, Invocation
-from tests.support.queues import aws_client, depth, make_queue, send
+from tests.support.config import config_yaml
+from tests.support.daemon import DaemonProcess
+from tests.support.fake_lambda import FakeLambda, Invocation, SlowFunction
+from tests.support.queues import depth, make_queue, send
+from tests.support.wait import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,34 +99,22 @@ def test_demo_runs_and_moves_messages() -> None:
 
 def daemon_config(tmp_path: Path, moto: str, fake: FakeLambda, queue_arn: str) -> Path:
     path = tmp_path / "poller.yaml"
-    path.write_text(
-        f"aws: {{region: us-east-1, endpoint_url: {moto},"
-        f" endpoints: {{lambda: {fake.endpoint_url}}}}}\n"
-        "server: {host: 127.0.0.1, port: 0}\n"
-        "shutdown_timeout_seconds: 15\n"
-        "mappings:\n"
-        "  - name: orders\n"
-        f"    source: {queue_arn}\n"
-        "    target: {type: lambda, function: orders-fn}\n"
-    )
+    mappings = [{"source": queue_arn, "function": "orders-fn"}]
+    path.write_text(config_yaml(moto, mappings, lambda_url=fake.endpoint_url, shutdown_timeout=15))
     return path
 
 
-async def test_sigterm_drains_the_in_flight_batch_and_deletes_it(moto: str, tmp_path: Path) -> None:
-    async def slow(event: Any, info: Invocation) -> Any:
-        await anyio.sleep(2)
-        return None
-
-    async with aws_client("sqs", moto) as sqs, FakeLambda(slow) as fake:
+async def test_sigterm_drains_the_in_flight_batch_and_deletes_it(
+    moto: str, sqs: Any, tmp_path: Path
+) -> None:
+    async with FakeLambda(SlowFunction(2)) as fake:
         queue = await make_queue(sqs, "orders", visibility_timeout=30)
         await send(sqs, queue.url, ["one", "two", "three"])
         daemon = DaemonProcess(daemon_config(tmp_path, moto, fake, queue.arn), tmp_path / "log")
         daemon.start()
         try:
             await fake.wait_for(1, timeout=30)
-            assert daemon.proc is not None
-            daemon.proc.send_signal(signal.SIGTERM)
-            assert await daemon.wait(timeout=30) == 0, daemon.logs()
+            assert await daemon.stop(timeout=30) == 0, daemon.logs()
         finally:
             daemon.kill()
         # The batch in flight at SIGTERM finished and was deleted, not abandoned.
@@ -134,14 +123,14 @@ async def test_sigterm_drains_the_in_flight_batch_and_deletes_it(moto: str, tmp_
         assert "shutting down" in daemon.logs()
 
 
-async def test_sigkill_loses_nothing(moto: str, tmp_path: Path) -> None:
+async def test_sigkill_loses_nothing(moto: str, sqs: Any, tmp_path: Path) -> None:
     release = anyio.Event()
 
     async def stuck_until_released(event: Any, info: Invocation) -> Any:
         await release.wait()
         return None
 
-    async with aws_client("sqs", moto) as sqs, FakeLambda(stuck_until_released) as fake:
+    async with FakeLambda(stuck_until_released) as fake:
         queue = await make_queue(sqs, "orders", visibility_timeout=2)
         await send(sqs, queue.url, [f"m{i}" for i in range(5)])
         config = daemon_config(tmp_path, moto, fake, queue.arn)
@@ -160,9 +149,7 @@ async def test_sigkill_loses_nothing(moto: str, tmp_path: Path) -> None:
         try:
             await eventually(lambda: _empty(sqs, queue.url), timeout=30)
         finally:
-            assert second.proc is not None
-            second.proc.send_signal(signal.SIGTERM)
-            await second.wait(timeout=30)
+            await second.stop(timeout=30)
         bodies = sorted(r["body"] for inv in fake.invocations for r in inv.event["Records"])
         assert bodies == [f"m{i}" for i in range(5)]
 

@@ -63,14 +63,13 @@ def given_up(count: int = 3) -> tuple[list[StreamRecord], dict[str, Any], bytes]
     return records, record, event_payload(r.serialized for r in records)
 
 
-async def test_sqs_gets_the_invocation_record_only(moto: str, clients: AwsClients) -> None:
+async def test_sqs_gets_the_invocation_record_only(sqs: Any, clients: AwsClients) -> None:
     _, record, payload = given_up()
-    async with aws_client("sqs", moto) as sqs:
-        queue = await make_queue(sqs, "orders-failed")
-        destination = build_destination(queue.arn, clients)
-        await destination.deliver(record, payload)
-        await destination.deliver(record, payload)  # the queue URL is resolved once, then kept
-        messages = await receive_all(sqs, queue.url)
+    queue = await make_queue(sqs, "orders-failed")
+    destination = build_destination(queue.arn, clients)
+    await destination.deliver(record, payload)
+    await destination.deliver(record, payload)  # the queue URL is resolved once, then kept
+    messages = await receive_all(sqs, queue.url)
     assert [json.loads(m["Body"]) for m in messages] == [record, record]
     body = json.loads(messages[0]["Body"])
     assert "payload" not in body
@@ -78,9 +77,11 @@ async def test_sqs_gets_the_invocation_record_only(moto: str, clients: AwsClient
     assert body["timestamp"] == "2025-01-01T12:00:05.120Z"
 
 
-async def test_sns_publishes_the_invocation_record(moto: str, clients: AwsClients) -> None:
+async def test_sns_publishes_the_invocation_record(
+    moto: str, sqs: Any, clients: AwsClients
+) -> None:
     _, record, payload = given_up()
-    async with aws_client("sns", moto) as sns, aws_client("sqs", moto) as sqs:
+    async with aws_client("sns", moto) as sns:
         topic = (await sns.create_topic(Name="orders-failed"))["TopicArn"]
         queue = await make_queue(sqs, "topic-reader")
         await sns.subscribe(

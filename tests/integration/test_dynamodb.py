@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from tests.support.daemon import eventually, metric, running, settings_from
-from tests.support.fake_lambda import FakeLambda
-from tests.support.queues import aws_client
+from tests.support.daemon import events_total, running, settings_from
+from tests.support.fake_lambda import FakeLambda, event_records
 from tests.support.streams import make_table, stream_yaml
-
-
-@pytest.fixture
-async def dynamodb(moto: str) -> AsyncIterator[Any]:
-    async with aws_client("dynamodb", moto) as client:
-        yield client
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
-
-
-def records(fake: FakeLambda) -> list[dict[str, Any]]:
-    return [r for inv in fake.invocations for r in inv.event["Records"]]
+from tests.support.wait import eventually
 
 
 async def change_one_item(dynamodb: Any, table: str, pk: str = "order#1") -> None:
@@ -61,11 +45,9 @@ async def test_insert_modify_remove_with_each_stream_view_type(
     async with FakeLambda() as fake:
         mapping = {"source": arn, "starting_position": "TRIM_HORIZON"}
         async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))) as app:
-            await eventually(lambda: len(records(fake)) >= 3)
-            await eventually(
-                lambda: metric(app, "poller_events_total", mapping="orders", stage="polled") == 3
-            )
-        delivered = records(fake)
+            await eventually(lambda: len(event_records(fake)) >= 3)
+            await eventually(lambda: events_total(app, "polled") == 3)
+        delivered = event_records(fake)
         assert [r["eventName"] for r in delivered] == ["INSERT", "MODIFY", "REMOVE"]
         for record, images in zip(delivered, IMAGES[view_type], strict=True):
             change = record["dynamodb"]
@@ -98,10 +80,12 @@ async def test_filtered_out_records_are_counted_and_checkpointed_past(
         async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))) as app:
             await fake.wait_for(1)
             shards = app.mappings[0].status.shards
-            last = str(max(int(s) for s in [records(fake)[0]["dynamodb"]["SequenceNumber"]]) + 1)
+            last = str(
+                max(int(s) for s in [event_records(fake)[0]["dynamodb"]["SequenceNumber"]]) + 1
+            )
             await eventually(lambda: [s.checkpoint for s in shards.values()] == [last])
-            assert metric(app, "poller_events_total", mapping="orders", stage="filtered_out") == 2
-        assert [r["eventName"] for r in records(fake)] == ["MODIFY"]
+            assert events_total(app, "filtered_out") == 2
+        assert [r["eventName"] for r in event_records(fake)] == ["MODIFY"]
 
 
 async def test_a_latest_start_resumes_at_its_first_start_after_a_restart(
@@ -125,5 +109,12 @@ async def test_a_latest_start_resumes_at_its_first_start_after_a_restart(
         await dynamodb.put_item(TableName="orders", Item={"pk": {"S": "while-down"}})
         async with running(config):
             await fake.wait_for(1)
-            await anyio.sleep(0.5)  # anything older would have come in the same read
-        assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in records(fake)] == ["while-down"]
+            # A later marker: the stream's one shard is read in order, so once the marker is
+            # delivered, "before" would have come already had it not been skipped.
+            await dynamodb.put_item(TableName="orders", Item={"pk": {"S": "marker"}})
+            await eventually(lambda: keys(fake)[-1:] == ["marker"])
+        assert keys(fake) == ["while-down", "marker"]
+
+
+def keys(fake: FakeLambda) -> list[str]:
+    return [r["dynamodb"]["Keys"]["pk"]["S"] for r in event_records(fake)]

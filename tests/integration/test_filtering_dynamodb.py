@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon import eventually, metric, running, settings_from
-from tests.support.fake_lambda import FakeLambda
+from tests.support.daemon import events_total, running, settings_from
+from tests.support.fake_lambda import FakeLambda, event_records
 from tests.support.queues import aws_client
-from tests.support.streams import invocations, make_table, stream_yaml
+from tests.support.streams import make_table, stream_yaml
+from tests.support.wait import eventually
 
 ACTIVE = '{"dynamodb": {"NewImage": {"archived": {"BOOL": [{"exists": false}]}}}}'
 BULK = '{"dynamodb": {"NewImage": {"quantity": {"N": [{"numeric": [">", 10]}]}}}}'
@@ -46,12 +47,6 @@ RECORD_KEYS = {
 
 
 @pytest.fixture
-async def dynamodb(moto: str) -> AsyncIterator[Any]:
-    async with aws_client("dynamodb", moto) as client:
-        yield client
-
-
-@pytest.fixture
 async def streams(moto: str) -> AsyncIterator[Any]:
     async with aws_client("dynamodbstreams", moto) as client:
         yield client
@@ -70,7 +65,8 @@ async def stream_records(streams: Any, arn: str) -> list[dict[str, Any]]:
 
 
 def delivered(fake: FakeLambda, mapping: str) -> list[dict[str, Any]]:
-    return [r for inv in invocations(fake, f"{mapping}-fn") for r in inv.event["Records"]]
+    """What the mapping's function (`<mapping>-fn`) received."""
+    return event_records(fake, f"{mapping}-fn")
 
 
 def pks(records: list[dict[str, Any]]) -> list[str]:
@@ -117,8 +113,8 @@ async def test_exists_false_and_typed_numeric_filters_invoke_only_matching_recor
             for name, expected in EXPECTED.items():
                 await eventually(checkpointed(app, name, last))
                 # Every record was read; the ones no filter kept were counted, never invoked.
-                assert metric(app, "poller_events_total", mapping=name, stage="polled") == 6
-                filtered = metric(app, "poller_events_total", mapping=name, stage="filtered_out")
+                assert events_total(app, "polled", mapping=name) == 6
+                filtered = events_total(app, "filtered_out", mapping=name)
                 assert filtered == len(ITEMS) - len(expected)
         assert not fake.errors
         by_sequence = {r["dynamodb"]["SequenceNumber"]: r for r in raw}
@@ -144,8 +140,8 @@ async def test_exists_false_and_typed_numeric_filters_invoke_only_matching_recor
         async with running(config) as app:
             for name in EXPECTED:
                 await eventually(more_than(fake, name, before[name]))
-                assert metric(app, "poller_events_total", mapping=name, stage="polled") == 1
-                assert metric(app, "poller_events_total", mapping=name, stage="filtered_out") == 0
+                assert events_total(app, "polled", mapping=name) == 1
+                assert events_total(app, "filtered_out", mapping=name) == 0
         for name, expected in EXPECTED.items():
             # Records of one shard arrive in order: a replay would have come before "g".
             assert pks(delivered(fake, name)) == [*expected, "g"]

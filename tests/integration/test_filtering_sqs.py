@@ -11,25 +11,21 @@ import json
 from collections import Counter
 from typing import Any
 
-from tests.support.daemon import eventually, metric, running, settings_from, sqs_mapping_yaml
-from tests.support.fake_lambda import FakeLambda
+from tests.support.config import config_yaml
+from tests.support.daemon import events_total, running, settings_from
+from tests.support.fake_lambda import FakeLambda, event_records
 from tests.support.queues import Queue, depth, make_queue, send
+from tests.support.wait import eventually
 
 
 def mapping_yaml(moto: str, fake: FakeLambda, queue: Queue, patterns: list[str]) -> str:
-    """A one-mapping config whose filter_criteria holds `patterns` (YAML single-quoted)."""
-    filters = "".join(f"        - pattern: '{pattern}'\n" for pattern in patterns)
-    return sqs_mapping_yaml(
-        moto, fake.endpoint_url, queue.arn, "    filter_criteria:\n      filters:\n" + filters
-    )
-
-
-def records(fake: FakeLambda) -> list[dict[str, Any]]:
-    return [record for inv in fake.invocations for record in inv.event["Records"]]
-
-
-def events(app: Any, stage: str) -> float:
-    return metric(app, "poller_events_total", mapping="orders", stage=stage)
+    """A one-mapping config whose filter_criteria holds `patterns`."""
+    mapping = {
+        "source": queue.arn,
+        "function": "orders-fn",
+        "filter_criteria": {"filters": [{"pattern": pattern} for pattern in patterns]},
+    }
+    return config_yaml(moto, [mapping], lambda_url=fake.endpoint_url)
 
 
 async def run_until_all_deleted(
@@ -38,10 +34,10 @@ async def run_until_all_deleted(
     """Run the daemon until every message is deleted; the fake and the event counts by stage."""
     async with FakeLambda() as fake:
         async with running(settings_from(mapping_yaml(moto, fake, queue, patterns))) as app:
-            await eventually(lambda: events(app, "deleted") == total, timeout=20)
+            await eventually(lambda: events_total(app, "deleted") == total, timeout=20)
             assert await depth(sqs, queue.url) == (0, 0)
             stages = ("polled", "filtered_out", "invoked", "deleted")
-            counts = {stage: events(app, stage) for stage in stages}
+            counts = {stage: events_total(app, stage) for stage in stages}
         assert app.exit_code == 0  # type: ignore[attr-defined]
     return fake, counts
 
@@ -73,7 +69,7 @@ async def test_non_matching_messages_are_deleted_and_never_invoked(moto: str, sq
 
     fake, counts = await run_until_all_deleted(moto, sqs, queue, patterns, len(sent))
 
-    delivered = records(fake)
+    delivered = event_records(fake)
     assert Counter(r["body"] for r in delivered) == Counter(matching)
     for record in delivered:
         # The original record: the body is the raw string as sent, never the parsed copy.
@@ -104,7 +100,7 @@ async def test_plain_string_pattern_matches_plain_bodies_only(moto: str, sqs: An
 
     fake, counts = await run_until_all_deleted(moto, sqs, queue, patterns, len(sent))
 
-    assert Counter(r["body"] for r in records(fake)) == Counter(matching)
+    assert Counter(r["body"] for r in event_records(fake)) == Counter(matching)
     assert counts["filtered_out"] == len(not_matching)
     assert counts["invoked"] == len(matching)
 

@@ -3,49 +3,35 @@
 from __future__ import annotations
 
 import json
-import signal
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from tests.support import moto_patches
-from tests.support.daemon import DaemonProcess, eventually, metric, running, settings_from
-from tests.support.fake_lambda import FakeLambda, Invocation, Reply
-from tests.support.queues import Queue, aws_client, make_queue, receive_all
+from tests.support.daemon import (
+    DaemonProcess,
+    events_total,
+    invocations_total,
+    metric,
+    running,
+    settings_from,
+)
+from tests.support.fake_lambda import FakeLambda, Invocation, Reply, SlowFunction, event_records
+from tests.support.queues import Queue, make_queue, receive_all
 from tests.support.streams import (
+    assert_parents_before_children,
     backdate_kinesis_records,
     kinesis_data,
-    kinesis_records,
     list_shards,
     make_stream,
+    numbers,
     put_records,
+    reshard,
     stream_yaml,
 )
-
-
-@pytest.fixture
-async def kinesis(moto: str) -> AsyncIterator[Any]:
-    async with aws_client("kinesis", moto) as client:
-        yield client
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Path:
-    return tmp_path / "state.db"
-
-
-@pytest.fixture
-async def sqs(moto: str) -> AsyncIterator[Any]:
-    async with aws_client("sqs", moto) as client:
-        yield client
-
-
-def numbers(records: list[dict[str, Any]]) -> list[int]:
-    return [kinesis_data(r)["n"] for r in records]
+from tests.support.wait import eventually
 
 
 def shard_status(app: Any, mapping: str) -> dict[str, Any]:
@@ -77,7 +63,7 @@ async def test_order_per_partition_key_over_two_shards(
             [{"source": arn, "starting_position": "TRIM_HORIZON", "batch_size": 7}],
         )
         async with running(settings_from(config)) as app:
-            await eventually(lambda: len(kinesis_records(fake)) >= 60)
+            await eventually(lambda: len(event_records(fake)) >= 60)
             await eventually(
                 lambda: all(
                     metric(app, "poller_iterator_age_seconds", mapping="orders", shard=shard) == 0
@@ -87,7 +73,7 @@ async def test_order_per_partition_key_over_two_shards(
                 timeout=5,
             )
             status = app.mappings[0].status.as_json()
-        records = kinesis_records(fake)
+        records = event_records(fake)
         assert Counter(json.dumps(kinesis_data(r)) for r in records) == Counter(
             json.dumps(data) for _, data in sent
         )
@@ -111,7 +97,7 @@ async def test_order_per_partition_key_over_two_shards(
             shard: str(seq) for shard, seq in last.items()
         }
         assert all(s["owner"] is None for s in status["shards"])
-        assert metric(app, "poller_events_total", mapping="orders", stage="polled") == 60
+        assert events_total(app, "polled") == 60
         assert app.exit_code == 0  # type: ignore[attr-defined]
 
 
@@ -125,7 +111,7 @@ async def test_batch_size_one_is_honoured_for_records_put_in_one_call(
         async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))):
             await fake.wait_for(5)
         assert [len(inv.event["Records"]) for inv in fake.invocations] == [1] * 5
-        assert numbers(kinesis_records(fake)) == [0, 1, 2, 3, 4]
+        assert numbers(event_records(fake)) == [0, 1, 2, 3, 4]
 
 
 async def test_latest_skips_old_records_while_trim_horizon_reads_them(
@@ -157,10 +143,10 @@ async def test_latest_skips_old_records_while_trim_horizon_reads_them(
             shard = (await list_shards(kinesis, arn))[0]["ShardId"]
             await caught_up(app, "latest", [shard])
             await put_records(kinesis, arn, [("k", {"n": i}) for i in range(3, 6)])
-            await eventually(lambda: len(kinesis_records(fake, "horizon-fn")) == 6)
-            await eventually(lambda: len(kinesis_records(fake, "latest-fn")) == 3)
-        assert numbers(kinesis_records(fake, "latest-fn")) == [3, 4, 5]
-        assert numbers(kinesis_records(fake, "horizon-fn")) == [0, 1, 2, 3, 4, 5]
+            await eventually(lambda: len(event_records(fake, "horizon-fn")) == 6)
+            await eventually(lambda: len(event_records(fake, "latest-fn")) == 3)
+        assert numbers(event_records(fake, "latest-fn")) == [3, 4, 5]
+        assert numbers(event_records(fake, "horizon-fn")) == [0, 1, 2, 3, 4, 5]
 
 
 async def test_a_latest_start_is_durable_across_a_restart(
@@ -180,8 +166,8 @@ async def test_a_latest_start_is_durable_across_a_restart(
         await put_records(kinesis, arn, [("k", {"n": 1}), ("k", {"n": 2})])
         async with running(config):
             await fake.wait_for(1)
-            await eventually(lambda: len(kinesis_records(fake)) == 2)
-        assert numbers(kinesis_records(fake)) == [1, 2]
+            await eventually(lambda: len(event_records(fake)) == 2)
+        assert numbers(event_records(fake)) == [1, 2]
 
 
 async def test_two_mappings_on_one_stream_each_get_everything(
@@ -207,10 +193,10 @@ async def test_two_mappings_on_one_stream_each_get_everything(
             ],
         )
         async with running(settings_from(config)):
-            await eventually(lambda: len(kinesis_records(fake, "billing-fn")) >= 40)
-            await eventually(lambda: len(kinesis_records(fake, "shipping-fn")) >= 40)
+            await eventually(lambda: len(event_records(fake, "billing-fn")) >= 40)
+            await eventually(lambda: len(event_records(fake, "shipping-fn")) >= 40)
         for function in ("billing-fn", "shipping-fn"):
-            assert sorted(numbers(kinesis_records(fake, function))) == list(range(40))
+            assert sorted(numbers(event_records(fake, function))) == list(range(40))
 
 
 async def test_parallelization_factor_runs_batches_of_one_shard_concurrently_in_key_order(
@@ -219,16 +205,7 @@ async def test_parallelization_factor_runs_batches_of_one_shard_concurrently_in_
     arn = await make_stream(kinesis, "orders")
     sent = [(f"key-{i % 8}", {"key": i % 8, "n": i}) for i in range(80)]
     await put_records(kinesis, arn, sent)
-    active = 0
-    peak = 0
-
-    async def slow(event: Any, info: Invocation) -> Any:
-        nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
-        await anyio.sleep(0.1)
-        active -= 1
-        return None
+    slow = SlowFunction(0.1)
 
     async with FakeLambda(slow) as fake:
         mapping = {
@@ -238,14 +215,14 @@ async def test_parallelization_factor_runs_batches_of_one_shard_concurrently_in_
             "parallelization_factor": 4,
         }
         async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))) as app:
-            await eventually(lambda: len(kinesis_records(fake)) >= 80)
+            await eventually(lambda: len(event_records(fake)) >= 80)
             shard = (await list_shards(kinesis, arn))[0]["ShardId"]
             await eventually(
                 lambda: app.mappings[0].status.shards[shard].checkpoint == "80", timeout=5
             )
-        assert peak > 1
+        assert slow.peak > 1
         assert all(len(inv.event["Records"]) <= 5 for inv in fake.invocations)
-        records = kinesis_records(fake)
+        records = event_records(fake)
         assert sorted(numbers(records)) == list(range(80))  # each exactly once
         per_key: dict[int, list[int]] = defaultdict(list)
         for record in records:
@@ -280,14 +257,7 @@ async def test_a_poison_record_with_bisect_ends_alone_in_the_on_failure_queue(
         )
         async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))) as app:
             messages = await eventually(lambda: receive_all(sqs, failed.url), timeout=20)
-            await eventually(
-                lambda: (
-                    metric(
-                        app, "poller_events_total", mapping="orders", stage="on_failure_delivered"
-                    )
-                    == 1
-                )
-            )
+            await eventually(lambda: events_total(app, "on_failure_delivered") == 1)
         succeeded = [
             n
             for inv in fake.invocations
@@ -370,15 +340,8 @@ async def test_throttles_never_exhaust_retries(
         )
         async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))) as app:
             await fake.wait_for(3, timeout=20)
-            await eventually(
-                lambda: (
-                    metric(app, "poller_invocations_total", mapping="orders", outcome="success")
-                    == 1
-                )
-            )
-            assert (
-                metric(app, "poller_invocations_total", mapping="orders", outcome="throttled") == 2
-            )
+            await eventually(lambda: invocations_total(app, "success") == 1)
+            assert invocations_total(app, "throttled") == 2
         assert numbers(fake.invocations[-1].event["Records"]) == [0, 1, 2, 3]
         assert await receive_all(sqs, failed.url) == []
 
@@ -401,41 +364,10 @@ async def test_records_older_than_maximum_record_age_go_to_the_destination(
             messages = await eventually(lambda: receive_all(sqs, failed.url), timeout=20)
             await put_records(kinesis, arn, [("k", {"n": 3})])
             await fake.wait_for(1)
-        assert numbers(kinesis_records(fake)) == [3]
+        assert numbers(event_records(fake)) == [3]
         record = json.loads(messages[0]["Body"])
         assert record["requestContext"]["condition"] == "RecordAgeExceeded"
         assert record["KinesisBatchInfo"]["batchSize"] == 3
-
-
-async def reshard(kinesis: Any, arn: str, put: Any) -> dict[str, list[str]]:
-    """Split the stream's one shard, then merge the two children, putting 12 records (keys
-    k0..k3) before, between and after; returns each phase's shard ids."""
-    phases: dict[str, list[str]] = {}
-    phases["parent"] = await put(0)
-    parent = (await list_shards(kinesis, arn))[0]["ShardId"]
-    await kinesis.split_shard(StreamARN=arn, ShardToSplit=parent, NewStartingHashKey=str(2**127))
-    phases["split"] = await put(12)
-    children = [s["ShardId"] for s in await list_shards(kinesis, arn) if s.get("ParentShardId")]
-    await kinesis.merge_shards(
-        StreamARN=arn, ShardToMerge=children[0], AdjacentShardToMerge=children[1]
-    )
-    phases["merged"] = await put(24)
-    return phases
-
-
-def assert_parents_before_children(fake: FakeLambda, shards: list[dict[str, Any]]) -> None:
-    order = [r["eventID"].split(":")[0] for r in kinesis_records(fake)]
-    first = {shard: order.index(shard) for shard in set(order)}
-    last = {shard: len(order) - 1 - order[::-1].index(shard) for shard in set(order)}
-    for shard in shards:
-        for parent in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")):
-            if parent and parent in last and shard["ShardId"] in first:
-                assert last[parent] < first[shard["ShardId"]], (parent, shard["ShardId"])
-    per_key: dict[int, list[int]] = defaultdict(list)
-    for record in kinesis_records(fake):
-        data = kinesis_data(record)
-        per_key[data["key"]].append(data["n"])
-    assert all(ns == sorted(ns) for ns in per_key.values())
 
 
 @pytest.mark.parametrize("iterators_end", [True, False], ids=["null-iterator", "ending-sequence"])
@@ -458,7 +390,7 @@ async def test_resharding_reads_parents_before_children(
     async with FakeLambda() as fake:
         mapping = {"source": arn, "starting_position": "TRIM_HORIZON", "batch_size": 5}
         async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))) as app:
-            await eventually(lambda: len(kinesis_records(fake)) >= 36)
+            await eventually(lambda: len(event_records(fake)) >= 36)
             # Finished shards leave /status and their series are removed.
             await eventually(lambda: set(app.mappings[0].status.shards) == set(phases["merged"]))
             assert (
@@ -471,7 +403,7 @@ async def test_resharding_reads_parents_before_children(
                 )
                 is None
             )
-        assert sorted(numbers(kinesis_records(fake))) == list(range(36))
+        assert sorted(numbers(event_records(fake))) == list(range(36))
         assert_parents_before_children(fake, shards)
 
 
@@ -487,13 +419,13 @@ async def test_resharding_while_running_starts_children_from_their_start(
             async def put(start: int) -> list[str]:
                 sent = [(f"k{n % 4}", {"key": n % 4, "n": n}) for n in range(start, start + 12)]
                 placed = await put_records(kinesis, arn, sent)
-                await eventually(lambda: len(kinesis_records(fake)) >= start + 12)
+                await eventually(lambda: len(event_records(fake)) >= start + 12)
                 return sorted({shard for shard, _ in placed})
 
             await reshard(kinesis, arn, put)
         # LATEST applied only to the shard that existed at the start: the children were
         # read from TRIM_HORIZON, so nothing written to them was skipped.
-        assert sorted(numbers(kinesis_records(fake))) == list(range(36))
+        assert sorted(numbers(event_records(fake))) == list(range(36))
         assert_parents_before_children(fake, await list_shards(kinesis, arn))
 
 
@@ -504,30 +436,25 @@ async def test_sigkill_and_restart_lose_nothing_and_replay_at_most_the_in_flight
     arn = await make_stream(kinesis, "orders", shards=2)
     await put_records(kinesis, arn, [(f"k{n % 7}", {"n": n}) for n in range(200)])
 
-    async def slowish(event: Any, info: Invocation) -> Any:
-        await anyio.sleep(0.05)
-        return None
-
-    async with FakeLambda(slowish) as fake:
+    async with FakeLambda(SlowFunction(0.05)) as fake:
         mapping = {"source": arn, "starting_position": "TRIM_HORIZON", "batch_size": 10}
         config = tmp_path / "poller.yaml"
         config.write_text(stream_yaml(moto, fake, tmp_path / "state.db", [mapping]))
         daemon = DaemonProcess(config, tmp_path / "first.log")
         daemon.start()
         try:
-            await eventually(lambda: len(kinesis_records(fake)) >= 60, timeout=30)
+            await eventually(lambda: len(event_records(fake)) >= 60, timeout=30)
         finally:
             daemon.kill()
-        before = len(kinesis_records(fake))
+        before = len(event_records(fake))
         restarted = DaemonProcess(config, tmp_path / "second.log")
         restarted.start()
         try:
-            await eventually(lambda: set(numbers(kinesis_records(fake))) == set(range(200)))
-            restarted.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-            assert await restarted.wait() == 0, restarted.logs()
+            await eventually(lambda: set(numbers(event_records(fake))) == set(range(200)))
+            assert await restarted.stop(timeout=60) == 0, restarted.logs()
         finally:
             restarted.kill()
-        delivered = numbers(kinesis_records(fake))
+        delivered = numbers(event_records(fake))
         duplicates = len(delivered) - 200
         # At most one batch of 10 per shard was in flight when the first daemon died.
         assert 0 <= duplicates <= 2 * 10, (before, duplicates)

@@ -7,11 +7,11 @@ threaded moto server. Both share moto's state, which the `moto` fixture resets p
 
 from __future__ import annotations
 
-import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,29 +29,34 @@ from poller.config.settings import AwsSettings
 from poller.engine.lifecycle import Shutdown
 from poller.ops.metrics import Metrics
 from poller.ops.status import MappingStatus, State
-from tests.support.daemon import DaemonProcess, eventually, metric, running, settings_from
-from tests.support.fake_lambda import FakeLambda, Invocation
+from tests.support.daemon import metric, running, settings_from
+from tests.support.fake_lambda import FakeLambda, SlowFunction, event_records
 from tests.support.leases import (
     TABLE,
     fleet_yaml,
     get_json,
     get_text,
+    lease_counters,
     lease_items,
     metric_value,
     ops_port,
     owners,
+    replica_id,
     single_threaded_dynamodb,
     start_fleet,
+    stop_fleet,
 )
 from tests.support.queues import aws_client
 from tests.support.streams import (
-    kinesis_data,
-    kinesis_records,
+    assert_parents_before_children,
     list_shards,
     make_stream,
     make_table,
+    numbers,
     put_records,
+    reshard,
 )
+from tests.support.wait import eventually
 
 ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 
@@ -65,13 +70,9 @@ def dynamodb_front(moto_server: str) -> Iterator[str]:
 
 @pytest.fixture
 async def dynamodb(moto: str, dynamodb_front: str) -> AsyncIterator[Any]:
+    """Here DynamoDB is reached through the single-threaded front (it overrides the shared
+    fixture of tests/integration/conftest.py), as the replicas reach the lease table."""
     async with aws_client("dynamodb", dynamodb_front) as client:
-        yield client
-
-
-@pytest.fixture
-async def kinesis(moto: str) -> AsyncIterator[Any]:
-    async with aws_client("kinesis", moto) as client:
         yield client
 
 
@@ -206,14 +207,14 @@ async def test_a_dynamodb_stream_is_read_under_a_lease_owned_by_this_replica(
         await dynamodb.put_item(TableName="orders", Item={"pk": {"S": f"item-{n}"}})
     async with FakeLambda() as fake:
         async with running(settings_from(fleet_config(moto, dynamodb_front, fake, arn))) as app:
-            await eventually(lambda: len(kinesis_records(fake)) >= 3, timeout=20)
+            await eventually(lambda: len(event_records(fake)) >= 3, timeout=20)
             (shard,) = app.mappings[0].status.as_json()["shards"]
             assert metric(app, "poller_leases_owned", mapping="orders") == 1
-        keys = [r["dynamodb"]["Keys"]["pk"]["S"] for r in kinesis_records(fake)]
+        keys = [r["dynamodb"]["Keys"]["pk"]["S"] for r in event_records(fake)]
         assert keys == ["item-0", "item-1", "item-2"]
     (lease,) = await lease_items(dynamodb)
     assert shard["owner"] and lease["owner"] is None  # released on the way out
-    assert lease["checkpoint"] == kinesis_records(fake)[-1]["dynamodb"]["SequenceNumber"]
+    assert lease["checkpoint"] == event_records(fake)[-1]["dynamodb"]["SequenceNumber"]
 
 
 async def test_a_missing_table_is_created_on_demand(dynamodb_front: str, dynamodb: Any) -> None:
@@ -229,13 +230,10 @@ async def test_a_missing_table_is_created_on_demand(dynamodb_front: str, dynamod
 LEASE_DURATION = 2.0
 
 
-def numbers(fake: FakeLambda) -> list[int]:
-    return [kinesis_data(record)["n"] for record in kinesis_records(fake)]
-
-
 async def settled(dynamodb: Any, replicas: int, each: int) -> None:
-    """Wait until `replicas` owners hold `each` open leases apiece and nothing moves for a
-    lease duration (the fleet's steady state)."""
+    """Wait until `replicas` owners hold `each` open leases apiece and keep them while every
+    lease is renewed three times: a lease duration's worth of renewal periods, in each of which
+    its owner also balanced (the fleet's steady state)."""
 
     async def balanced() -> dict[str, str | None] | None:
         items = await lease_items(dynamodb)
@@ -244,25 +242,42 @@ async def settled(dynamodb: Any, replicas: int, each: int) -> None:
             return None
         return {item["shard"]: item["owner"] for item in items}
 
+    async def renewed_or_moved(
+        before: dict[str, str | None], counters: dict[str, int]
+    ) -> str | None:
+        if await balanced() != before:
+            return "moved"
+        now = await lease_counters(dynamodb)
+        return "renewed" if all(now[s] >= counters[s] + 3 for s in before) else None
+
     while True:
         before = await eventually(balanced, timeout=40, interval=0.1)
-        await anyio.sleep(LEASE_DURATION)
-        if await balanced() == before:
+        counters = await lease_counters(dynamodb)
+        check = partial(renewed_or_moved, before, counters)
+        if await eventually(check, timeout=30, interval=0.1) == "renewed":
             return
 
 
-async def stop_all(replicas: list[DaemonProcess]) -> list[int]:
-    """SIGTERM every replica still running; their exit codes."""
-    running = [r for r in replicas if r.proc is not None and r.proc.poll() is None]
-    for replica in running:
-        replica.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-    return [await replica.wait(timeout=30) for replica in running]
+async def checkpointed(dynamodb: Any, placed: list[tuple[str, str]]) -> bool:
+    """Whether each shard's lease checkpoint reached the last record put on it (`placed`:
+    shard and sequence number of each record): every record settled, none left in flight
+    that could still be delivered again."""
+    last: dict[str, int] = {}
+    for shard, sequence in placed:
+        last[shard] = max(last.get(shard, 0), int(sequence))
+    stored = {item["shard"]: item["checkpoint"] for item in await lease_items(dynamodb)}
+    return all(int(stored.get(shard) or 0) >= sequence for shard, sequence in last.items())
 
 
-async def produce(kinesis: Any, arn: str, count: int, *, chunk: int = 10) -> None:
-    """Put records n = 0..count-1 (keys spread over the shards), a chunk every 50 ms."""
+async def produce(
+    kinesis: Any, arn: str, count: int, placed: list[tuple[str, str]], *, chunk: int = 10
+) -> None:
+    """Put records n = 0..count-1 (keys spread over the shards), a chunk every 50 ms (the
+    producer's pace, part of the scenario); each record's shard and sequence number go to
+    `placed`."""
     for start in range(0, count, chunk):
-        await put_records(kinesis, arn, [(f"k{n}", {"n": n}) for n in range(start, start + chunk)])
+        sent = [(f"k{n}", {"n": n}) for n in range(start, start + chunk)]
+        placed.extend(await put_records(kinesis, arn, sent))
         await anyio.sleep(0.05)
 
 
@@ -277,22 +292,17 @@ async def taken_over(dynamodb: Any, victim: str, since: float) -> float:
     return time.monotonic() - since
 
 
-def replica_id(replica: DaemonProcess) -> str:
-    from tests.support.leases import replica_id as find
-
-    found = find(replica)
-    assert found, replica.logs()
-    return found
-
-
-async def slowish(event: Any, info: Invocation) -> Any:
-    await anyio.sleep(0.05)  # keeps batches in flight when a replica goes
-    return None
+def delivered(fake: FakeLambda) -> list[int]:
+    """The `n` of every record the fleet delivered, in arrival order."""
+    return numbers(event_records(fake))
 
 
 def fleet_config(moto: str, front: str, fake: FakeLambda, arn: str, **mapping: Any) -> str:
-    keys = {"source": arn, "starting_position": "TRIM_HORIZON", "batch_size": 10, **mapping}
-    return fleet_yaml(moto, front, fake, keys, lease_duration=LEASE_DURATION)
+    return fleet_yaml(moto, front, fake, arn, lease_duration=LEASE_DURATION, **mapping)
+
+
+# Keeps batches in flight when a replica goes.
+SLOWISH = 0.05
 
 
 @pytest.mark.slow
@@ -312,13 +322,14 @@ async def test_three_replicas_settle_at_two_shards_each_and_deliver_every_record
                 replicas.append(joining)
             await settled(dynamodb, replicas=3, each=2)
             # Handed over gracefully: nothing was delivered twice while the fleet grew.
-            await eventually(lambda: len(numbers(fake)) >= 60, timeout=30)
-            assert sorted(numbers(fake)) == list(range(60))
+            await eventually(lambda: len(delivered(fake)) >= 60, timeout=30)
+            assert sorted(delivered(fake)) == list(range(60))
             fake.reset()
-            await put_records(kinesis, arn, [(f"k{n}", {"n": n}) for n in range(120)])
-            await eventually(lambda: len(numbers(fake)) >= 120, timeout=30)
-            await anyio.sleep(1.0)  # room for a duplicate to show
-            assert sorted(numbers(fake)) == list(range(120))
+            placed = await put_records(kinesis, arn, [(f"k{n}", {"n": n}) for n in range(120)])
+            await eventually(lambda: len(delivered(fake)) >= 120, timeout=30)
+            # Every shard checkpointed past its last record: a duplicate would have come first.
+            await eventually(lambda: checkpointed(dynamodb, placed), timeout=30)
+            assert sorted(delivered(fake)) == list(range(120))
             ids = {replica_id(replica) for replica in replicas}
             assert set(await owners(dynamodb)) == ids
             for replica in replicas:
@@ -331,9 +342,7 @@ async def test_three_replicas_settle_at_two_shards_each_and_deliver_every_record
                 metrics = get_text(port, "/metrics")
                 assert metric_value(metrics, "poller_leases_owned") == 2
         finally:
-            codes = await stop_all(replicas)
-            for replica in replicas:
-                replica.kill()
+            codes = await stop_fleet(replicas)
         assert codes == [0, 0, 0]
         # Each replica released its leases on the way out.
         assert await owners(dynamodb) == Counter({None: 6})
@@ -344,18 +353,18 @@ async def test_sigkill_of_a_replica_under_load_its_shards_are_taken_over_and_not
     moto: str, dynamodb_front: str, dynamodb: Any, kinesis: Any, tmp_path: Path
 ) -> None:
     arn = await make_stream(kinesis, "orders", shards=6)
-    async with FakeLambda(slowish) as fake:
+    async with FakeLambda(SlowFunction(SLOWISH)) as fake:
         replicas = start_fleet(tmp_path, fleet_config(moto, dynamodb_front, fake, arn), 3)
         try:
             await settled(dynamodb, replicas=3, each=2)
             victim = replica_id(replicas[0])
             async with anyio.create_task_group() as tg:
-                tg.start_soon(produce, kinesis, arn, 600)
-                await eventually(lambda: len(numbers(fake)) >= 100, timeout=30)
+                tg.start_soon(produce, kinesis, arn, 600, [])
+                await eventually(lambda: len(delivered(fake)) >= 100, timeout=30)
                 replicas[0].kill()  # SIGKILL
                 killed = time.monotonic()
                 takeover = await taken_over(dynamodb, victim, killed)
-            await eventually(lambda: set(numbers(fake)) == set(range(600)), timeout=60)
+            await eventually(lambda: set(delivered(fake)) == set(range(600)), timeout=60)
             print(f"\ntakeover after SIGKILL: {takeover:.2f}s (lease duration {LEASE_DURATION}s)")
             takeovers = 0.0
             for replica in replicas[1:]:
@@ -366,11 +375,9 @@ async def test_sigkill_of_a_replica_under_load_its_shards_are_taken_over_and_not
                 assert metric_value(metrics, "poller_leases_owned") == 3
             assert takeovers == 2
         finally:
-            codes = await stop_all(replicas)
-            for replica in replicas:
-                replica.kill()
+            codes = await stop_fleet(replicas)
         assert codes == [0, 0]
-        duplicates = len(numbers(fake)) - 600
+        duplicates = len(delivered(fake)) - 600
         # At most the batches in flight at the killed replica: one per shard it held.
         assert 0 <= duplicates <= 2 * 10, duplicates
         assert takeover < 6 * LEASE_DURATION
@@ -381,28 +388,28 @@ async def test_sigterm_of_a_replica_releases_its_leases_for_a_quick_takeover(
     moto: str, dynamodb_front: str, dynamodb: Any, kinesis: Any, tmp_path: Path
 ) -> None:
     arn = await make_stream(kinesis, "orders", shards=6)
-    async with FakeLambda(slowish) as fake:
+    async with FakeLambda(SlowFunction(SLOWISH)) as fake:
         replicas = start_fleet(tmp_path, fleet_config(moto, dynamodb_front, fake, arn), 3)
         try:
             await settled(dynamodb, replicas=3, each=2)
             leaving = replica_id(replicas[0])
+            placed: list[tuple[str, str]] = []
             async with anyio.create_task_group() as tg:
-                tg.start_soon(produce, kinesis, arn, 600)
-                await eventually(lambda: len(numbers(fake)) >= 100, timeout=30)
-                replicas[0].proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+                tg.start_soon(produce, kinesis, arn, 600, placed)
+                await eventually(lambda: len(delivered(fake)) >= 100, timeout=30)
+                replicas[0].terminate()
                 signalled = time.monotonic()
                 takeover = await taken_over(dynamodb, leaving, signalled)
             assert await replicas[0].wait(timeout=30) == 0
-            await eventually(lambda: set(numbers(fake)) == set(range(600)), timeout=60)
-            await anyio.sleep(1.0)  # room for a duplicate to show
+            await eventually(lambda: set(delivered(fake)) == set(range(600)), timeout=60)
+            # Every shard checkpointed past its last record: a duplicate would have come first.
+            await eventually(lambda: checkpointed(dynamodb, placed), timeout=30)
             print(f"\ntakeover after SIGTERM: {takeover:.2f}s (lease duration {LEASE_DURATION}s)")
         finally:
-            codes = await stop_all(replicas)
-            for replica in replicas:
-                replica.kill()
+            codes = await stop_fleet(replicas)
         assert codes == [0, 0]
         # A graceful handover replays nothing: the final checkpoint came before the release.
-        assert sorted(numbers(fake)) == list(range(600))
+        assert sorted(delivered(fake)) == list(range(600))
         assert takeover < LEASE_DURATION * 2
 
 
@@ -410,8 +417,6 @@ async def test_sigterm_of_a_replica_releases_its_leases_for_a_quick_takeover(
 async def test_resharding_under_leases_keeps_parents_before_children_across_replicas(
     moto: str, dynamodb_front: str, dynamodb: Any, kinesis: Any, tmp_path: Path
 ) -> None:
-    from tests.integration.test_kinesis import assert_parents_before_children, reshard
-
     arn = await make_stream(kinesis, "orders")
     async with FakeLambda() as fake:
         config = fleet_config(moto, dynamodb_front, fake, arn, batch_size=5)
@@ -423,18 +428,16 @@ async def test_resharding_under_leases_keeps_parents_before_children_across_repl
             async def put(start: int) -> list[str]:
                 sent = [(f"k{n % 4}", {"key": n % 4, "n": n}) for n in range(start, start + 12)]
                 placed = await put_records(kinesis, arn, sent)
-                await eventually(lambda: len(numbers(fake)) >= start + 12, timeout=30)
+                await eventually(lambda: len(delivered(fake)) >= start + 12, timeout=30)
                 seen_owners.update(item["owner"] for item in await lease_items(dynamodb))
                 return sorted({shard for shard, _ in placed})
 
             phases = await reshard(kinesis, arn, put)
             assert len(phases["split"]) == 2 and len(phases["merged"]) == 1
         finally:
-            codes = await stop_all(replicas)
-            for replica in replicas:
-                replica.kill()
+            codes = await stop_fleet(replicas)
         assert codes == [0, 0]
-        assert sorted(numbers(fake)) == list(range(36))
+        assert sorted(delivered(fake)) == list(range(36))
         assert_parents_before_children(fake, await list_shards(kinesis, arn))
         # The split's two children were read by the two replicas, one each.
         assert {replica_id(r) for r in replicas} <= seen_owners

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
 
-from tests.support.daemon import (
-    DaemonProcess,
-    eventually,
-    metric,
-    running,
-    settings_from,
-    sqs_mapping_yaml,
-)
+from tests.support.config import config_yaml
+from tests.support.daemon import DaemonProcess, events_total, running, settings_from
 from tests.support.fake_lambda import FakeLambda, Invocation, Reply
 from tests.support.proxy import Proxy
-from tests.support.queues import aws_client, depth, make_queue, send
+from tests.support.queues import depth, make_queue, send
+from tests.support.wait import eventually
 
 
 async def test_a_network_outage_to_aws_is_survived_without_losing_records(
@@ -31,14 +25,11 @@ async def test_a_network_outage_to_aws_is_survived_without_losing_records(
     upstream = urlparse(moto)
     seen_states: set[str] = set()
     async with FakeLambda() as fake, Proxy(upstream.hostname or "", upstream.port or 0) as proxy:
-        config = (
-            f"aws: {{region: us-east-1, endpoint_url: {proxy.url},"
-            f" endpoints: {{lambda: {fake.endpoint_url}}}}}\n"
-            "server: {host: 127.0.0.1, port: 0}\n"
-            "mappings:\n"
-            "  - name: orders\n"
-            f"    source: {queue.arn}\n"
-            "    target: {type: lambda, function: orders-fn}\n"
+        config = config_yaml(
+            proxy.url,
+            [{"source": queue.arn, "function": "orders-fn"}],
+            lambda_url=fake.endpoint_url,
+            shutdown_timeout=30,  # the daemon's default
         )
         async with running(settings_from(config)) as app:
             status = app.mappings[0].status
@@ -57,7 +48,7 @@ async def test_a_network_outage_to_aws_is_survived_without_losing_records(
             await proxy.restore()
             await eventually(lambda: status.state.value == "running", timeout=30)
             await eventually(
-                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") >= 10,
+                lambda: events_total(app, "deleted") >= 10,
                 timeout=30,
             )
 
@@ -73,7 +64,9 @@ SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY-zz9"
 PAYLOAD = "CARDNUMBER-4111-1111-1111-1111"
 
 
-async def test_logs_never_carry_payloads_or_credentials(moto: str, tmp_path: Path) -> None:
+async def test_logs_never_carry_payloads_or_credentials(
+    moto: str, sqs: Any, tmp_path: Path
+) -> None:
     calls = 0
 
     def misbehave(event: Any, info: Invocation) -> Any:
@@ -88,19 +81,17 @@ async def test_logs_never_carry_payloads_or_credentials(moto: str, tmp_path: Pat
             Reply.result(PAYLOAD),
         ][min(calls - 1, 3)]
 
-    async with aws_client("sqs", moto) as sqs, FakeLambda(misbehave) as fake:
+    async with FakeLambda(misbehave) as fake:
         queue = await make_queue(sqs, "orders", visibility_timeout=1)
         await send(sqs, queue.url, [f'{{"card": "{PAYLOAD}"}}', "not json " + PAYLOAD])
         config = tmp_path / "poller.yaml"
+        mapping = {
+            "source": queue.arn,
+            "function": "orders-fn",
+            "function_response_types": ["ReportBatchItemFailures"],
+        }
         config.write_text(
-            f"aws: {{region: us-east-1, endpoint_url: {moto},"
-            f" endpoints: {{lambda: {fake.endpoint_url}}}}}\n"
-            "server: {host: 127.0.0.1, port: 0}\n"
-            "mappings:\n"
-            "  - name: orders\n"
-            f"    source: {queue.arn}\n"
-            "    target: {type: lambda, function: orders-fn}\n"
-            "    function_response_types: [ReportBatchItemFailures]\n"
+            config_yaml(moto, [mapping], lambda_url=fake.endpoint_url, shutdown_timeout=30)
         )
         os.environ["AWS_SECRET_ACCESS_KEY"] = SECRET
         try:
@@ -110,9 +101,7 @@ async def test_logs_never_carry_payloads_or_credentials(moto: str, tmp_path: Pat
             os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
         try:
             await fake.wait_for(4, timeout=40)
-            assert daemon.proc is not None
-            daemon.proc.send_signal(signal.SIGTERM)
-            await daemon.wait(timeout=30)
+            await daemon.stop(timeout=30)
         finally:
             daemon.kill()
     logs = daemon.logs()
@@ -127,12 +116,11 @@ async def test_ops_endpoints_report_health_readiness_status_and_metrics(
     queue = await make_queue(sqs, "orders")
     await send(sqs, queue.url, ["a", "b"])
     async with FakeLambda() as fake:
-        config = sqs_mapping_yaml(moto, fake.endpoint_url, queue.arn) + (
-            "  - name: paused\n"
-            f"    source: {queue.arn}\n"
-            "    target: {type: lambda, function: other}\n"
-            "    enabled: false\n"
-        )
+        mappings = [
+            {"source": queue.arn, "function": "orders-fn"},
+            {"name": "paused", "source": queue.arn, "function": "other", "enabled": False},
+        ]
+        config = config_yaml(moto, mappings, lambda_url=fake.endpoint_url)
         async with running(settings_from(config)) as app, aiohttp.ClientSession() as http:
             base = f"http://127.0.0.1:{app.server.port}"
 
@@ -146,9 +134,7 @@ async def test_ops_endpoints_report_health_readiness_status_and_metrics(
                 return (await get("/readyz"))[0] == 200
 
             await eventually(ready)
-            await eventually(
-                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") == 2
-            )
+            await eventually(lambda: events_total(app, "deleted") == 2)
             status, body = await get("/status")
             assert status == 200
             mappings = {m["name"]: m for m in json.loads(body)["mappings"]}

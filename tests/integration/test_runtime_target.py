@@ -10,7 +10,6 @@ import re
 import signal
 import time
 import zipfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,11 @@ import pytest
 from poller.config.settings import RuntimeTargetSettings
 from poller.targets import InvocationRequest, Outcome, RuntimeTarget
 from poller.targets.runtime.environment import READER_GRACE
-from tests.support.daemon import eventually, metric, running, settings_from
-from tests.support.queues import Queue, aws_client, depth, make_queue, receive_all, send
+from tests.support.config import config_yaml
+from tests.support.daemon import events_total, invocations_total, running, settings_from
+from tests.support.output import output_lines
+from tests.support.queues import ACCOUNT, REGION, Queue, depth, make_queue, receive_all, send
+from tests.support.wait import eventually
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "fixtures" / "functions"
 PYTHON_APP = FUNCTIONS / "python_app"
@@ -30,24 +32,10 @@ PROVIDED_APP = FUNCTIONS / "provided_app"
 TRACE = "Root=1-5f3a8b2c-0123456789abcdef01234567;Parent=89abcdef01234567;Sampled=1"
 
 
-@pytest.fixture
-async def sqs(moto: str) -> AsyncIterator[Any]:
-    async with aws_client("sqs", moto) as client:
-        yield client
-
-
 def runtime_yaml(moto: str, queue: Queue, target: dict[str, Any], **keys: Any) -> str:
     """One SQS mapping named `orders` with a runtime target; `keys` become mapping keys."""
-    lines = "".join(f"    {key}: {json.dumps(value)}\n" for key, value in keys.items())
-    return (
-        f"aws: {{region: us-east-1, endpoint_url: {moto}}}\n"
-        "server: {host: 127.0.0.1, port: 0}\n"
-        "shutdown_timeout_seconds: 5\n"
-        "mappings:\n"
-        "  - name: orders\n"
-        f"    source: {queue.arn}\n"
-        f"    target: {json.dumps({'type': 'runtime', **target})}\n" + lines
-    )
+    mapping = {"source": queue.arn, "target": {"type": "runtime", **target}, **keys}
+    return config_yaml(moto, [mapping], shutdown_timeout=5)
 
 
 def records(out_dir: Path, function: str = "orders") -> list[dict[str, Any]]:
@@ -56,18 +44,6 @@ def records(out_dir: Path, function: str = "orders") -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def output_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith('{"ts"')]
-
-
-def deleted(app: Any) -> float:
-    return metric(app, "poller_events_total", mapping="orders", stage="deleted")
-
-
-def outcomes(app: Any, outcome: str) -> float:
-    return metric(app, "poller_invocations_total", mapping="orders", outcome=outcome)
 
 
 def runtime_target(app: Any) -> RuntimeTarget:
@@ -104,7 +80,7 @@ async def test_python_package_runs_warm_through_awslambdaric(
         # One message at a time: each invocation lands on the same warm environment.
         for index in range(3):
             await send(sqs, queue.url, [f"m{index}"])
-            await eventually(lambda n=index + 1: deleted(app) == n, timeout=15)
+            await eventually(lambda n=index + 1: events_total(app, "deleted") == n, timeout=15)
         assert await depth(sqs, queue.url) == (0, 0)
     seen = records(tmp_path)
     assert [r["count"] for r in seen] == [1, 2, 3]  # module state survived: warm reuse
@@ -147,10 +123,10 @@ async def test_provided_runtime_runs_a_bash_bootstrap(
     }
     await send(sqs, queue.url, [f"m{i}" for i in range(6)])
     async with running(settings_from(runtime_yaml(moto, queue, target, batch_size=2))) as app:
-        await eventually(lambda: deleted(app) == 6, timeout=20)
-        assert outcomes(app, "function_error") == 0
+        await eventually(lambda: events_total(app, "deleted") == 6, timeout=20)
+        assert invocations_total(app, "function_error") == 0
     seen = records(tmp_path)
-    assert len(seen) == outcomes(app, "success") >= 3
+    assert len(seen) == invocations_total(app, "success") >= 3
     assert all(r["trace"].startswith("Root=1-") and r["bytes"] > 100 for r in seen)
     assert len({r["pid"] for r in seen}) <= 2  # at most two warm environments
     stderr_lines = [
@@ -193,9 +169,9 @@ async def test_failures_leave_messages_to_the_queues_redrive(
             return (await depth(sqs, queue.dlq_url or ""))[0] == 1
 
         await eventually(in_dlq, timeout=30)
-        assert outcomes(app, "function_error") >= 2
-        assert outcomes(app, "success") == 0
-        assert deleted(app) == 0
+        assert invocations_total(app, "function_error") >= 2
+        assert invocations_total(app, "success") == 0
+        assert events_total(app, "deleted") == 0
         started = runtime_target(app).environments_started
     dead = await receive_all(sqs, queue.dlq_url or "")
     assert [m["Body"] for m in dead] == ["doomed"]
@@ -220,9 +196,9 @@ async def test_a_timeout_replaces_the_environment_and_the_retry_succeeds(
         "environment": {"OUT_DIR": str(tmp_path)},
     }
     async with running(settings_from(runtime_yaml(moto, queue, target, batch_size=1))) as app:
-        await eventually(lambda: deleted(app) == 1, timeout=20)
-        assert outcomes(app, "timeout") == 1
-        assert outcomes(app, "success") == 1
+        await eventually(lambda: events_total(app, "deleted") == 1, timeout=20)
+        assert invocations_total(app, "timeout") == 1
+        assert invocations_total(app, "success") == 1
     first, second = records(tmp_path)
     assert first["receive_counts"] == ["1"] and second["receive_counts"] == ["2"]
     assert first["pid"] != second["pid"]
@@ -246,9 +222,9 @@ async def test_concurrency_two_under_a_mapping_wanting_four_throttles_and_loses_
         moto, queue, target, batch_size=1, scaling_config={"maximum_concurrency": 4}
     )
     async with running(settings_from(config)) as app:
-        await eventually(lambda: deleted(app) == 12, timeout=40)
-        assert outcomes(app, "throttled") > 0
-        assert outcomes(app, "function_error") == 0
+        await eventually(lambda: events_total(app, "deleted") == 12, timeout=40)
+        assert invocations_total(app, "throttled") > 0
+        assert invocations_total(app, "function_error") == 0
         assert runtime_target(app).environments_started == 2
     seen = records(tmp_path)
     assert {body for r in seen for body in r["bodies"]} == set(sent)
@@ -271,7 +247,7 @@ async def test_layers_are_merged_and_visible_to_the_handler(
         "environment": {"OUT_DIR": str(tmp_path)},
     }
     async with running(settings_from(runtime_yaml(moto, queue, target))) as app:
-        await eventually(lambda: deleted(app) == 1, timeout=15)
+        await eventually(lambda: events_total(app, "deleted") == 1, timeout=15)
     (seen,) = records(tmp_path)
     assert seen["who"] == "layer_two"  # the later layer wins
     assert seen["only_in_one"] is True  # what only the first layer has is kept
@@ -291,8 +267,8 @@ def make_target(
     target = RuntimeTarget(
         settings,
         mapping_name="fn",
-        region="us-east-1",
-        account="123456789012",
+        region=REGION,
+        account=ACCOUNT,
         default_concurrency=2,
         init_timeout=init_timeout,
         on_output=lambda *line: printed.append(line),

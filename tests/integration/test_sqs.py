@@ -8,15 +8,20 @@ from typing import Any
 
 import anyio
 
-from tests.support.daemon import eventually, metric, running, settings_from, sqs_mapping_yaml
-from tests.support.fake_lambda import FakeLambda, Invocation, Reply
+from tests.support.config import config_yaml
+from tests.support.daemon import events_total, invocations_total, metric, running, settings_from
+from tests.support.fake_lambda import FakeLambda, Invocation, Reply, SlowFunction
 from tests.support.queues import Queue, depth, make_queue, receive_all, send
+from tests.support.wait import eventually
 
 
-def mapping_yaml(moto: str, fake: FakeLambda, queue: Queue, extra: str = "", **keys: Any) -> str:
-    """A one-mapping config; `keys` become mapping keys, `extra` more YAML under the mapping."""
-    lines = "".join(f"    {key}: {json.dumps(value)}\n" for key, value in keys.items())
-    return sqs_mapping_yaml(moto, fake.endpoint_url, queue.arn, lines + extra)
+def mapping_yaml(
+    moto: str, fake: FakeLambda, queue: Queue, *more: dict[str, Any], **keys: Any
+) -> str:
+    """A config with the mapping `orders` of `queue` → the fake function `orders-fn` (`keys`
+    become its mapping keys), then the mappings in `more`."""
+    orders = {"source": queue.arn, "function": "orders-fn", **keys}
+    return config_yaml(moto, [orders, *more], lambda_url=fake.endpoint_url)
 
 
 def bodies(invocation: Invocation) -> list[str]:
@@ -37,9 +42,7 @@ async def test_every_message_delivered_once_with_lambdas_event_shape(moto: str, 
     )
     async with FakeLambda() as fake:
         async with running(settings_from(mapping_yaml(moto, fake, queue))) as app:
-            await eventually(
-                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") == 25
-            )
+            await eventually(lambda: events_total(app, "deleted") == 25)
             assert await depth(sqs, queue.url) == (0, 0)
         delivered = Counter(body for inv in fake.invocations for body in bodies(inv))
         assert delivered == Counter(sent)
@@ -80,10 +83,8 @@ async def test_every_message_delivered_once_with_lambdas_event_shape(moto: str, 
         }
         assert record["messageAttributes"]["blob"]["binaryValue"] == "AAE="
         assert first.headers["X-Amzn-Trace-Id"].startswith("Root=1-")
-        assert metric(app, "poller_events_total", mapping="orders", stage="polled") == 25
-        assert metric(app, "poller_invocations_total", mapping="orders", outcome="success") == len(
-            fake.invocations
-        )
+        assert events_total(app, "polled") == 25
+        assert invocations_total(app, "success") == len(fake.invocations)
         assert app.exit_code == 0  # type: ignore[attr-defined]
 
 
@@ -119,7 +120,7 @@ async def test_partial_batch_response_returns_only_reported_messages_then_dlq(
         }
         assert all(delivered[f"bad-{i}"] == 2 for i in range(3))
         # FailedInvokeEventCount: records listed in batchItemFailures count as failed.
-        assert metric(app, "poller_events_total", mapping="orders", stage="failed") == 6
+        assert events_total(app, "failed") == 6
         dead = sorted(m["Body"] for m in await receive_all(sqs, queue.dlq_url or ""))
         assert dead == ["bad-0", "bad-1", "bad-2"]
         assert await depth(sqs, queue.url) == (0, 0)
@@ -141,12 +142,10 @@ async def test_function_error_leaves_the_whole_batch_for_redelivery(moto: str, s
     async with FakeLambda(fail_first_time) as fake:
         async with running(settings_from(mapping_yaml(moto, fake, queue))) as app:
             await eventually(
-                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") == 5,
+                lambda: events_total(app, "deleted") == 5,
                 timeout=20,
             )
-            errors = metric(
-                app, "poller_invocations_total", mapping="orders", outcome="function_error"
-            )
+            errors = invocations_total(app, "function_error")
         assert errors >= 1
         delivered = Counter(body for inv in fake.invocations for body in bodies(inv))
         # Nothing was deleted after the error: every message, even ones the function may
@@ -163,27 +162,18 @@ async def test_function_error_leaves_the_whole_batch_for_redelivery(moto: str, s
 async def test_concurrency_reaches_maximum_and_never_exceeds_it(moto: str, sqs: Any) -> None:
     queue = await make_queue(sqs, "orders")
     await send(sqs, queue.url, [f"m{i}" for i in range(24)])
-    current = 0
-    peak = 0
-
-    async def slow(event: Any, info: Invocation) -> Any:
-        nonlocal current, peak
-        current += 1
-        peak = max(peak, current)
-        await anyio.sleep(0.3)
-        current -= 1
-        return None
+    slow = SlowFunction(0.3)
 
     async with FakeLambda(slow) as fake:
         config = mapping_yaml(
-            moto, fake, queue, batch_size=1, extra="    scaling_config: {maximum_concurrency: 4}\n"
+            moto, fake, queue, batch_size=1, scaling_config={"maximum_concurrency": 4}
         )
         async with running(settings_from(config)) as app:
             await eventually(
-                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") == 24,
+                lambda: events_total(app, "deleted") == 24,
                 timeout=30,
             )
-    assert peak == 4
+    assert slow.peak == 4
     assert len(fake.invocations) == 24
 
 
@@ -218,7 +208,7 @@ async def test_fifo_keeps_group_order_and_one_batch_per_group(moto: str, sqs: An
         config = mapping_yaml(moto, fake, queue, batch_size=2)
         async with running(settings_from(config)) as app:
             await eventually(
-                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") == 18,
+                lambda: events_total(app, "deleted") == 18,
                 timeout=30,
             )
     assert failed_once
@@ -242,11 +232,11 @@ async def test_batching_window_gathers_more_than_ten(moto: str, sqs: Any) -> Non
             queue,
             batch_size=30,
             maximum_batching_window_in_seconds=2,
-            extra="    scaling_config: {maximum_concurrency: 2}\n",
+            scaling_config={"maximum_concurrency": 2},
         )
         async with running(settings_from(config)) as app:
             await eventually(
-                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") == 40,
+                lambda: events_total(app, "deleted") == 40,
                 timeout=30,
             )
     assert max(len(inv.event["Records"]) for inv in fake.invocations) > 10
@@ -271,14 +261,12 @@ async def test_throttling_holds_the_batch_and_loses_nothing(moto: str, sqs: Any)
 
             fake.handler = next_answer
             await eventually(
-                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") == 10,
+                lambda: events_total(app, "deleted") == 10,
                 timeout=40,
             )
             assert app.mappings[0].status.state.value == "running"
-        assert metric(app, "poller_invocations_total", mapping="orders", outcome="throttled") == 2
-        assert (
-            metric(app, "poller_invocations_total", mapping="orders", outcome="invoke_error") == 1
-        )
+        assert invocations_total(app, "throttled") == 2
+        assert invocations_total(app, "invoke_error") == 1
     assert "degraded" in states
     assert await depth(sqs, queue.dlq_url or "") == (0, 0)
     succeeded = Counter(b for inv in fake.invocations[3:] for b in bodies(inv))
@@ -291,15 +279,15 @@ async def test_disabled_mapping_never_invokes(moto: str, sqs: Any) -> None:
     await send(sqs, paused.url, ["p1", "p2", "p3"])
     await send(sqs, active.url, ["a1", "a2"])
     async with FakeLambda() as fake:
-        config = mapping_yaml(moto, fake, paused, enabled=False) + (
-            "  - name: active\n"
-            f"    source: {active.arn}\n"
-            "    target: {type: lambda, function: active-fn}\n"
+        config = mapping_yaml(
+            moto,
+            fake,
+            paused,
+            {"name": "active", "source": active.arn, "function": "active-fn"},
+            enabled=False,
         )
         async with running(settings_from(config)) as app:
-            await eventually(
-                lambda: metric(app, "poller_events_total", mapping="active", stage="deleted") == 2
-            )
+            await eventually(lambda: events_total(app, "deleted", mapping="active") == 2)
             statuses = {m.status.name: m.status.state.value for m in app.mappings}
     assert statuses == {"orders": "disabled", "active": "running"}
     assert {inv.function_name for inv in fake.invocations} == {"active-fn"}
@@ -313,14 +301,10 @@ async def test_visibility_heartbeat_keeps_a_long_invocation_from_redelivery(
     queue = await make_queue(sqs, "orders", visibility_timeout=2)
     await send(sqs, queue.url, ["slow"])
 
-    async def slow(event: Any, info: Invocation) -> Any:
-        await anyio.sleep(5)  # 2.5 visibility timeouts
-        return None
-
-    async with FakeLambda(slow) as fake:
+    async with FakeLambda(SlowFunction(5)) as fake:  # 2.5 visibility timeouts
         async with running(settings_from(mapping_yaml(moto, fake, queue))) as app:
             await eventually(
-                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") == 1,
+                lambda: events_total(app, "deleted") == 1,
                 timeout=20,
             )
         assert len(fake.invocations) == 1
@@ -340,9 +324,7 @@ async def test_a_too_large_batch_is_split_until_it_fits(moto: str, sqs: Any) -> 
 
     async with FakeLambda(small_only) as fake:
         async with running(settings_from(mapping_yaml(moto, fake, queue))) as app:
-            await eventually(
-                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") == 10
-            )
+            await eventually(lambda: events_total(app, "deleted") == 10)
     accepted = Counter(
         b for inv in fake.invocations if len(inv.event["Records"]) <= 3 for b in bodies(inv)
     )
@@ -353,15 +335,14 @@ async def test_a_missing_queue_fails_its_mapping_only(moto: str, sqs: Any) -> No
     queue = await make_queue(sqs, "orders")
     await send(sqs, queue.url, ["x"])
     async with FakeLambda() as fake:
-        config = mapping_yaml(moto, fake, queue) + (
-            "  - name: ghost\n"
-            "    source: arn:aws:sqs:us-east-1:123456789012:does-not-exist\n"
-            "    target: {type: lambda, function: ghost-fn}\n"
-        )
+        missing = {
+            "name": "ghost",
+            "source": "arn:aws:sqs:us-east-1:123456789012:does-not-exist",
+            "function": "ghost-fn",
+        }
+        config = mapping_yaml(moto, fake, queue, missing)
         async with running(settings_from(config)) as app:
-            await eventually(
-                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") == 1
-            )
+            await eventually(lambda: events_total(app, "deleted") == 1)
             ghost = app.mappings[1].status
             await eventually(lambda: ghost.state.value == "failed")
             assert "does-not-exist" in (ghost.error or "")
@@ -381,7 +362,7 @@ async def test_a_missing_function_fails_its_mapping_until_it_appears(moto: str, 
             assert metric(app, "poller_mapping_up", mapping="orders") == 0
             fake.handler = lambda event, info: None  # the function is deployed
             await eventually(
-                lambda: metric(app, "poller_events_total", mapping="orders", stage="deleted") == 2,
+                lambda: events_total(app, "deleted") == 2,
                 timeout=90,
             )
             assert status.state.value == "running"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,31 +22,16 @@ from poller.targets import (
     build_target,
 )
 from poller.targets.http import parse_retry_after
-from tests.support.fake_lambda import FakeHttpFunction, FakeLambda, Invocation, Reply
+from tests.support.fake_lambda import FakeHttpFunction, FakeLambda, Invocation, Reply, SlowFunction
+from tests.support.ports import free_port
+from tests.support.queues import ACCOUNT, REGION
 
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
 TRACE = "Root=1-5f3a8b2c-0123456789abcdef01234567;Parent=89abcdef01234567;Sampled=1"
 EVENT = {"Records": [{"messageId": "m1", "body": "hi"}]}
 
 
 def request(trace: str | None = TRACE, request_id: str = "req-1") -> InvocationRequest:
     return InvocationRequest(json.dumps(EVENT).encode(), request_id, trace)
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound then released), for connection-refused cases."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
 
 
 @pytest.fixture
@@ -93,11 +77,7 @@ async def test_default_handler_returns_null(fake: FakeLambda, clients: AwsClient
 
 
 async def test_trace_header_is_per_invocation(fake: FakeLambda, clients: AwsClients) -> None:
-    async def slow_echo(event: Any, info: Invocation) -> Reply:
-        await asyncio.sleep(0.05)  # keep the calls overlapping
-        return Reply()
-
-    fake.handler = slow_echo
+    fake.handler = SlowFunction(0.05)  # keep the calls overlapping
     target = lambda_target(clients)
     traces = [f"Root=1-00000000-{n:024x}" for n in range(5)] + [None]
     await asyncio.gather(
@@ -372,11 +352,7 @@ async def test_http_never_reached_statuses(http_fn: FakeHttpFunction, status: in
 
 
 async def test_http_timeout(http_fn: FakeHttpFunction) -> None:
-    async def slow(event: Any, info: Invocation) -> Reply:
-        await asyncio.sleep(5)
-        return Reply()
-
-    http_fn.handler = slow
+    http_fn.handler = SlowFunction(5)
     target = http_target(http_fn.url, timeout=0.2)
     started = time.monotonic()
     result = await target.invoke(request())

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import inspect
 import os
+import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 
 from poller.app import App
 from poller.config.settings import Settings, parse_config
+from tests.support.wait import eventually
 
 
 def settings_from(yaml_text: str) -> Settings:
@@ -44,30 +43,28 @@ async def running(settings: Settings) -> AsyncIterator[App]:
     app.exit_code = codes[0] if codes else None  # type: ignore[attr-defined]
 
 
-async def eventually(
-    condition: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05
-) -> Any:
-    """Wait until `condition()` (sync or async) is truthy; fail with a clear message if not."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await anyio.sleep(interval)
-
-
 def metric(app: App, name: str, **labels: str) -> float:
     """A sample's value from the app's registry (0 when absent)."""
     value = app.metrics.registry.get_sample_value(name, labels)
     return float(value) if value is not None else 0.0
 
 
+def events_total(app: App, stage: str, mapping: str = "orders") -> float:
+    """`poller_events_total` of one mapping at one stage (polled, deleted, filtered_out…)."""
+    return metric(app, "poller_events_total", mapping=mapping, stage=stage)
+
+
+def invocations_total(app: App, outcome: str, mapping: str = "orders") -> float:
+    """`poller_invocations_total` of one mapping with one outcome (success, throttled…)."""
+    return metric(app, "poller_invocations_total", mapping=mapping, outcome=outcome)
+
+
 class DaemonProcess:
     """`poller run -c FILE` in a subprocess, logs captured to a file."""
+
+    # Every one started, so that a test cut short leaves no daemon running (a per-test
+    # timeout raises wherever the test is; its `finally` may not get to its clean-up).
+    started: list[DaemonProcess] = []  # noqa: RUF012 - shared on purpose
 
     def __init__(self, config_path: Path, log_path: Path, *, log_level: str = "DEBUG") -> None:
         self.config_path = config_path
@@ -94,39 +91,39 @@ class DaemonProcess:
             stderr=subprocess.STDOUT,
             env=dict(os.environ),
         )
+        DaemonProcess.started.append(self)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
     async def wait(self, timeout: float = 60.0) -> int:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                raise AssertionError(f"daemon did not exit within {timeout}s:\n{self.logs()}")
-            await anyio.sleep(0.05)
-        return self.proc.returncode
+        """Its exit code; killed, and the test failed with its logs, if it runs on."""
+        proc = self.proc
+        assert proc is not None
+        try:
+            await eventually(lambda: proc.poll() is not None, timeout=timeout)
+        except AssertionError:
+            proc.kill()
+            raise AssertionError(f"daemon did not exit within {timeout}s:\n{self.logs()}") from None
+        return proc.returncode
+
+    def terminate(self) -> None:
+        """SIGTERM, the graceful stop, if it still runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    async def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then its exit code (see `wait`)."""
+        self.terminate()
+        return await self.wait(timeout)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
 
-
-Condition = Callable[[], Awaitable[bool]]
-
-
-def sqs_mapping_yaml(moto: str, lambda_url: str, queue_arn: str, mapping: str = "") -> str:
-    """A config with one SQS mapping `orders` → the fake function `orders-fn`; `mapping` is
-    more YAML indented under the mapping."""
-    return (
-        f"aws: {{region: us-east-1, endpoint_url: {moto},"
-        f" endpoints: {{lambda: {lambda_url}}}}}\n"
-        "server: {host: 127.0.0.1, port: 0}\n"
-        "shutdown_timeout_seconds: 10\n"
-        "mappings:\n"
-        "  - name: orders\n"
-        f"    source: {queue_arn}\n"
-        "    target: {type: lambda, function: orders-fn}\n" + mapping
-    )
+    @classmethod
+    def kill_leftovers(cls) -> None:
+        """Kill every daemon a test started and left running."""
+        while cls.started:
+            cls.started.pop().kill()

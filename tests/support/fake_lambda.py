@@ -131,6 +131,25 @@ def _default_handler(event: Any, info: Invocation) -> Reply:
     return Reply()
 
 
+class SlowFunction:
+    """A handler whose function takes `seconds` per invocation (the scenario's own duration,
+    not a wait) and counts how many invocations ran at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.active = 0
+        self.peak = 0
+
+    async def __call__(self, event: Any, info: Invocation) -> Reply:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.active -= 1
+        return Reply()
+
+
 class _FakeServer:
     """An aiohttp server on 127.0.0.1 (free port) that records requests and asks `handler`."""
 
@@ -273,3 +292,19 @@ class FakeHttpFunction(_FakeServer):
         status = 500 if reply.function_error else reply.status
         headers = {"Content-Type": "application/json", **reply.headers}
         return web.Response(status=status, body=reply.body, headers=headers)
+
+
+def invocations(fake: FakeLambda, function: str | None = None) -> list[Invocation]:
+    """The fake's invocations in arrival order, all or those of one function (by its name,
+    whether the daemon called it by name or by ARN)."""
+    return [
+        inv
+        for inv in fake.invocations
+        if function is None or inv.function_name.split(":")[-1] == function
+    ]
+
+
+def event_records(fake: FakeLambda, function: str | None = None) -> list[dict[str, Any]]:
+    """Every record of every event the fake received, in invocation order (optionally of one
+    function): SQS messages, Kinesis or DynamoDB stream records alike."""
+    return [record for inv in invocations(fake, function) for record in inv.event["Records"]]

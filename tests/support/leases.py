@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -19,9 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tests.support.config import config_yaml
 from tests.support.daemon import DaemonProcess
 from tests.support.fake_lambda import FakeLambda
-from tests.support.queues import REGION
 
 TABLE = "poller-leases"
 _PORT = re.compile(r"on port (\d+)")
@@ -49,28 +48,29 @@ def fleet_yaml(
     moto: str,
     dynamodb: str,
     fake: FakeLambda,
-    mapping: dict[str, Any],
+    source: str,
     *,
     lease_duration: float = 2,
     shutdown_timeout: float = 10,
+    **mapping: Any,
 ) -> str:
     """A config for one replica of a fleet: a lease table on `dynamodb`, one stream mapping
-    `orders` (keys of `mapping` as YAML values) → the fake function `stream-fn`."""
-    endpoints = f"{{lambda: {fake.endpoint_url}, dynamodb: {dynamodb}}}"
-    lines = [
-        f"aws: {{region: {REGION}, endpoint_url: {moto}, endpoints: {endpoints}}}",
-        "checkpoints: {backend: dynamodb, table: "
-        + TABLE
-        + f", lease_duration_seconds: {lease_duration}}}",
-        "server: {host: 127.0.0.1, port: 0}",
-        f"shutdown_timeout_seconds: {shutdown_timeout}",
-        "tuning: {shard_discovery_interval_seconds: 1}",
-        "mappings:",
-        "  - name: orders",
-        "    target: {type: lambda, function: stream-fn}",
-    ]
-    lines.extend(f"    {key}: {json.dumps(value)}" for key, value in mapping.items())
-    return "\n".join(lines) + "\n"
+    `orders` of `source` (TRIM_HORIZON, batches of 10, unless `mapping` says otherwise) → the
+    fake function `stream-fn`."""
+    keys = {"source": source, "starting_position": "TRIM_HORIZON", "batch_size": 10, **mapping}
+    return config_yaml(
+        moto,
+        [{"function": "stream-fn", **keys}],
+        lambda_url=fake.endpoint_url,
+        dynamodb_url=dynamodb,
+        checkpoints={
+            "backend": "dynamodb",
+            "table": TABLE,
+            "lease_duration_seconds": lease_duration,
+        },
+        shutdown_timeout=shutdown_timeout,
+        tuning={"shard_discovery_interval_seconds": 1},
+    )
 
 
 def start_fleet(tmp_path: Path, config: str, count: int) -> list[DaemonProcess]:
@@ -84,6 +84,19 @@ def start_fleet(tmp_path: Path, config: str, count: int) -> list[DaemonProcess]:
     for replica in replicas:
         replica.start()
     return replicas
+
+
+async def stop_fleet(replicas: Sequence[DaemonProcess]) -> list[int]:
+    """SIGTERM every replica still running, all at once; their exit codes, in order. Any
+    replica still there afterwards (its wait failed) is killed."""
+    running = [r for r in replicas if r.proc is not None and r.proc.poll() is None]
+    try:
+        for replica in running:
+            replica.terminate()
+        return [await replica.wait(timeout=30) for replica in running]
+    finally:
+        for replica in replicas:
+            replica.kill()
 
 
 def ops_port(replica: DaemonProcess) -> int | None:
@@ -116,9 +129,6 @@ def metric_value(text: str, name: str) -> float | None:
 
 async def lease_items(dynamodb: Any) -> list[dict[str, Any]]:
     """Every shard lease item of the table, as plain dicts (owner None when free)."""
-    if TABLE not in (await dynamodb.list_tables())["TableNames"]:
-        return []
-    items = (await dynamodb.scan(TableName=TABLE, ConsistentRead=True))["Items"]
     return [
         {
             "shard": item["sk"]["S"].removeprefix("shard|"),
@@ -126,9 +136,23 @@ async def lease_items(dynamodb: Any) -> list[dict[str, Any]]:
             "state": item.get("state", {}).get("S"),
             "checkpoint": item.get("checkpoint", {}).get("S"),
         }
-        for item in items
-        if item["sk"]["S"].startswith("shard|")
+        for item in await _shard_items(dynamodb)
     ]
+
+
+async def lease_counters(dynamodb: Any) -> dict[str, int]:
+    """Each shard lease's counter, which its owner moves at every renewal."""
+    return {
+        item["sk"]["S"].removeprefix("shard|"): int(item.get("counter", {}).get("N", "0"))
+        for item in await _shard_items(dynamodb)
+    }
+
+
+async def _shard_items(dynamodb: Any) -> list[dict[str, Any]]:
+    if TABLE not in (await dynamodb.list_tables())["TableNames"]:
+        return []
+    items = (await dynamodb.scan(TableName=TABLE, ConsistentRead=True))["Items"]
+    return [item for item in items if item["sk"]["S"].startswith("shard|")]
 
 
 async def owners(dynamodb: Any, shards: Sequence[str] | None = None) -> Counter[str | None]:
@@ -140,11 +164,8 @@ async def owners(dynamodb: Any, shards: Sequence[str] | None = None) -> Counter[
     )
 
 
-def replica_id(replica: DaemonProcess) -> str | None:
+def replica_id(replica: DaemonProcess) -> str:
     """The id a replica keeps its leases as, from its startup log line."""
     found = _REPLICA.search(replica.logs())
-    return found.group(1) if found else None
-
-
-def elapsed(since: float) -> float:
-    return time.monotonic() - since
+    assert found, replica.logs()
+    return found.group(1)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from types import TracebackType
+
+from tests.support.ports import free_port
 
 
 class Proxy:
@@ -16,9 +17,7 @@ class Proxy:
         self._upstream = (upstream_host, upstream_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = free_port()
 
     @property
     def url(self) -> str:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.support.fake_lambda import FakeLambda, Invocation
+from tests.support.config import config_yaml
+from tests.support.fake_lambda import FakeLambda, event_records
 from tests.support.queues import ACCOUNT, REGION
 
 
@@ -66,17 +68,9 @@ def kinesis_data(record: dict[str, Any]) -> Any:
     return json.loads(base64.b64decode(record["kinesis"]["data"]))
 
 
-def kinesis_records(fake: FakeLambda, function: str | None = None) -> list[dict[str, Any]]:
-    """Every record the fake received, in invocation order (optionally for one function)."""
-    return [r for inv in invocations(fake, function) for r in inv.event["Records"]]
-
-
-def invocations(fake: FakeLambda, function: str | None = None) -> list[Invocation]:
-    return [
-        inv
-        for inv in fake.invocations
-        if function is None or inv.function_name.split(":")[-1] == function
-    ]
+def numbers(records: Sequence[dict[str, Any]]) -> list[int]:
+    """The `n` each Kinesis record's JSON data carries, in order."""
+    return [kinesis_data(record)["n"] for record in records]
 
 
 async def make_table(dynamodb: Any, name: str, view_type: str) -> str:
@@ -99,22 +93,50 @@ def stream_yaml(
     *,
     shutdown_timeout: float = 10,
 ) -> str:
-    """A config with stream mappings: each a dict of mapping keys, `function` naming the
-    fake's function (the target), `source` the stream ARN."""
-    endpoints = f"endpoints: {{lambda: {fake.endpoint_url}}}"
-    lines = [
-        f"aws: {{region: {REGION}, endpoint_url: {moto}, {endpoints}}}",
-        f"checkpoints: {{path: {json.dumps(str(state))}}}",
-        "server: {host: 127.0.0.1, port: 0}",
-        f"shutdown_timeout_seconds: {shutdown_timeout}",
-        "tuning: {shard_discovery_interval_seconds: 1}",
-        "mappings:",
-    ]
-    for mapping in mappings:
-        keys = dict(mapping)
-        function = keys.pop("function", "stream-fn")
-        lines.append(f"  - name: {keys.pop('name', 'orders')}")
-        lines.append(f"    target: {{type: lambda, function: {function}}}")
-        for key, value in keys.items():
-            lines.append(f"    {key}: {json.dumps(value)}")
-    return "\n".join(lines) + "\n"
+    """A config with stream mappings checkpointed in SQLite at `state`: each a dict of mapping
+    keys, `function` naming the fake's function (the target, "stream-fn" unless given),
+    `source` the stream ARN."""
+    return config_yaml(
+        moto,
+        [{"function": "stream-fn", **mapping} for mapping in mappings],
+        lambda_url=fake.endpoint_url,
+        checkpoints={"path": str(state)},
+        shutdown_timeout=shutdown_timeout,
+        tuning={"shard_discovery_interval_seconds": 1},
+    )
+
+
+async def reshard(
+    kinesis: Any, arn: str, put: Callable[[int], Awaitable[list[str]]]
+) -> dict[str, list[str]]:
+    """Split the stream's one shard, then merge the two children, calling `put(start)` to put
+    12 records (n from `start`, keys k0..k3) before, between and after; returns the shard ids
+    each phase's records went to."""
+    phases: dict[str, list[str]] = {}
+    phases["parent"] = await put(0)
+    parent = (await list_shards(kinesis, arn))[0]["ShardId"]
+    await kinesis.split_shard(StreamARN=arn, ShardToSplit=parent, NewStartingHashKey=str(2**127))
+    phases["split"] = await put(12)
+    children = [s["ShardId"] for s in await list_shards(kinesis, arn) if s.get("ParentShardId")]
+    await kinesis.merge_shards(
+        StreamARN=arn, ShardToMerge=children[0], AdjacentShardToMerge=children[1]
+    )
+    phases["merged"] = await put(24)
+    return phases
+
+
+def assert_parents_before_children(fake: FakeLambda, shards: list[dict[str, Any]]) -> None:
+    """Every parent shard's records were delivered before any of its children's, and each
+    key's records in order."""
+    order = [r["eventID"].split(":")[0] for r in event_records(fake)]
+    first = {shard: order.index(shard) for shard in set(order)}
+    last = {shard: len(order) - 1 - order[::-1].index(shard) for shard in set(order)}
+    for shard in shards:
+        for parent in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")):
+            if parent and parent in last and shard["ShardId"] in first:
+                assert last[parent] < first[shard["ShardId"]], (parent, shard["ShardId"])
+    per_key: dict[int, list[int]] = defaultdict(list)
+    for record in event_records(fake):
+        data = kinesis_data(record)
+        per_key[data["key"]].append(data["n"])
+    assert all(ns == sorted(ns) for ns in per_key.values())

@@ -4,6 +4,7 @@ readers driven by a fake lease set (held, handed back, lost) over the in-memory 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,12 +28,12 @@ from poller.engine.lifecycle import Shutdown
 from poller.ops.status import MappingStatus
 from poller.sources.streams.shards import StartAt
 from poller.sources.streams.source import StreamSource
+from tests.support.wait import eventually
 from tests.unit.test_shards import (
     FakeApi,
     FakeSettler,
     FakeShard,
     MemoryStore,
-    eventually,
     records,
     shard,
     stream_context,
@@ -205,7 +206,9 @@ def test_stealing_is_a_fallback_against_a_peer_that_never_gives_up() -> None:
 
 
 class FakeLeases:
-    """A lease set the test drives: `grant`, `give_up`, `lose`."""
+    """A lease set the test drives: `grant`, `give_up`, `lose`. It counts how often the source
+    asked about each shard: the source asks at every pass, so the count moving is the sign
+    that a pass went by."""
 
     owner = "replica-a"
     exclusive = False
@@ -216,12 +219,14 @@ class FakeLeases:
         self.finished: set[str] = set()
         self.released: list[str] = []
         self.closed = False
+        self.asked: Counter[str] = Counter()
         self._changed: Callable[[], None] = lambda: None
 
     def update(self, listing: Sequence[ShardInfo]) -> None:
         pass
 
     def state(self, shard_id: str) -> LeaseState | None:
+        self.asked[shard_id] += 1
         return self.states.get(shard_id)
 
     async def run(self, changed: Callable[[], None]) -> None:
@@ -246,6 +251,12 @@ class FakeLeases:
     def lose(self, shard_id: str) -> None:
         self.states.pop(shard_id, None)
         self._changed()
+
+    async def passes(self, shard_id: str, count: int = 2) -> None:
+        """Wait until the source asked about `shard_id` `count` more times: that many passes
+        over it went by, so whatever such a pass starts or stops has happened."""
+        target = self.asked[shard_id] + count
+        await eventually(lambda: self.asked[shard_id] >= target, timeout=5)
 
 
 class JournalStore(MemoryStore):
@@ -307,8 +318,9 @@ async def test_only_held_shards_are_read_and_a_granted_one_starts_at_its_checkpo
     leases = FakeLeases("a")
     async with reading(api, leases) as fleet:
         await eventually(lambda: fleet.settler.processed("a") == [1, 2, 3, 4, 5])
-        await anyio.sleep(0.1)
+        await leases.passes("b")  # considered, and not held
         assert fleet.settler.processed("b") == []
+        assert "b" not in fleet.status.shards  # no reader was started for it
         assert fleet.status.shards["a"].owner == "replica-a"
         fleet.store.checkpoints["b"] = Checkpoint("5")  # where another instance stopped
         leases.grant("b")
@@ -334,7 +346,9 @@ async def test_a_lost_lease_stops_its_reader_at_once_and_writes_nothing_more() -
         leases.lose("a")
         await eventually(lambda: "a" not in fleet.status.shards)
         fleet.settler.blocked["x"].set()
-        await anyio.sleep(0.1)
+        # The in-flight call is over, and later passes did not start the shard again.
+        await eventually(lambda: fleet.settler.active == 0)
+        await leases.passes("a")
         assert fleet.store.checkpoints["a"] == Checkpoint("5")
         assert fleet.settler.processed("a") == [1, 2, 3, 4, 5]  # the in-flight batch dropped
     assert "a" not in leases.released  # not ours to release any more
@@ -349,7 +363,7 @@ async def test_a_lease_given_up_finishes_in_flight_then_checkpoints_then_release
         gate = fleet.settler.blocked["x"] = anyio.Event()
         await eventually(lambda: fleet.settler.active == 1)
         leases.give_up("a")
-        await anyio.sleep(0.05)
+        await leases.passes("a", count=1)  # the source saw it and handed the reader back
         gate.set()
         await eventually(lambda: ("release", "a") in fleet.journal)
         assert fleet.journal[-2:] == [("put", "a", Checkpoint("10")), ("release", "a")]
@@ -366,8 +380,9 @@ async def test_a_checkpoint_refused_for_a_lost_lease_stops_the_reader() -> None:
         await eventually(lambda: fleet.settler.processed("a") == [1, 2, 3, 4, 5])
         await eventually(lambda: "a" not in fleet.status.shards)
         api.shards["a"].records += records(range(6, 9))
-        await anyio.sleep(0.1)
+        await leases.passes("a")  # later passes did not start the shard again
         assert fleet.settler.processed("a") == [1, 2, 3, 4, 5]  # read no further
+        assert "a" not in fleet.status.shards
     assert "a" not in leases.released
 
 
@@ -380,8 +395,9 @@ async def test_a_parent_finished_by_another_instance_lets_its_child_start() -> N
     )
     leases = FakeLeases("c")
     async with reading(api, leases) as fleet:
-        await anyio.sleep(0.1)
+        await leases.passes("p")  # the lineage was looked at: the parent is not ours
         assert fleet.settler.processed() == []  # the parent is not finished yet
+        assert not fleet.status.shards  # so the child has no reader yet
         leases.finished.add("p")  # another replica read it to its end
         leases.grant("c")
         await eventually(lambda: fleet.settler.processed("c") == [4, 5, 6])

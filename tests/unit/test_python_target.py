@@ -28,9 +28,9 @@ from poller.targets import (
 )
 from poller.targets.python import load_handler
 from poller.targets.runtime.target import RuntimeTarget
+from tests.support.output import output_lines
+from tests.support.queues import ACCOUNT, REGION
 
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
 EVENT = {"Records": [{"messageId": "m1", "body": "hello"}]}
 
 # --- handlers, imported back through their "module:function" spec -------------------------
@@ -291,10 +291,6 @@ async def test_target_identity() -> None:
 
 
 # --- function output (SPEC §7) ------------------------------------------------------------------
-
-
-def output_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith('{"ts"')]
 
 
 async def test_printed_lines_become_json_lines(capsys: pytest.CaptureFixture[str]) -> None:

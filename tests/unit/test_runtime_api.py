@@ -19,6 +19,7 @@ from poller.targets.runtime.api import (
     RuntimeApi,
     Startup,
 )
+from tests.support.wait import eventually
 
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:orders"
 TRACE = "Root=1-5f3a8b2c-0123456789abcdef01234567;Parent=89abcdef01234567;Sampled=1"
@@ -87,8 +88,8 @@ async def test_next_blocks_until_an_invocation_is_assigned(
     channel: Channel, http: aiohttp.ClientSession
 ) -> None:
     waiting = asyncio.ensure_future(next_invocation(http, channel))
-    await asyncio.sleep(0.1)
-    assert not waiting.done() and channel.waiting
+    await eventually(lambda: channel.waiting, timeout=5)  # the request reached the API
+    assert not waiting.done()
     channel.assign(invocation("late"))
     status, headers, _ = await asyncio.wait_for(waiting, 5)
     assert status == 200 and headers["Lambda-Runtime-Aws-Request-Id"] == "late"
@@ -316,7 +317,7 @@ async def test_closing_a_channel_fails_what_waits_on_it(
     await next_invocation(http, channel)
     other = await api.open_channel()
     waiting = asyncio.ensure_future(next_invocation(http, other))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: other.waiting, timeout=5)
     channel.close("signal: killed")
     answer = current.answer.result()
     assert answer.kind is AnswerKind.EXIT and answer.error_type == "signal: killed"
@@ -343,7 +344,7 @@ async def test_stopping_the_server_does_not_wait_for_blocked_runtimes(
     api = RuntimeApi()
     channel = await api.open_channel()
     waiting = asyncio.ensure_future(next_invocation(http, channel))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: channel.waiting, timeout=5)  # blocked in the server
     started = time.monotonic()
     await api.aclose()
     assert time.monotonic() - started < 1.5

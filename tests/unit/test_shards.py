@@ -40,6 +40,7 @@ from poller.sources.streams.shards import (
 )
 from poller.sources.streams.source import StreamSource
 from poller.sources.streams.watermark import CoalescedWrites, Watermark
+from tests.support.wait import eventually
 
 ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 
@@ -372,12 +373,6 @@ async def streaming(
             yield harness
         finally:
             shutdown.begin(drain)
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():  # noqa: ASYNC110 - polling state that has no event of its own
-            await anyio.sleep(0.005)
 
 
 def checkpoint(h: Harness, shard_id: str) -> str | None:

@@ -21,7 +21,7 @@ from poller.targets.base import InvokeResult
 from poller.wiring import sqs_source
 from tests.fakes.queues import MemoryQueue
 from tests.fakes.targets import ERROR, OK, ScriptedTarget, failures
-from tests.support.daemon import eventually
+from tests.support.wait import eventually
 
 QUEUE = "arn:aws:sqs:us-east-1:123456789012:orders"
 FIFO = "arn:aws:sqs:us-east-1:123456789012:orders.fifo"
