@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check poller tests
 	$(BIN)/ruff format --check poller tests
 	$(BIN)/mypy --strict poller
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest -q

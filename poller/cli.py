@@ -11,7 +11,8 @@ from pathlib import Path
 
 import anyio
 
-from poller.config.settings import ConfigError, Settings, load_config
+from poller.config.settings import ConfigError, Settings
+from poller.wiring import load_settings
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -64,7 +65,7 @@ def _load(path_text: str | None) -> Settings:
         raise ConfigError.single(
             "<none>", "config", "no configuration: pass -c FILE or set POLLER_CONFIG"
         )
-    return load_config(Path(path_text))
+    return load_settings(Path(path_text))
 
 
 def _report(error: ConfigError) -> None:

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pathlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from poller.aws.clients import AwsClients
 from poller.checkpoints.base import CheckpointStore, ShardLeases
 from poller.config.arns import SourceArn
-from poller.config.settings import MappingSettings, TuningSettings
+from poller.config.settings import (
+    MappingSettings,
+    Settings,
+    TuningSettings,
+    load_config,
+    parse_config,
+)
 from poller.engine.batcher import BatchLimits
 from poller.engine.destinations import OnFailureDestination, destination_for
 from poller.engine.giveup import LeaveToQueue, SendOnFailure
@@ -26,7 +33,7 @@ from poller.engine.invoker import Invoker
 from poller.engine.lifecycle import Shutdown
 from poller.engine.records import StreamRecord
 from poller.engine.settle import SettlePlan, Settler
-from poller.filtering.filter_set import FilterSet
+from poller.filtering.filter_set import FilterSet, pattern_problem
 from poller.ops.metrics import Metrics, ShardGauges
 from poller.ops.status import MappingStatus, State
 from poller.retry import FUNCTION_ERROR, THROTTLE, Curve
@@ -55,6 +62,19 @@ class MappingRunner(Protocol):
     async def run(self) -> None:
         """Run until shutdown has drained it."""
         ...
+
+
+# -- settings -----------------------------------------------------------------------------
+
+
+def load_settings(path: pathlib.Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """A configuration file, validated, filter patterns by the filter engine; ConfigError."""
+    return load_config(path, environ, check_pattern=pattern_problem)
+
+
+def parse_settings(text: str, filename: str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Configuration text, validated as `load_settings` does."""
+    return parse_config(text, filename, environ, check_pattern=pattern_problem)
 
 
 # -- plans --------------------------------------------------------------------------------

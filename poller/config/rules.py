@@ -17,17 +17,31 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ValidatorFunctionWrapHandler, WrapValidator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from poller.config.arns import SourceArn, SourceKind, parse_destination_arn, parse_source_arn
-from poller.filtering.filter_set import PatternError, compile_pattern
 
 if TYPE_CHECKING:
     from poller.config.settings import CheckpointSettings, MappingSettings
 
 Loc = tuple[str | int, ...]
 RuleProblem = tuple[Loc, str]
+
+PatternCheck = Callable[[str, SourceKind | None], str | None]
+"""What is wrong with a filter pattern for a source kind (None: for every kind), or None.
+
+Configuration does not know the filter language: whoever loads a configuration passes the
+filter engine's own check, so a pattern is refused by the code that would have to match it.
+"""
+# The key of the pattern check in the validation context of the models.
+CHECK_PATTERN = "check_pattern"
 
 SERVICES = ("sqs", "kinesis", "dynamodbstreams", "dynamodb", "lambda", "sns", "s3", "sts")
 MAX_FILTERS = 10
@@ -185,14 +199,16 @@ def _at_most(limit: int, noun: str) -> AfterValidator:
     )
 
 
-def _check_filter_pattern(pattern: str, kind: SourceKind | None = None) -> str | None:
+def _check_filter_pattern(
+    pattern: str, kind: SourceKind | None, check: PatternCheck | None
+) -> str | None:
     """Check one FilterCriteria pattern; return what is wrong with it, or None.
 
-    The load-time gate for filter patterns (ESM-SEMANTICS §0, §1.3): the pattern is compiled
-    with `poller.filtering`, so every operator or shape the matcher cannot honour is refused
-    here, naming the operator and where in the pattern it is. Without `kind` (the field-level
-    check) only what holds for every source is checked; with it, also what Lambda refuses for
-    that source kind (a plain-value Kinesis `data` or DynamoDB `dynamodb` pattern).
+    The load-time gate for filter patterns: its shape here (size, JSON, an object), then
+    `check`, the filter engine's compile, so every operator or shape the matcher cannot honour
+    is refused, naming the operator and where in the pattern it is. Without `kind` (the
+    field-level check) only what holds for every source is checked; with it, also what Lambda
+    refuses for that source kind (a plain-value Kinesis `data` or DynamoDB `dynamodb` pattern).
     """
     if len(pattern) > MAX_PATTERN_LENGTH:
         return f"must be at most {MAX_PATTERN_LENGTH} characters (got {len(pattern)})"
@@ -204,23 +220,27 @@ def _check_filter_pattern(pattern: str, kind: SourceKind | None = None) -> str |
         return "is nested too deeply"
     if not isinstance(parsed, dict):
         return 'must be a JSON object, like \'{"body": {"kind": ["refund"]}}\''
-    try:
-        compiled = compile_pattern(pattern)
-        if kind is not None:
-            compiled.check_source(kind)
-    except PatternError as exc:
-        where = f" (at {exc.path} in the pattern)" if exc.path else ""
-        return f"{exc.reason}{where}"
-    return None
+    return check(pattern, kind) if check is not None else None
 
 
-def _filter_rules(mapping: MappingSettings, source: SourceArn) -> list[RuleProblem]:
+def _filter_pattern(pattern: str, info: ValidationInfo) -> str:
+    """The field-level pattern check, with the loader's pattern check from the context."""
+    check = (info.context or {}).get(CHECK_PATTERN)
+    message = _check_filter_pattern(pattern, None, check)
+    if message:
+        fail(message)
+    return pattern
+
+
+def _filter_rules(
+    mapping: MappingSettings, source: SourceArn, check: PatternCheck | None
+) -> list[RuleProblem]:
     """The source-kind checks of each filter pattern (the rest ran on the field already)."""
-    if mapping.filter_criteria is None:
+    if mapping.filter_criteria is None or check is None:
         return []
     problems: list[RuleProblem] = []
     for index, item in enumerate(mapping.filter_criteria.filters):
-        message = _check_filter_pattern(item.pattern, source.kind)
+        message = check(item.pattern, source.kind)
         if message:
             problems.append((("filter_criteria", "filters", index, "pattern"), message))
     return problems
@@ -239,7 +259,7 @@ SOURCE = _after(_source)
 DESTINATION = _after(_destination)
 FUNCTION = _after(_function)
 HTTP_URL = _after(_http_url)
-FILTER_PATTERN = _after(_check_filter_pattern)
+FILTER_PATTERN = AfterValidator(_filter_pattern)
 MAX_FILTER_LIST = _at_most(MAX_FILTERS, "filters")
 MAX_LAYERS = _at_most(5, "layers")
 RESPONSE_TYPES = _after(
@@ -249,7 +269,9 @@ RECORD_AGE = _after(_record_age)
 TUMBLING = _after(_tumbling)
 
 
-def check_mapping(mapping: MappingSettings) -> list[RuleProblem]:
+def check_mapping(
+    mapping: MappingSettings, check_pattern: PatternCheck | None = None
+) -> list[RuleProblem]:
     """Rules that depend on the mapping's source kind; `(loc within the mapping, message)`."""
     source = mapping.source_arn
     present = mapping.model_fields_set
@@ -261,7 +283,7 @@ def check_mapping(mapping: MappingSettings) -> list[RuleProblem]:
     problems += (
         _sqs_rules(mapping, source) if source.kind == "sqs" else _stream_rules(mapping, source)
     )
-    problems += _filter_rules(mapping, source)
+    problems += _filter_rules(mapping, source, check_pattern)
     problems += _runtime_rules(mapping)
     return problems
 

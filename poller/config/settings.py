@@ -298,8 +298,17 @@ class Settings(_Strict):
         return [mapping for mapping in self.mappings if mapping.enabled]
 
 
-def load_config(path: pathlib.Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate a configuration file; raise ConfigError listing every problem."""
+def load_config(
+    path: pathlib.Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    check_pattern: rules.PatternCheck | None = None,
+) -> Settings:
+    """Read and validate a configuration file; raise ConfigError listing every problem.
+
+    `check_pattern` is the filter engine's check of a FilterCriteria pattern; without it only a
+    pattern's shape is checked (the filter engine compiles it again when the mapping starts).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -307,23 +316,33 @@ def load_config(path: pathlib.Path, environ: Mapping[str, str] | None = None) ->
     except OSError as exc:
         message = f"cannot read the file: {exc.strerror or exc}"
         raise ConfigError([ConfigProblem(str(path), None, "", message)]) from None
-    return parse_config(text, str(path), environ)
+    return parse_config(text, str(path), environ, check_pattern=check_pattern)
 
 
-def parse_config(text: str, filename: str, environ: Mapping[str, str] | None = None) -> Settings:
-    """Validate configuration text (`filename` only labels problems); raise ConfigError."""
+def parse_config(
+    text: str,
+    filename: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    check_pattern: rules.PatternCheck | None = None,
+) -> Settings:
+    """Validate configuration text (`filename` only labels problems); raise ConfigError.
+
+    `check_pattern` as for `load_config`.
+    """
     reader = Reader(filename, os.environ if environ is None else environ)
+    context = {rules.CHECK_PATTERN: check_pattern}
     raw = reader.read(text)
     mappings = raw.get("mappings")
     if isinstance(mappings, list):
         for index, item in enumerate(mappings):
-            _check_mapping(item, ("mappings", index), reader)
+            _check_mapping(item, ("mappings", index), reader, context)
         check_names(mappings, reader)
         if not mappings:
             reader.add(("mappings",), "at least one mapping is required")
         raw = {**raw, "mappings": []}  # checked above, one by one
     try:
-        Settings.model_validate(raw)
+        Settings.model_validate(raw, context=context)
     except ValidationError as exc:
         reader.add_pydantic(exc, Settings, ())
     try:
@@ -336,7 +355,7 @@ def parse_config(text: str, filename: str, environ: Mapping[str, str] | None = N
     if reader.problems:
         raise ConfigError(reader.problems)
     try:
-        return Settings.model_validate(reader.data)
+        return Settings.model_validate(reader.data, context=context)
     except ValidationError as exc:  # not expected once every part passed on its own
         reader.add_pydantic(exc, Settings, ())
         raise ConfigError(reader.problems) from None
@@ -346,14 +365,14 @@ def parse_config(text: str, filename: str, environ: Mapping[str, str] | None = N
 _PLACEHOLDERS = {"name": "placeholder", "target": {"type": "python", "handler": "m:f"}}
 
 
-def _check_mapping(item: Any, prefix: Loc, reader: Reader) -> None:
+def _check_mapping(item: Any, prefix: Loc, reader: Reader, context: dict[str, Any]) -> None:
     """Validate one mapping, then its kind-specific rules, reporting everything found.
 
     When some keys are invalid, the rules still run on the rest, so one typo does not hide the
     other problems of the same mapping (only an invalid `source` leaves the kind unknown).
     """
     try:
-        mapping = MappingSettings.model_validate(item)
+        mapping = MappingSettings.model_validate(item, context=context)
         invalid: set[str | int] = set()
     except ValidationError as exc:
         reader.add_pydantic(exc, MappingSettings, prefix)
@@ -363,10 +382,11 @@ def _check_mapping(item: Any, prefix: Loc, reader: Reader) -> None:
         rest = {key: value for key, value in item.items() if key not in invalid}
         try:
             mapping = MappingSettings.model_validate(
-                {**{k: v for k, v in _PLACEHOLDERS.items() if k not in rest}, **rest}
+                {**{k: v for k, v in _PLACEHOLDERS.items() if k not in rest}, **rest},
+                context=context,
             )
         except ValidationError:
             return
-    for loc, message in rules.check_mapping(mapping):
+    for loc, message in rules.check_mapping(mapping, context[rules.CHECK_PATTERN]):
         if loc[0] not in invalid:
             reader.add(prefix + loc, message)

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 
 from poller.app import App
-from poller.config.settings import ConfigError, parse_config
+from poller.config.settings import ConfigError
 from poller.ops.logs import configure_logging
+from poller.wiring import parse_settings
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -231,7 +232,7 @@ async def _run(
     with resources.as_file(resources.files("poller.demo") / "function") as function_dir:
         environ = {**os.environ, **variables, "POLLER_DEMO_FUNCTION": str(function_dir)}
         try:
-            settings = parse_config(text, "demo.yaml", environ=environ)
+            settings = parse_settings(text, "demo.yaml", environ=environ)
         except ConfigError as error:
             for problem in error.problems:
                 sys.stderr.write(problem.format() + "\n")

@@ -45,6 +45,7 @@ __all__ = [
     "PatternError",
     "SourceKind",
     "compile_pattern",
+    "pattern_problem",
 ]
 
 # Lambda's default quota is 5 filters per mapping, raisable to 10; poller allows the maximum.
@@ -272,3 +273,19 @@ class FilterSet:
             if root.match_dict(record):
                 return True
         return False
+
+
+def pattern_problem(pattern: str, source: SourceKind | None = None) -> str | None:
+    """What poller (or Lambda, for `source`) would refuse in a pattern, or None.
+
+    The check configuration loading runs on every FilterCriteria pattern: a pattern the matcher
+    could not honour never reaches a running mapping.
+    """
+    try:
+        compiled = compile_pattern(pattern)
+        if source is not None:
+            compiled.check_source(source)
+    except PatternError as exc:
+        where = f" (at {exc.path} in the pattern)" if exc.path else ""
+        return f"{exc.reason}{where}"
+    return None

@@ -14,13 +14,14 @@ from pathlib import Path
 import anyio
 
 from poller.app import App
-from poller.config.settings import Settings, parse_config
+from poller.config.settings import Settings
+from poller.wiring import parse_settings
 from tests.support.wait import eventually
 
 
 def settings_from(yaml_text: str) -> Settings:
     """Settings from an inline YAML document (dedented), as a user would write it."""
-    return parse_config(textwrap.dedent(yaml_text), "test.yaml", environ=dict(os.environ))
+    return parse_settings(textwrap.dedent(yaml_text), "test.yaml", environ=dict(os.environ))
 
 
 @asynccontextmanager

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from poller.config import settings as config_settings
 from poller.config.reader import Reader
-from poller.config.settings import ConfigError, ConfigProblem, Settings, load_config, parse_config
+from poller.config.settings import ConfigError, ConfigProblem, Settings
+from poller.wiring import load_settings, parse_settings
 
 REPO = pathlib.Path(__file__).parents[2]
 
@@ -512,7 +514,7 @@ BAD = [
 )
 def test_bad_config_is_reported_at_its_line(text: str, path: str, line: int, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config(text, "poller.yaml", {})
+        parse_settings(text, "poller.yaml", {})
     problems = info.value.problems
     assert [(p.path, p.line) for p in problems] == [(path, line)], problems
     assert fragment in problems[0].message
@@ -522,7 +524,7 @@ def test_bad_config_is_reported_at_its_line(text: str, path: str, line: int, fra
 @pytest.mark.parametrize("text", ["", "\n# only a comment\n"])
 def test_empty_file(text: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config(text, "empty.yaml", {})
+        parse_settings(text, "empty.yaml", {})
     [problem] = info.value.problems
     assert problem == ConfigProblem("empty.yaml", None, "", problem.message)
     assert "empty" in problem.message
@@ -532,7 +534,7 @@ def test_empty_file(text: str) -> None:
 def test_unreadable_file(tmp_path: pathlib.Path) -> None:
     missing = tmp_path / "missing.yaml"
     with pytest.raises(ConfigError) as info:
-        load_config(missing, {})
+        load_settings(missing, {})
     [problem] = info.value.problems
     assert problem.file == str(missing)
     assert "cannot read" in problem.message
@@ -542,7 +544,7 @@ def test_not_utf8(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b"mappings: [\xff]\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
-        load_config(path, {})
+        load_settings(path, {})
 
 
 def test_every_problem_is_reported_in_file_order() -> None:
@@ -558,7 +560,7 @@ def test_every_problem_is_reported_in_file_order() -> None:
         + "    parallelization_factor: 0\n"  # 14
     )
     with pytest.raises(ConfigError) as info:
-        parse_config(text, "f.yaml", {})
+        parse_settings(text, "f.yaml", {})
     found = [(p.line, p.path) for p in info.value.problems]
     assert found == [
         (2, "server.port"),
@@ -578,7 +580,7 @@ def test_every_problem_is_reported_in_file_order() -> None:
 def test_problems_in_an_invalid_mapping_do_not_hide_each_other() -> None:
     text = FIFO.replace("function: f", "function: 'a b'") + "    batch_size: 11\n    typo: 1\n"
     with pytest.raises(ConfigError) as info:
-        parse_config(text, "f.yaml", {})
+        parse_settings(text, "f.yaml", {})
     assert [p.path for p in info.value.problems] == [
         "mappings[0].target.function",
         "mappings[0].batch_size",
@@ -587,7 +589,7 @@ def test_problems_in_an_invalid_mapping_do_not_hide_each_other() -> None:
 
 
 def test_defaults_per_source_kind() -> None:
-    settings = parse_config(
+    settings = parse_settings(
         SQS
         + KINESIS.replace("mappings:\n", "")
         + DDB.replace("mappings:\n", "").replace("name: k", "name: d"),
@@ -621,7 +623,7 @@ def test_properties() -> None:
         + SQS.replace("mappings:\n", "").replace("name: q", "name: paused")
         + "    enabled: false\n"
     )
-    settings = parse_config(text, "f.yaml", {})
+    settings = parse_settings(text, "f.yaml", {})
     first = settings.mappings[0]
     assert first.batch_size == 50
     assert first.report_batch_item_failures
@@ -640,11 +642,11 @@ def test_supported_filter_patterns_load() -> None:
     ]
     text = SQS + "    filter_criteria:\n      filters:\n"
     text += "".join(f"      - pattern: '{p}'\n" for p in sqs_patterns)
-    assert parse_config(text, "f.yaml", {}).mappings[0].filter_patterns == sqs_patterns
+    assert parse_settings(text, "f.yaml", {}).mappings[0].filter_patterns == sqs_patterns
     kinesis = stream_filters('{"data": {"t": ["buy"]}, "partitionKey": ["1"]}')
-    assert parse_config(kinesis, "f.yaml", {}).mappings[0].filter_patterns
+    assert parse_settings(kinesis, "f.yaml", {}).mappings[0].filter_patterns
     dynamodb = stream_filters('{"dynamodb": {"NewImage": {"q": {"N": [{"numeric": [">", 1]}]}}}}')
-    assert parse_config(dynamodb.replace(KINESIS, DDB), "f.yaml", {}).mappings[0].filter_patterns
+    assert parse_settings(dynamodb.replace(KINESIS, DDB), "f.yaml", {}).mappings[0].filter_patterns
 
 
 def test_filter_problems_of_several_mappings_are_all_reported() -> None:
@@ -657,7 +659,7 @@ def test_filter_problems_of_several_mappings_are_all_reported() -> None:
         + '      - pattern: \'{"body": {"ip": [{"cidr": "10.0.0.0/8"}]}}\'\n'  # 16
     )
     with pytest.raises(ConfigError) as info:
-        parse_config(text, "f.yaml", {})
+        parse_settings(text, "f.yaml", {})
     found = [(p.line, p.path) for p in info.value.problems]
     assert found == [
         (8, "mappings[0].filter_criteria.filters[0].pattern"),
@@ -672,7 +674,7 @@ def test_filter_problems_of_several_mappings_are_all_reported() -> None:
 
 def test_fifo_accepts_batch_10_and_explicit_zero_window() -> None:
     text = FIFO + "    batch_size: 10\n    maximum_batching_window_in_seconds: 0\n"
-    mapping = parse_config(text, "f.yaml", {}).mappings[0]
+    mapping = parse_settings(text, "f.yaml", {}).mappings[0]
     assert mapping.source_arn.is_fifo
     assert mapping.batch_size == 10
 
@@ -685,7 +687,7 @@ def test_env_expansion_with_defaults_and_types() -> None:
         + target("{type: http, url: 'http://${HOST:-localhost}:${HTTP_PORT}/invoke'}")
         + "    enabled: ${ENABLED:-true}\n"
     )
-    settings = parse_config(
+    settings = parse_settings(
         text, "f.yaml", {"REGION": "eu-west-1", "HTTP_PORT": "8080", "PORT": ""}
     )
     assert settings.aws.region == "eu-west-1"
@@ -706,7 +708,9 @@ def test_expansion_types_plain_scalars_only() -> None:
 
 def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POLLER_TEST_FUNCTION", "from-env")
-    settings = parse_config(SQS.replace("function: f", "function: '${POLLER_TEST_FUNCTION}'"), "f")
+    settings = parse_settings(
+        SQS.replace("function: f", "function: '${POLLER_TEST_FUNCTION}'"), "f"
+    )
     assert settings.mappings[0].target.type == "lambda"
     assert settings.mappings[0].target.function == "from-env"
 
@@ -714,7 +718,7 @@ def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_several_unset_variables_in_one_value() -> None:
     text = target("{type: http, url: 'http://${A}:${B}/'}")
     with pytest.raises(ConfigError) as info:
-        parse_config(text, "f.yaml", {})
+        parse_settings(text, "f.yaml", {})
     messages = [p.message for p in info.value.problems]
     assert len(messages) == 2
     assert "A is not set" in messages[0] and "B is not set" in messages[1]
@@ -729,7 +733,7 @@ def test_starting_position_timestamp_is_timezone_aware() -> None:
         "'2023-11-14T22:13:20'",
         "'2023-11-14T23:13:20+01:00'",
     ):
-        mapping = parse_config(
+        mapping = parse_settings(
             at + f"    starting_position_timestamp: {value}\n", "f", {}
         ).mappings[0]
         assert mapping.starting_position_timestamp == expected
@@ -739,7 +743,7 @@ def test_starting_position_timestamp_is_timezone_aware() -> None:
 def test_merge_keys_and_anchors() -> None:
     text = "x-defaults: &defaults\n  target: {type: lambda, function: f}\n  batch_size: 5\n"
     with pytest.raises(ConfigError) as info:
-        parse_config(text + SQS, "f", {})
+        parse_settings(text + SQS, "f", {})
     assert [p.path for p in info.value.problems] == ["x-defaults"]
     text = (
         "mappings:\n"
@@ -751,7 +755,7 @@ def test_merge_keys_and_anchors() -> None:
         "  - <<: *first\n"
         "    name: b\n"
     )
-    settings = parse_config(text, "f", {})
+    settings = parse_settings(text, "f", {})
     assert [(m.name, m.batch_size) for m in settings.mappings] == [("a", 5), ("b", 5)]
 
 
@@ -764,10 +768,10 @@ def test_lambda_function_forms() -> None:
         "arn:aws:lambda:us-east-1:123456789012:function:f:7",
         "arn:aws-cn:lambda:cn-north-1:123456789012:function:f",
     ):
-        settings = parse_config(target(f"{{type: lambda, function: '{function}'}}"), "f", {})
+        settings = parse_settings(target(f"{{type: lambda, function: '{function}'}}"), "f", {})
         assert settings.mappings[0].target.type == "lambda"
     numeric = target("{type: lambda, function: f, qualifier: 7}")
-    lambda_target = parse_config(numeric, "f", {}).mappings[0].target
+    lambda_target = parse_settings(numeric, "f", {}).mappings[0].target
     assert lambda_target.type == "lambda" and lambda_target.qualifier == "7"
 
 
@@ -777,16 +781,28 @@ def test_dynamodb_checkpoints_and_endpoints() -> None:
         "checkpoints:\n  backend: dynamodb\n  table: poller-leases\n  lease_duration_seconds: 5\n"
         + SQS
     )
-    settings = parse_config(text, "f", {})
+    settings = parse_settings(text, "f", {})
     assert settings.checkpoints.table == "poller-leases"
     assert settings.aws.endpoints == {"lambda": "http://localhost:9001"}
 
 
 def test_example_yaml_loads_without_environment() -> None:
-    settings = load_config(REPO / "config" / "example.yaml", {})
+    settings = load_settings(REPO / "config" / "example.yaml", {})
     kinds = {m.source_arn.kind for m in settings.mappings}
     assert kinds == {"sqs", "kinesis", "dynamodb"}
     assert all(m.target.type == "lambda" for m in settings.mappings)
     streams = [m for m in settings.mappings if m.source_arn.is_stream]
     assert all(m.destination_config and m.destination_config.on_failure for m in streams)
     assert isinstance(settings, Settings)
+
+
+def test_the_filter_engine_checks_patterns_for_the_loader() -> None:
+    # Configuration knows a pattern's shape only; the filter language is the filter engine's,
+    # passed in by the loader (wiring): the same text passes the bare loader and fails with it.
+    text = filters(1, '{"body": {"ip": [{"cidr": "10.0.0.0/24"}]}}')
+    assert config_settings.parse_config(text, "poller.yaml", {}).mappings[0].filter_criteria
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(text, "poller.yaml", {})
+    assert "cidr" in str(caught.value)
+    with pytest.raises(ConfigError):  # the shape is configuration's own check
+        config_settings.parse_config(filters(1, "[1, 2]"), "poller.yaml", {})

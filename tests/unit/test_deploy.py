@@ -470,12 +470,12 @@ def test_services_budgets_and_accounts_match_the_pods(
 
 
 def test_embedded_configs_validate_with_the_daemon_loader() -> None:
-    from poller.config.settings import parse_config
+    from poller.wiring import parse_settings
 
     configs = _configs()
     assert len(configs) >= 2
     for path, text in configs:
-        settings = parse_config(text, "configmap", environ={})
+        settings = parse_settings(text, "configmap", environ={})
         assert settings.enabled_mappings, f"{path}: no enabled mapping"
         assert settings.server.port == METRICS_PORT
 

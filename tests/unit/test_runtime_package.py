@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from poller.config.settings import ConfigError, RuntimeTargetSettings, parse_config
+from poller.config.settings import ConfigError, RuntimeTargetSettings
 from poller.targets.runtime.environment import exit_status
 from poller.targets.runtime.package import (
     FunctionIdentity,
@@ -21,7 +21,7 @@ from poller.targets.runtime.package import (
     lambda_environment,
     prepare_package,
 )
-from poller.wiring import runtime_concurrency
+from poller.wiring import parse_settings, runtime_concurrency
 
 SQS = "arn:aws:sqs:us-east-1:123456789012:orders"
 KINESIS = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
@@ -198,17 +198,17 @@ def config(target: str, source: str = SQS, extra: str = "") -> str:
 
 def test_default_concurrency_is_the_mappings_own() -> None:
     target = "{type: runtime, code: ., handler: app.handler}"
-    sqs = parse_config(config(target), "t.yaml", {}).mappings[0]
+    sqs = parse_settings(config(target), "t.yaml", {}).mappings[0]
     assert runtime_concurrency(sqs) == 5
-    scaled = parse_config(
+    scaled = parse_settings(
         config(target, extra="    scaling_config: {maximum_concurrency: 40}\n"), "t.yaml", {}
     ).mappings[0]
     assert runtime_concurrency(scaled) == 40
-    huge = parse_config(
+    huge = parse_settings(
         config(target, extra="    scaling_config: {maximum_concurrency: 1000}\n"), "t.yaml", {}
     ).mappings[0]
     assert runtime_concurrency(huge) == 100
-    stream = parse_config(
+    stream = parse_settings(
         config(target, KINESIS, "    starting_position: LATEST\n    parallelization_factor: 3\n"),
         "t.yaml",
         {},
@@ -219,7 +219,7 @@ def test_default_concurrency_is_the_mappings_own() -> None:
 def test_reserved_variables_in_environment_are_config_errors() -> None:
     target = "{type: runtime, code: ., handler: a.b, environment: {_HANDLER: x, STAGE: dev, AWS_LAMBDA_RUNTIME_API: y, AWS_REGION: eu-west-1}}"  # noqa: E501
     with pytest.raises(ConfigError) as raised:
-        parse_config(config(target), "t.yaml", {})
+        parse_settings(config(target), "t.yaml", {})
     messages = [problem.format() for problem in raised.value.problems]
     assert len(messages) == 2, messages
     assert any("target.environment._HANDLER" in m and "reserved" in m for m in messages)
