@@ -40,9 +40,9 @@ from poller.retry import FUNCTION_ERROR, THROTTLE, Curve
 from poller.sources.sqs.messages import SqsMessage
 from poller.sources.sqs.queue import QueueApi, SqsQueue
 from poller.sources.sqs.source import QueuePlan, SqsSource
+from poller.sources.streams.context import StreamContext
 from poller.sources.streams.dynamodb import DynamoDBShards
 from poller.sources.streams.kinesis import KinesisShards
-from poller.sources.streams.reader import StreamContext
 from poller.sources.streams.shards import ShardApi, StreamKind
 from poller.sources.streams.source import StreamSource
 from poller.targets import build_target

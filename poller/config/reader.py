@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from poller.config import rules
+from poller.config.messages import describe_error
 from poller.config.rules import Loc
 
 
@@ -103,7 +103,7 @@ class Reader:
     def add_pydantic(self, exc: ValidationError, model: type[BaseModel], prefix: Loc) -> None:
         """Record every error pydantic found, translated to the user's paths and words."""
         for error in exc.errors():
-            path, message = rules.describe_error(error, model)
+            path, message = describe_error(error, model)
             self.add(prefix + path, message)
 
     def _fatal(self, line: int | None, message: str) -> NoReturn:

@@ -27,9 +27,9 @@ from poller.events.streams import kinesis_record
 from poller.filtering.filter_set import FilterSet
 from poller.ops.metrics import Metrics, ShardGauges
 from poller.ops.status import MappingStatus
+from poller.sources.streams.context import StreamContext
 from poller.sources.streams.dynamodb import DynamoDBShards
 from poller.sources.streams.kinesis import KinesisShards
-from poller.sources.streams.reader import StreamContext
 from poller.sources.streams.shards import (
     MAX_UNSETTLED_BATCHES,
     ReadResult,

@@ -1,10 +1,4 @@
-"""One shard's reader: GetRecords into lanes, batches to the processor, checkpoints behind.
-
-The reader owns the shard's iterator and its position; each lane (a virtual shard when
-`parallelization_factor` > 1) has at most one batch in flight; the watermark lets the
-checkpoint move only over a contiguous run of settled records (ESM-SEMANTICS §3.3, §4.2).
-Reading runs up to MAX_UNSETTLED_BATCHES batches ahead of the checkpoint, in as few calls as
-that allows, and never waits for a checkpoint write: a writer task per shard stores them.
+"""One shard's reader: GetRecords into lanes, batches to the settler, checkpoints behind.
 
 Shutdown, or a lease handed back, stops reading, lets the batches in flight finish until a
 deadline and writes a final checkpoint; a lease lost stops the reader at once, drops what it
@@ -15,32 +9,25 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Literal
 
 import anyio
 
 from poller.aws.errors import AWS_ERRORS, describe
-from poller.checkpoints.base import AllShards, Checkpoint, CheckpointStore, LeaseLost, ShardLeases
+from poller.checkpoints.base import Checkpoint, LeaseLost
 from poller.checkpoints.lineage import ShardInfo
-from poller.config.settings import MappingSettings
 from poller.engine.batcher import Batcher, BatchLimits
 from poller.engine.inflight import InFlight
-from poller.engine.lifecycle import Shutdown
 from poller.engine.records import StreamRecord
-from poller.engine.settle import Settles
 from poller.engine.signals import Signal
-from poller.filtering.filter_set import FilterSet
-from poller.ops.metrics import MappingMetrics, ShardGauges
-from poller.ops.status import MappingStatus, ShardStatus
+from poller.ops.status import ShardStatus
 from poller.retry import SOURCE_CALL, Backoff, Stopped, sleep_or_stop
+from poller.sources.streams.context import StreamContext
 from poller.sources.streams.conversion import convert
 from poller.sources.streams.shards import (
     TRIM_HORIZON,
     ReadResult,
-    ShardApi,
     StartAt,
     lane_for,
     read_error_kind,
@@ -55,24 +42,6 @@ log = logging.getLogger("poller.streams")
 _MIN_READ_INTERVAL = 0.2
 
 ErrorAction = Literal["keep", "refresh", "gone"]
-
-
-@dataclass(frozen=True)
-class StreamContext:
-    """What every shard reader of one mapping shares."""
-
-    mapping: MappingSettings
-    api: ShardApi
-    settler: Settles[StreamRecord]
-    store: CheckpointStore
-    filters: FilterSet
-    metrics: MappingMetrics
-    gauges: ShardGauges
-    status: MappingStatus
-    shutdown: Shutdown
-    clock: Callable[[], float] = time.time
-    backoff_base: float = 1.0  # first step of the back-off after a failing AWS call
-    leases: ShardLeases = field(default_factory=AllShards)  # which shards this instance reads
 
 
 class ShardReader:

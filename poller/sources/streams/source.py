@@ -26,7 +26,8 @@ from poller.checkpoints.lineage import ShardInfo, startable
 from poller.engine.signals import Signal
 from poller.ops.status import State
 from poller.retry import SOURCE_CALL, Backoff, sleep_or_stop
-from poller.sources.streams.reader import ShardReader, StreamContext
+from poller.sources.streams.context import StreamContext
+from poller.sources.streams.reader import ShardReader
 from poller.sources.streams.shards import LATEST, TRIM_HORIZON, StartAt
 
 log = logging.getLogger("poller.streams")

@@ -5,18 +5,15 @@ A pool of execution environments (`environment.Environment`), started lazily up 
 invocation takes a free environment, else starts one if the pool has room, else is throttled at
 once like a Lambda 429, so the engine's hold-and-back-off applies unchanged. Outcomes follow
 Lambda's: an answer from `/error` is a function error carrying the runtime's error object; a
-timeout kills the environment; an init failure is a `Runtime.*` function error, and the pool then
-waits (1 s doubling to 30 s) before starting another environment, so a broken package never
-turns into a loop of process starts.
+timeout kills the environment; an init failure is a `Runtime.*` function error (`failures`), and
+the pool then waits (1 s doubling to 30 s) before starting another environment.
 
-The target is an async context manager and must be entered before its first invocation: its task
-group owns every environment's output readers and process watcher and every retired environment's
-clean-up, and leaving it ends them all, along with the environments and the Runtime API server.
+Enter the target before its first invocation: its task group owns every environment's readers,
+watcher and clean-up, and leaving it ends them all, with the environments and the API server.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -38,7 +35,8 @@ from poller.events.envelope import new_trace_header
 from poller.retry import ENVIRONMENT_START, Backoff
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome
 from poller.targets.output import install as install_output
-from poller.targets.runtime.api import Answer, AnswerKind, Invocation, RuntimeApi, Startup
+from poller.targets.runtime import failures
+from poller.targets.runtime.api import AnswerKind, Invocation, RuntimeApi, Startup
 from poller.targets.runtime.environment import Environment
 from poller.targets.runtime.package import (
     FunctionIdentity,
@@ -62,16 +60,6 @@ OutputCallback = Callable[[str, str | None, str], None]
 def _print_output(function: str, request_id: str | None, line: str) -> None:
     # The stdout proxy of the `python` target writes whole JSON lines under one lock.
     install_output().emit(function, request_id or "", line)
-
-
-def _error(error_type: str, message: str) -> bytes:
-    return json.dumps({"errorMessage": message, "errorType": error_type}).encode()
-
-
-def _function_error(payload: bytes, detail: str) -> InvokeResult:
-    return InvokeResult(
-        Outcome.FUNCTION_ERROR, payload=payload, function_error="Unhandled", detail=detail
-    )
 
 
 class RuntimeTarget:
@@ -257,18 +245,7 @@ class RuntimeTarget:
             return self._timed_out(request.request_id), False
         if answer.kind is AnswerKind.EXIT and not invocation.dispatched:
             return None, False
-        return self._answered(answer, request.request_id)
-
-    def _answered(self, answer: Answer, request_id: str) -> tuple[InvokeResult, bool]:
-        if answer.kind is AnswerKind.RESPONSE:
-            return InvokeResult(Outcome.SUCCESS, payload=answer.body), True
-        if answer.kind is AnswerKind.ERROR:
-            # A MemoryError leaves the interpreter in doubt: replace the environment.
-            keep = answer.error_type != "MemoryError"
-            return _function_error(answer.body, f"function error {answer.error_type}"), keep
-        message = f"RequestId: {request_id} Error: Runtime exited with error: {answer.error_type}"
-        detail = f"runtime exited during the invocation ({answer.error_type})"
-        return _function_error(_error("Runtime.ExitError", message), detail), False
+        return failures.answered(answer, request.request_id)
 
     def _timed_out(self, request_id: str) -> InvokeResult:
         timeout = self._settings.timeout_seconds
@@ -277,13 +254,7 @@ class RuntimeTarget:
             timeout,
             extra=self._extra,
         )
-        message = f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds"
-        return InvokeResult(
-            Outcome.TIMEOUT,
-            payload=_error("Sandbox.Timedout", message),
-            function_error="Unhandled",
-            detail=f"runtime {self._settings.handler} timed out after {timeout:g} s",
-        )
+        return failures.timed_out(request_id, timeout, self._settings.handler)
 
     # -- starting environments, and backing off when they cannot start -------------------------
 
@@ -305,7 +276,7 @@ class RuntimeTarget:
         if argv is None:
             self._back_off()
             self._log.error("cannot start the runtime: %s", problem, extra=self._extra)
-            return _function_error(_error("Runtime.InvalidEntrypoint", problem), problem)
+            return failures.invalid_entrypoint(problem)
         channel = await self._api.open_channel()
         self._started += 1
         assert self._root is not None
@@ -335,7 +306,7 @@ class RuntimeTarget:
             self._back_off()
             message = f"fork/exec {argv[0]}: {exc.strerror or exc}"
             self._log.error("cannot start the runtime: %s", message, extra=self._extra)
-            return _function_error(_error("Runtime.InvalidEntrypoint", message), message)
+            return failures.invalid_entrypoint(message)
         self._all.add(env)
         self._log.debug("started execution environment %d", env.number, extra=self._extra)
         return env
@@ -364,27 +335,16 @@ class RuntimeTarget:
     ) -> InvokeResult:
         self._back_off()
         env.kill()
-        if startup is Startup.INIT_ERROR and env.channel.init_error is not None:
-            error = env.channel.init_error
-            payload, detail = error.body, f"init error {error.error_type}"
-        elif startup is Startup.EXITED:
-            status = env.exit_status or "exited"
-            message = f"RequestId: {request_id} Error: Runtime exited with error: {status}"
-            payload, detail = _error("Runtime.ExitError", message), f"runtime exited ({status})"
-        else:
-            message = (
-                f"RequestId: {request_id} Error: the runtime did not ask for an invocation "
-                f"(GET /runtime/invocation/next) within {self._init_timeout:.2f} seconds of "
-                "starting"
-            )
-            payload, detail = _error("Runtime.Unknown", message), "runtime init timed out"
+        payload, detail = failures.init_failure(
+            startup, env.channel.init_error, env.exit_status, request_id, self._init_timeout
+        )
         self._log.warning(
             "execution environment failed to initialise (%s); next start in %.0f s",
             detail,
             self._next_start - time.monotonic(),
             extra=self._extra,
         )
-        return _function_error(payload, detail)
+        return failures.function_error(payload, detail)
 
     # -- retiring environments ----------------------------------------------------------------
 
