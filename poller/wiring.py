@@ -28,7 +28,7 @@ from poller.config.settings import (
 )
 from poller.engine.batcher import BatchLimits
 from poller.engine.destinations import OnFailureDestination, destination_for
-from poller.engine.giveup import LeaveToQueue, SendOnFailure
+from poller.engine.giveup import LeaveToQueue, SendOnFailure, StreamOrigin
 from poller.engine.invoker import Invoker
 from poller.engine.lifecycle import Shutdown
 from poller.engine.records import StreamRecord
@@ -202,17 +202,8 @@ def stream_settler(
 ) -> Settler[StreamRecord]:
     """The engine of a stream mapping: retries, bisect, record age, on-failure. The curves
     space function-error retries and on-failure deliveries (tests shorten them)."""
-    give_up = SendOnFailure(
-        destination,
-        invoker.metrics,
-        mapping=mapping.name,
-        kind=kind,
-        stream_arn=mapping.source_arn.arn,
-        function_arn=invoker.target.function_arn,
-        shutdown=shutdown,
-        clock=clock,
-        delivery_curve=delivery_curve,
-    )
+    origin = StreamOrigin(mapping.name, kind, mapping.source_arn.arn, invoker.target.function_arn)
+    give_up = SendOnFailure(destination, invoker.metrics, origin, shutdown, clock, delivery_curve)
     return Settler(
         dataclasses.replace(settle_plan(mapping), retry_curve=retry_curve),
         invoker,
@@ -276,7 +267,6 @@ def sqs_source(
         queue,
         sqs_settler(mapping, invoker, shutdown=shutdown),
         FilterSet.compile(mapping.filter_patterns),
-        status.metrics,
         status,
         shutdown=shutdown,
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import TYPE_CHECKING, Literal, get_args, overload
 
 from aiobotocore.config import AioConfig
@@ -121,11 +120,6 @@ class AwsClients:
     async def __aenter__(self) -> AwsClients:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
         self._clients.clear()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from poller.engine.destinations import DeliveryError, OnFailureDestination
@@ -51,6 +52,17 @@ class LeaveToQueue:
         return False
 
 
+@dataclass(frozen=True)
+class StreamOrigin:
+    """Whose records an invocation record describes: the mapping, its stream and function."""
+
+    mapping: str
+    kind: Literal["kinesis", "dynamodb"]
+    stream_arn: str
+    function_arn: str
+
+
+@dataclass(eq=False)
 class SendOnFailure:
     """Streams: the invocation record goes to the on-failure destination (or the records are
     dropped when there is none); either way they are settled and the shard moves on.
@@ -59,28 +71,12 @@ class SendOnFailure:
     through the function, the destination, or a configured absence of one.
     """
 
-    def __init__(
-        self,
-        destination: OnFailureDestination | None,
-        metrics: MappingMetrics,
-        *,
-        mapping: str,
-        kind: Literal["kinesis", "dynamodb"],
-        stream_arn: str,
-        function_arn: str,
-        shutdown: Shutdown,
-        clock: Callable[[], float] = time.time,
-        delivery_curve: Curve = THROTTLE,
-    ) -> None:
-        self.destination = destination
-        self._metrics = metrics
-        self._mapping = mapping
-        self._kind = kind
-        self._stream_arn = stream_arn
-        self._function_arn = function_arn
-        self._shutdown = shutdown
-        self._clock = clock
-        self._curve = delivery_curve
+    destination: OnFailureDestination | None
+    metrics: MappingMetrics
+    origin: StreamOrigin
+    shutdown: Shutdown
+    clock: Callable[[], float] = time.time
+    delivery_curve: Curve = THROTTLE  # the back-off of a failing delivery
 
     async def __call__(
         self,
@@ -93,9 +89,9 @@ class SendOnFailure:
     ) -> bool:
         """Send (or drop) the records' invocation record; True once done."""
         shard_id = scope or ""
-        extra = {"mapping": self._mapping, "shard": shard_id, "batch": span(records)}
+        extra = {"mapping": self.origin.mapping, "shard": shard_id, "batch": span(records)}
         if self.destination is None:
-            self._metrics.count("dropped", len(records))
+            self.metrics.count("dropped", len(records))
             log.error(
                 "gave up %d record(s) of shard %s, sequence numbers %s (%s); no on-failure "
                 "destination configured, so they are skipped",
@@ -107,20 +103,20 @@ class SendOnFailure:
             )
             return True
         record = invocation_record(
-            kind=self._kind,
+            kind=self.origin.kind,
             condition=condition,
-            function_arn=self._function_arn,
+            function_arn=self.origin.function_arn,
             shard_id=shard_id,
-            stream_arn=self._stream_arn,
+            stream_arn=self.origin.stream_arn,
             records=records,
             approximate_invoke_count=history.invocations,
             last_result=history.last,
-            now=self._clock(),
+            now=self.clock(),
         )
         await self._deliver(
             self.destination, record, event_payload(r.serialized for r in records), extra
         )
-        self._metrics.count("on_failure_delivered", len(records))
+        self.metrics.count("on_failure_delivered", len(records))
         log.warning(
             "gave up %d record(s) of shard %s, sequence numbers %s (%s); invocation record "
             "sent to %s",
@@ -140,18 +136,18 @@ class SendOnFailure:
         payload: bytes,
         extra: dict[str, str],
     ) -> None:
-        backoff = Backoff(self._curve)
+        backoff = Backoff(self.delivery_curve)
         while True:
             try:
                 # Shielded: a send cut in half by shutdown could leave a record behind and
                 # then be sent again after the restart; but never past the drain deadline.
-                with self._shutdown.shielded() as shield:
+                with self.shutdown.shielded() as shield:
                     await destination.deliver(record, payload)
                 if shield.cancelled_caught:
                     raise Stopped("drain deadline passed during an on-failure delivery")
                 return
             except DeliveryError as exc:
-                self._metrics.on_failure_errors.inc()
+                self.metrics.on_failure_errors.inc()
                 delay = backoff.next()
                 log.error(
                     "on-failure delivery failed: %s; the shard waits, retrying in %.1fs",
@@ -159,5 +155,5 @@ class SendOnFailure:
                     delay,
                     extra={**extra, "attempt": backoff.attempts},
                 )
-                if await sleep_or_stop(delay, self._shutdown.stopping):
+                if await sleep_or_stop(delay, self.shutdown.stopping):
                     raise Stopped("stopping") from exc

@@ -121,27 +121,17 @@ class _Run(Generic[R]):
     acknowledge: Acknowledge[R]
 
 
+@dataclass(eq=False)
 class Settler(Generic[R]):
     """Invokes and settles the batches of one mapping; one instance serves all its intake."""
 
-    def __init__(
-        self,
-        plan: SettlePlan,
-        invoker: Invoker,
-        give_up: GiveUp[R],
-        metrics: MappingMetrics,
-        *,
-        mapping: str,
-        shutdown: Shutdown,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.plan = plan
-        self.invoker = invoker
-        self._give_up = give_up
-        self._metrics = metrics
-        self._mapping = mapping
-        self._shutdown = shutdown
-        self._clock = clock
+    plan: SettlePlan
+    invoker: Invoker
+    give_up: GiveUp[R]
+    metrics: MappingMetrics
+    mapping: str  # its name, for logs
+    shutdown: Shutdown
+    clock: Callable[[], float] = time.time
 
     async def settle(
         self, records: Sequence[R], acknowledge: Acknowledge[R], *, scope: str | None = None
@@ -165,7 +155,7 @@ class Settler(Generic[R]):
             if not records:
                 return
             if run.scope is not None:
-                self._metrics.iterator_age(run.scope, self._clock() - records[-1].arrival)
+                self.metrics.iterator_age(run.scope, self.clock() - records[-1].arrival)
             result = await self.invoker.invoke(
                 event_payload(r.serialized for r in records), len(records), self._trace(records)
             )
@@ -218,7 +208,7 @@ class Settler(Generic[R]):
             )
             # A batch waiting to be retried is abandoned, not waited out, once the mapping
             # stops: what was not acknowledged is delivered again after the restart.
-            if await sleep_or_stop(delay, self._shutdown.stopping):
+            if await sleep_or_stop(delay, self.shutdown.stopping):
                 raise Stopped("stopping")
 
     async def _halves(self, run: _Run[R], records: Sequence[R], history: History) -> None:
@@ -235,7 +225,7 @@ class Settler(Generic[R]):
         max_age = self.plan.max_record_age
         if max_age < 0:
             return records
-        now = self._clock()
+        now = self.clock()
         expired = 0
         for index, record in enumerate(records):
             if now - record.arrival > max_age:
@@ -253,7 +243,7 @@ class Settler(Generic[R]):
         reason: str,
         history: History,
     ) -> None:
-        settled = await self._give_up(
+        settled = await self.give_up(
             records, condition=condition, reason=reason, history=history, scope=run.scope
         )
         if settled:
@@ -266,7 +256,7 @@ class Settler(Generic[R]):
         return header
 
     def _extra(self, run: _Run[R], records: Sequence[R]) -> dict[str, str]:
-        extra = {"mapping": self._mapping, "batch": span(records)}
+        extra = {"mapping": self.mapping, "batch": span(records)}
         if run.scope is not None:
             extra["shard"] = run.scope
         return extra

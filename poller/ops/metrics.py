@@ -1,4 +1,6 @@
-"""Every Prometheus metric of SPEC §6, defined once on a registry the caller owns."""
+"""Every Prometheus metric poller exports, defined once on a registry the caller owns.
+
+Each family is labelled by `mapping` first; the helpers in `Metrics.__init__` add it."""
 
 from __future__ import annotations
 
@@ -30,64 +32,42 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.invocations = Counter(
-            "poller_invocations_total", "Invocations by outcome", ["mapping", "outcome"], registry=r
+
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, ["mapping", *labels], registry=r)
+
+        def gauge(name: str, doc: str, *labels: str) -> Gauge:
+            return Gauge(name, doc, ["mapping", *labels], registry=r)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, ["mapping"], buckets=buckets, registry=r)
+
+        self.invocations = counter("poller_invocations_total", "Invocations by outcome", "outcome")
+        self.invocation_duration = histogram(
+            "poller_invocation_duration_seconds", "Time inside the target", _DURATION_BUCKETS
         )
-        self.invocation_duration = Histogram(
-            "poller_invocation_duration_seconds",
-            "Time inside the target",
-            ["mapping"],
-            buckets=_DURATION_BUCKETS,
-            registry=r,
+        self.events = counter("poller_events_total", "Records at each step", "stage")
+        self.iterator_age = gauge(
+            "poller_iterator_age_seconds", "Age of the last record of the last batch", "shard"
         )
-        self.events = Counter(
-            "poller_events_total", "Records at each step", ["mapping", "stage"], registry=r
-        )
-        self.iterator_age = Gauge(
-            "poller_iterator_age_seconds",
-            "Age of the last record of the last batch",
-            ["mapping", "shard"],
-            registry=r,
-        )
-        self.concurrent_executions = Gauge(
-            "poller_concurrent_executions", "Invocations in flight", ["mapping"], registry=r
-        )
-        self.on_failure_delivery_errors = Counter(
+        self.concurrent_executions = gauge("poller_concurrent_executions", "Invocations in flight")
+        self.on_failure_delivery_errors = counter(
             "poller_on_failure_delivery_errors_total",
             "Failed deliveries to the on-failure destination",
-            ["mapping"],
-            registry=r,
         )
-        self.batch_size = Histogram(
-            "poller_batch_size",
-            "Records per invocation",
-            ["mapping"],
-            buckets=_BATCH_BUCKETS,
-            registry=r,
+        self.batch_size = histogram("poller_batch_size", "Records per invocation", _BATCH_BUCKETS)
+        self.mapping_up = gauge("poller_mapping_up", "1 while the mapping runs normally")
+        self.source_backlog = gauge(
+            "poller_source_backlog_messages", "SQS queue depth as the queue reports it", "state"
         )
-        self.mapping_up = Gauge(
-            "poller_mapping_up", "1 while the mapping runs normally", ["mapping"], registry=r
-        )
-        self.source_backlog = Gauge(
-            "poller_source_backlog_messages",
-            "SQS queue depth as the queue reports it",
-            ["mapping", "state"],
-            registry=r,
-        )
-        self.behind_latest = Gauge(
+        self.behind_latest = gauge(
             "poller_behind_latest_seconds",
             "Kinesis MillisBehindLatest of the last read, in seconds",
-            ["mapping", "shard"],
-            registry=r,
+            "shard",
         )
-        self.leases_owned = Gauge(
-            "poller_leases_owned", "Shards this instance holds", ["mapping"], registry=r
-        )
-        self.lease_takeovers = Counter(
-            "poller_lease_takeovers_total",
-            "Leases this instance took from another owner",
-            ["mapping"],
-            registry=r,
+        self.leases_owned = gauge("poller_leases_owned", "Shards this instance holds")
+        self.lease_takeovers = counter(
+            "poller_lease_takeovers_total", "Leases this instance took from another owner"
         )
 
     def for_mapping(self, mapping: str) -> MappingMetrics:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from types import TracebackType
 from typing import Protocol, Self
 
 import anyio
@@ -66,12 +65,7 @@ class Target(Protocol):
         """Get ready to be invoked; open whatever must outlive single invocations."""
         ...
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         """Release everything, completing even when the caller is being cancelled."""
         ...
 
@@ -101,12 +95,7 @@ class AcloseOnExit:
         """Nothing to open: the target connects on first invocation."""
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         """`aclose()`, shielded: a cancelled caller still releases the connections."""
         with anyio.CancelScope(shield=True):
             await self.aclose()

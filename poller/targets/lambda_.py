@@ -175,22 +175,16 @@ class LambdaTarget(AcloseOnExit):
         version = response.get("ExecutedVersion")
         function_error = response.get("FunctionError")
         if function_error:
-            if _is_timeout(payload):
-                return InvokeResult(
-                    Outcome.TIMEOUT,
-                    payload=payload,
-                    function_error=function_error,
-                    status_code=status,
-                    executed_version=version,
-                    detail=f"function {self._function} timed out",
-                )
+            timeout = _is_timeout(payload)
             return InvokeResult(
-                Outcome.FUNCTION_ERROR,
+                Outcome.TIMEOUT if timeout else Outcome.FUNCTION_ERROR,
                 payload=payload,
                 function_error=function_error,
                 status_code=status,
                 executed_version=version,
-                detail=f"function {self._function} returned an error ({function_error})",
+                detail=f"function {self._function} timed out"
+                if timeout
+                else f"function {self._function} returned an error ({function_error})",
             )
         return InvokeResult(
             Outcome.SUCCESS, payload=payload, status_code=status, executed_version=version

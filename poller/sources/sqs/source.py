@@ -74,7 +74,6 @@ class SqsSource:
         queue: QueueApi,
         settler: Settler[SqsMessage],
         filters: FilterSet,
-        metrics: MappingMetrics,
         status: MappingStatus,
         *,
         shutdown: Shutdown,
@@ -83,8 +82,8 @@ class SqsSource:
         self.queue = queue
         self.settler = settler
         self.filters = filters
-        self.metrics = metrics
         self.status = status
+        self.metrics: MappingMetrics = status.metrics
         self._shutdown = shutdown
         self._inflight = InFlight(plan.concurrency)
         self._keeper = VisibilityKeeper(queue, shutdown)

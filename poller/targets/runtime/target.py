@@ -23,7 +23,6 @@ import time
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import anyio
@@ -139,12 +138,7 @@ class RuntimeTarget:
         self._task_group = task_group
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         """End every environment (SIGTERM, then SIGKILL), cancel what remains, close the group.
 
         Runs to the end even when the caller is being cancelled, as the environments are
