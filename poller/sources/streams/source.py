@@ -281,7 +281,8 @@ class StreamSource:
         finally:
             if not reader.revoked:
                 # After the final checkpoint, so the next owner starts where this one stopped.
-                with anyio.CancelScope(shield=True):
+                # Not past the drain deadline: a lease not released expires on its own.
+                with self.context.shutdown.shielded():
                     await self.context.leases.release(shard_id)
         if not (finished or reader.revoked or reader.handed_back):
             return  # shutdown: the reader stays counted for `abandoned`
