@@ -94,7 +94,6 @@ def settle_plan(mapping: MappingSettings) -> SettlePlan:
             report_batch_item_failures=mapping.report_batch_item_failures,
             ordering="key" if source.is_fifo else "none",
             max_retries=0,
-            fresh_trace=True,
         )
     return SettlePlan(
         report_batch_item_failures=mapping.report_batch_item_failures,

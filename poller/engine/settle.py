@@ -45,7 +45,7 @@ class SettlePlan:
 
     `max_retries` is the retry budget of function errors (-1: until the records expire; SQS is
     0: a failed message is left to the queue at once). `max_record_age` is in seconds (-1: no
-    limit). `fresh_trace`: a batch whose first record carries no trace header gets a new one.
+    limit).
     """
 
     report_batch_item_failures: bool
@@ -53,7 +53,6 @@ class SettlePlan:
     max_retries: int = 0
     max_record_age: float = -1
     bisect: bool = False
-    fresh_trace: bool = False
     retry_curve: Curve = FUNCTION_ERROR
 
 
@@ -249,11 +248,10 @@ class Settler(Generic[R]):
         if settled:
             await run.acknowledge(records)
 
-    def _trace(self, records: Sequence[R]) -> str | None:
-        header = records[0].trace_header
-        if header is None and self.plan.fresh_trace:
-            header = new_trace_header()
-        return header
+    def _trace(self, records: Sequence[R]) -> str:
+        """The first record's trace header (SQS's AWSTraceHeader), else a new one: Lambda gives
+        every invocation a trace id, stream batches included."""
+        return records[0].trace_header or new_trace_header()
 
     def _extra(self, run: _Run[R], records: Sequence[R]) -> dict[str, str]:
         extra = {"mapping": self.mapping, "batch": span(records)}

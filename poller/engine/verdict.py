@@ -76,7 +76,9 @@ def parse_batch_item_failures(payload: bytes | None, batch_ids: Sequence[str]) -
         answer = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
         return whole_batch_failed("function response is not valid JSON")
-    if answer is None:
+    if answer is None or answer == []:
+        # An empty JSON array is a success to AWS: one invocation, nothing retried or sent on
+        # failure (AWS-recorded); any other non-object is not.
         return ALL_SUCCEEDED
     if not isinstance(answer, dict):
         return whole_batch_failed("function response is JSON but not an object")

@@ -19,10 +19,41 @@ RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
 _BATCH_INFO = {"kinesis": "KinesisBatchInfo", "dynamodb": "DDBStreamBatchInfo"}
 
 
-def iso_timestamp(epoch: float) -> str:
-    """Epoch seconds as ISO 8601 UTC with milliseconds and a `Z`, as Lambda writes them."""
+def iso_timestamp(epoch: float, *, timespec: str = "milliseconds") -> str:
+    """Epoch seconds as ISO 8601 UTC with a `Z`, as Lambda writes them: with milliseconds by
+    default, or to the second (`timespec="seconds"`, rounded down)."""
     moment = datetime.fromtimestamp(epoch, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+# How each stream's batch info writes arrival times (AWS-recorded): Kinesis with milliseconds,
+# DynamoDB to the second, as its creation times are.
+_ARRIVAL_TIMESPEC = {"kinesis": "milliseconds", "dynamodb": "seconds"}
+
+
+def response_context(last_result: InvokeResult | None) -> dict[str, Any]:
+    """`responseContext` after retries ran out, from the last invocation of the records.
+
+    As AWS writes it: a status and the version that ran; `functionError` the error type when
+    the function raised or timed out, present as null when it returned a partial response that
+    failed the batch, and absent when the last attempt never reached the function.
+    """
+    if last_result is None:
+        return {"statusCode": 0, "executedVersion": ""}
+    reached = last_result.reached_function
+    status = last_result.status_code
+    if status is None:
+        status = 200 if reached else 0
+    response: dict[str, Any] = {
+        "statusCode": status,
+        "executedVersion": last_result.executed_version or ("$LATEST" if reached else ""),
+    }
+    if last_result.outcome in (Outcome.FUNCTION_ERROR, Outcome.TIMEOUT):
+        # Lambda reports a timed-out invocation as an unhandled error.
+        response["functionError"] = last_result.function_error or "Unhandled"
+    elif last_result.outcome is Outcome.SUCCESS:
+        response["functionError"] = None  # it returned; its answer failed the batch
+    return response
 
 
 def invocation_record(
@@ -38,48 +69,34 @@ def invocation_record(
     now: float,
     request_id: str | None = None,
 ) -> dict[str, Any]:
-    """Lambda's invocation record for given-up stream records (ESM-SEMANTICS §1.4).
+    """Lambda's invocation record for given-up stream records.
 
     `last_result` is the last invocation that included these records, None if they were never
-    invoked; `responseContext.functionError` is present only when that invocation reached the
-    function and it failed (§0). `request_id` defaults to a fresh UUID.
+    invoked. A record that gives up on age (`RecordAgeExceeded`) has no `responseContext` at
+    all, and counts one invocation even if none was made, as AWS writes it.
+    `request_id` defaults to a fresh UUID.
     """
-    response: dict[str, Any]
-    if last_result is None:
-        # Never invoked (too old before the first attempt): no status, no version ran.
-        response = {"statusCode": 0, "executedVersion": ""}
-    else:
-        status = last_result.status_code
-        if status is None:
-            status = 200 if last_result.reached_function else 0
-        response = {
-            "statusCode": status,
-            "executedVersion": last_result.executed_version
-            or ("$LATEST" if last_result.reached_function else ""),
-        }
-        if last_result.outcome is Outcome.FUNCTION_ERROR:
-            response["functionError"] = last_result.function_error or "Unhandled"
-        elif last_result.outcome is Outcome.TIMEOUT:
-            # Lambda reports a timed-out invocation as an unhandled error.
-            response["functionError"] = last_result.function_error or "Unhandled"
     first, last = records[0], records[-1]
-    return {
+    timespec = _ARRIVAL_TIMESPEC[kind]
+    record: dict[str, Any] = {
         "requestContext": {
             "requestId": request_id or str(uuid.uuid4()),
             "functionArn": function_arn,
             "condition": condition,
-            "approximateInvokeCount": approximate_invoke_count,
-        },
-        "responseContext": response,
-        "version": "1.0",
-        "timestamp": iso_timestamp(now),
-        _BATCH_INFO[kind]: {
-            "shardId": shard_id,
-            "startSequenceNumber": first.sequence_number,
-            "endSequenceNumber": last.sequence_number,
-            "approximateArrivalOfFirstRecord": iso_timestamp(first.arrival),
-            "approximateArrivalOfLastRecord": iso_timestamp(last.arrival),
-            "batchSize": len(records),
-            "streamArn": stream_arn,
+            "approximateInvokeCount": max(1, approximate_invoke_count),
         },
     }
+    if condition != RECORD_AGE_EXCEEDED:
+        record["responseContext"] = response_context(last_result)
+    record["version"] = "1.0"
+    record["timestamp"] = iso_timestamp(now)
+    record[_BATCH_INFO[kind]] = {
+        "shardId": shard_id,
+        "startSequenceNumber": first.sequence_number,
+        "endSequenceNumber": last.sequence_number,
+        "approximateArrivalOfFirstRecord": iso_timestamp(first.arrival, timespec=timespec),
+        "approximateArrivalOfLastRecord": iso_timestamp(last.arrival, timespec=timespec),
+        "batchSize": len(records),
+        "streamArn": stream_arn,
+    }
+    return record

@@ -106,8 +106,9 @@ def dynamodb_record(raw: Mapping[str, Any], *, stream_arn: str, region: str) -> 
     body: dict[str, Any] = {}
     created = change.get("ApproximateCreationDateTime")
     if created is not None:
-        # The Streams API documents this as rounded down to the second; Lambda sends a number.
-        body["ApproximateCreationDateTime"] = math.floor(epoch_seconds(created))
+        # Rounded down to the second, as the Streams API documents; Lambda sends it as a JSON
+        # float (1693997155.0), as AWS-recorded events show.
+        body["ApproximateCreationDateTime"] = float(math.floor(epoch_seconds(created)))
     body["Keys"] = _attribute_map(change.get("Keys", {}))
     for image in ("OldImage", "NewImage"):
         if image in change:

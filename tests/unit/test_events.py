@@ -33,6 +33,9 @@ def answer(value: object) -> bytes:
         (answer({"batchItemFailures": None}), set()),
         (answer({"batchItemFailures": []}), set()),
         (answer({"other": 1}), set()),
+        # An empty JSON array: success to AWS (LocalStack's AWS-validated snapshot
+        # test_kinesis_report_batch_item_success_scenarios[empty_list_success]).
+        (b"[]", set()),
         (answer({"batchItemFailures": [{"itemIdentifier": "id-2"}]}), {"id-2"}),
         (
             answer({"batchItemFailures": [{"itemIdentifier": "id-1"}, {"itemIdentifier": "id-3"}]}),

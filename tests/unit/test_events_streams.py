@@ -144,7 +144,8 @@ def test_dynamodb_record_has_lambdas_exact_shape() -> None:
         },
         "eventSourceARN": DDB_ARN,
     }
-    assert isinstance(record["dynamodb"]["ApproximateCreationDateTime"], int)
+    # A JSON float, whole seconds, as AWS sends it (1693997155.0).
+    assert isinstance(record["dynamodb"]["ApproximateCreationDateTime"], float)
 
 
 def test_dynamodb_keys_only_and_ttl_identity() -> None:
