@@ -9,6 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# Fixtures for the tests that run against moto: clients, checkpoint files, daemon clean-up.
+pytest_plugins = ["tests.support.fixtures"]
+
 # Dummy credentials for moto; set before any client is made, never real ones.
 os.environ.update(
     {

@@ -6,11 +6,17 @@ depth of 300 a receive costs 100-300 ms, so the emulator, not the client, sets e
 This launcher gives moto's SQS models the same clock (epoch milliseconds) from time.time(),
 which is what moto computes the slow way, and then runs moto's own server unchanged. Every
 side of a benchmark runs against the same patched server.
+
+It also serializes deletes: moto's `Queue.delete_message` rebuilds the queue's message list
+without a lock, so two concurrent deletes can undo each other and a deleted message comes back
+after its visibility timeout, a 30 s stall that real SQS never has. A benchmark with concurrent
+deleters would otherwise now and then measure that stall instead of the client.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Any
 
@@ -27,6 +33,19 @@ def _fast_clock() -> None:
     models.unix_time_millis = unix_time_millis
 
 
+def _serial_deletes() -> None:
+    from moto.sqs import models
+
+    lock = threading.Lock()
+    original = models.Queue.delete_message
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        with lock:
+            original(self, receipt_handle)
+
+    models.Queue.delete_message = delete_message  # type: ignore[method-assign]
+
+
 def main() -> None:
     import logging
 
@@ -34,6 +53,7 @@ def main() -> None:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     _fast_clock()
+    _serial_deletes()
     moto_main(sys.argv[1:])
 
 

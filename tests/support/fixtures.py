@@ -1,5 +1,6 @@
-"""Fixtures the integration tests share: aiobotocore clients on the freshly reset moto server,
-and a place for a daemon's SQLite checkpoints."""
+"""Fixtures the integration and conformance tests share (a pytest plugin, loaded by the root
+conftest): aiobotocore clients on the freshly reset moto server, a place for a daemon's SQLite
+checkpoints, and no daemon outliving its test."""
 
 from __future__ import annotations
 
