@@ -114,13 +114,13 @@ def test_a_read_asks_for_the_room_left_under_the_span_cap() -> None:
 
 
 async def test_coalesced_writes_cover_every_request_made_before_they_start() -> None:
-    gate = anyio.Event()
+    gates = [anyio.Event(), anyio.Event()]  # one for each write
     writes: list[int] = []
     requests = CoalescedWrites()
 
     async def write() -> None:
         writes.append(len(writes))
-        await gate.wait()
+        await gates[len(writes) - 1].wait()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(requests.serve, write)
@@ -134,11 +134,17 @@ async def test_coalesced_writes_cover_every_request_made_before_they_start() -> 
 
         for n in range(3):
             tg.start_soon(waiter, n)
-        await anyio.sleep(0.02)
+        # Each waiter has made its request, and then either waits or is done.
+        await eventually(lambda: requests.requested == 4)
         assert done == []  # the write under way started before their requests
-        gate.set()
+        gates[0].set()
+        # That write is over (its waiters were woken) and the next one is under way, stuck:
+        # it is the one that covers the three requests.
+        await eventually(lambda: writes == [0, 1])
+        assert done == []
+        gates[1].set()
         await eventually(lambda: len(done) == 3)
-        assert writes == [0, 1]  # the three requests made during it: one write
+        assert writes == [0, 1]  # the three requests made during the first: one write
         tg.cancel_scope.cancel()
 
 
