@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -114,13 +114,13 @@ def test_a_read_asks_for_the_room_left_under_the_span_cap() -> None:
 
 
 async def test_coalesced_writes_cover_every_request_made_before_they_start() -> None:
-    gate = anyio.Event()
+    gates = [anyio.Event(), anyio.Event()]  # one for each write
     writes: list[int] = []
     requests = CoalescedWrites()
 
     async def write() -> None:
         writes.append(len(writes))
-        await gate.wait()
+        await gates[len(writes) - 1].wait()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(requests.serve, write)
@@ -134,11 +134,17 @@ async def test_coalesced_writes_cover_every_request_made_before_they_start() -> 
 
         for n in range(3):
             tg.start_soon(waiter, n)
-        await anyio.sleep(0.02)
+        # Each waiter has made its request, and then either waits or is done.
+        await eventually(lambda: requests.requested == 4)
         assert done == []  # the write under way started before their requests
-        gate.set()
+        gates[0].set()
+        # That write is over (its waiters were woken) and the next one is under way, stuck:
+        # it is the one that covers the three requests.
+        await eventually(lambda: writes == [0, 1])
+        assert done == []
+        gates[1].set()
         await eventually(lambda: len(done) == 3)
-        assert writes == [0, 1]  # the three requests made during it: one write
+        assert writes == [0, 1]  # the three requests made during the first: one write
         tg.cancel_scope.cancel()
 
 
@@ -169,7 +175,9 @@ class FakeShard:
 
 class FakeApi:
     """A stream in memory; closed shards end their iterators unless `closed_iterators_end`
-    is off (then only the listing's ending sequence number tells)."""
+    is off (then only the listing's ending sequence number tells). It counts each shard's
+    reads: an open shard with no records is read again every `idle_poll_seconds`, so its count
+    moving is the sign that the readers went round their loops (`polled`)."""
 
     kind = "kinesis"
     stream_arn = ARN
@@ -182,8 +190,9 @@ class FakeApi:
         self.shards = {s.info.shard_id: s for s in shards}
         self.closed_iterators_end = closed_iterators_end
         self.faults: dict[int, BaseException] = {}  # read number (from 1) -> its error
-        self.reads = 0
-        self.limits: list[int] = []  # each read's Limit, in order
+        self.reads = 0  # of every shard
+        self.reads_of: Counter[str] = Counter()
+        self.limits_of: defaultdict[str, list[int]] = defaultdict(list)  # each read's Limit
         self.starts: list[tuple[str, StartAt]] = []
         self.read_upto: dict[str, int] = defaultdict(int)
 
@@ -206,11 +215,12 @@ class FakeApi:
 
     async def read(self, iterator: str, limit: int) -> ReadResult:
         await anyio.lowlevel.checkpoint()
+        shard_id, position = iterator.split("|")
         self.reads += 1
-        self.limits.append(limit)
+        self.reads_of[shard_id] += 1
+        self.limits_of[shard_id].append(limit)
         if self.reads in self.faults:
             raise self.faults[self.reads]
-        shard_id, position = iterator.split("|")
         fake = self.shards[shard_id]
         found = [r for r in fake.records if r[0] > int(position)][:limit]
         reached = found[-1][0] if found else int(position)
@@ -229,6 +239,13 @@ class FakeApi:
         return ReadResult(
             raw, None if ended else f"{shard_id}|{reached}", reached >= fake.last, 0.0
         )
+
+    async def polled(self, shard_id: str, count: int) -> None:
+        """Wait until `shard_id` was read `count` more times: an idle shard's reader went round
+        its loop that often (at least `count` idle polls of time), so every other reader and
+        lane had its chance to act meanwhile."""
+        target = self.reads_of[shard_id] + count
+        await eventually(lambda: self.reads_of[shard_id] >= target, timeout=5, interval=0.01)
 
     def event_record(self, raw: Mapping[str, Any], shard_id: str) -> dict[str, Any]:
         return kinesis_record(
@@ -479,24 +496,31 @@ async def test_read_faults_lose_nothing_and_repeat_nothing(
 
 
 async def test_reads_ask_for_the_room_under_the_span_cap_and_stop_at_it() -> None:
-    # batch_size 10: the span behind the checkpoint is capped at 100 records.
-    api = FakeApi([FakeShard(shard("a"), records(range(1, 51), lambda s: "a" if s <= 10 else "b"))])
+    # batch_size 10: the span behind the checkpoint is capped at 100 records. The idle shard's
+    # reader polls all along: the sign that a's reader had its chances to read.
+    api = FakeApi(
+        [
+            FakeShard(shard("a"), records(range(1, 51), lambda s: "a" if s <= 10 else "b")),
+            FakeShard(shard("idle")),
+        ]
+    )
     settler = FakeSettler()
     first = settler.blocked["a"] = anyio.Event()  # the first batch: records 1-10
     rest = settler.blocked["b"] = anyio.Event()
+    limits = api.limits_of["a"]
     async with streaming(api, settler, batch_size=10) as h:
         await eventually(lambda: api.read_upto["a"] == 50)
-        assert api.limits[0] == 100  # one large first read, not one batch
+        assert limits[0] == 100  # one large first read, not one batch
         api.shards["a"].records += records(range(51, 301), lambda s: "b")
         await eventually(lambda: api.read_upto["a"] == 100)
-        assert set(api.limits[1:]) == {50}  # the room left: 100 - 50 unsettled
-        reads = api.reads
-        await anyio.sleep(0.1)
-        assert (api.reads, api.read_upto["a"]) == (reads, 100)  # at the cap: no read at all
+        assert set(limits[1:]) == {50}  # the room left: 100 - 50 unsettled
+        reads = api.reads_of["a"]
+        await api.polled("idle", 10)
+        assert (api.reads_of["a"], api.read_upto["a"]) == (reads, 100)  # at the cap: no read
         first.set()  # the first batch settles: room for one batch
         await eventually(lambda: api.read_upto["a"] == 110)
-        await anyio.sleep(0.05)
-        assert api.read_upto["a"] == 110 and api.limits[reads:] == [10]
+        await api.polled("idle", 10)
+        assert api.read_upto["a"] == 110 and limits[reads:] == [10]  # then at the cap again
         rest.set()
         await eventually(lambda: checkpoint(h, "a") == "300")
     assert settler.processed() == list(range(1, 301))
@@ -520,7 +544,7 @@ class SlowStore(MemoryStore):
 
 
 async def test_reading_goes_on_while_a_checkpoint_write_is_slow() -> None:
-    api = FakeApi([FakeShard(shard("a"), records(range(1, 301)))])
+    api = FakeApi([FakeShard(shard("a"), records(range(1, 301))), FakeShard(shard("idle"))])
     store = SlowStore()
     async with streaming(api, store=store, batch_size=10) as h:
         try:
@@ -528,11 +552,13 @@ async def test_reading_goes_on_while_a_checkpoint_write_is_slow() -> None:
             # The reader reads on: records 101-110 fit under the cap only once that write
             # started (it moved the watermark first), and the write never finished.
             await eventually(lambda: api.read_upto["a"] == 110)
-            assert api.limits == [100, 10]
-            # Meanwhile the lane waits for its batch's checkpoint before taking the next.
-            await anyio.sleep(0.05)
+            assert api.limits_of["a"] == [100, 10]
+            # Meanwhile the lane waits for its batch's checkpoint before taking the next (the
+            # idle shard's polls: the lane and the reader had their chances meanwhile).
+            await api.polled("idle", 10)
             assert h.settler.processed() == list(range(1, 11))
             assert store.waiting == 1 and store.checkpoints["a"] == Checkpoint(None)
+            assert api.limits_of["a"] == [100, 10]  # and reading stopped at the cap
         finally:
             store.gate.set()  # a shielded write stuck for good would hang the shutdown
         await eventually(lambda: checkpoint(h, "a") == "300")
@@ -561,16 +587,31 @@ async def test_the_checkpoint_writer_stores_the_last_settled_record() -> None:
 
 async def test_parallel_lanes_keep_key_order_and_a_stuck_key_bounds_the_read_ahead() -> None:
     keys = ["stuck", "a", "b", "c", "d", "e"]
-    api = FakeApi([FakeShard(shard("a"), records(range(1, 601), lambda s: keys[s % 6]))])
+    key_of = lambda s: keys[s % 6]  # noqa: E731
+    api = FakeApi([FakeShard(shard("a"), records(range(1, 601), key_of)), FakeShard(shard("idle"))])
     settler = FakeSettler(delay=0.002)
     settler.blocked["stuck"] = anyio.Event()
+    stuck_lane = lane_for("stuck", 4)
+
+    def free_lanes_done() -> bool:
+        # Every record read into a lane other than the stuck key's has been processed.
+        read = range(1, api.read_upto["a"] + 1)
+        free = {s for s in read if lane_for(key_of(s), 4) != stuck_lane}
+        return bool(free) and free <= set(settler.processed("a"))
+
     async with streaming(api, settler, batch_size=5, parallelization_factor=4) as h:
         await eventually(lambda: settler.peak > 1)
-        await anyio.sleep(0.3)
+        # The lanes the stuck key does not hold have processed all that was read; then the
+        # idle shard's polls: their checkpoints were written, and the reader had its chances
+        # to read on as far as those allowed.
+        await eventually(free_lanes_done)
+        await api.polled("idle", 10)
         # The checkpoint cannot pass the stuck key's first record, and reading stops once the
         # span behind it reaches 10 batches (a read asks for at least a batch: less than one
         # batch more).
-        assert int(checkpoint(h, "a") or 0) < 6  # record 6 is the stuck key's first
+        stored = int(checkpoint(h, "a") or 0)
+        assert stored < 6  # record 6 is the stuck key's first
+        assert 10 * 5 <= api.read_upto["a"] - stored < 10 * 5 + 5  # read up to the cap, no more
         assert api.read_upto["a"] <= 10 * 5 + 5
         settler.blocked.pop("stuck").set()
         await eventually(lambda: len(settler.processed()) == 600)

@@ -72,6 +72,11 @@ class CoalescedWrites:
         self._pending.set()
         return self._asked
 
+    @property
+    def requested(self) -> int:
+        """How many requests were made so far (waited for or not); read-only."""
+        return self._asked
+
     async def request_and_wait(self) -> None:
         """Ask for a write and wait until one that started after the request finished."""
         request = self.request()
