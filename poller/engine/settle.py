@@ -180,8 +180,14 @@ class Settler(Generic[R]):
             if not rest:
                 return
             if verdict.failed_ids is not None:
-                # What a partial response let go is done; the rest is retried from its first
-                # failure, and that retry counts as an attempt.
+                if done and plan.ordering == "batch":
+                    # A stream's partial response that let records go moved the checkpoint:
+                    # the rest is a new batch from its first failure, invoked at once, with
+                    # its own attempts and invoke count (as AWS counts them).
+                    records, history = rest, History()
+                    continue
+                # Nothing let go (or SQS): the rest is retried from its first failure, and
+                # that retry counts as an attempt.
                 reason = f"{len(verdict.failed_ids)} record(s) reported failed"
             elif plan.bisect and len(records) > 1:
                 # Halving does not consume attempts; a failing half is bisected again, so a
