@@ -1,4 +1,4 @@
-"""The Lambda SQS event record for one received message (ESM-SEMANTICS §2.1)."""
+"""The Lambda SQS event record for one received message."""
 
 from __future__ import annotations
 
@@ -24,8 +24,15 @@ def _sqs_message_attributes(raw: Mapping[str, Any]) -> dict[str, Any]:
     return attributes
 
 
-def sqs_record(message: Mapping[str, Any], *, queue_arn: str, region: str) -> dict[str, Any]:
-    """The Lambda SQS event record for one message from ReceiveMessage (ESM-SEMANTICS §2.1)."""
+def sqs_record(
+    message: Mapping[str, Any], *, queue_arn: str, region: str, batching_window: bool = False
+) -> dict[str, Any]:
+    """The Lambda SQS event record for one message from ReceiveMessage.
+
+    A message without attributes has no `md5OfMessageAttributes`, except behind a batching
+    window (`batching_window`: maximum_batching_window_in_seconds > 0), where AWS sends the
+    key as null: every event recorded from AWS shows one or the other, by the window.
+    """
     record: dict[str, Any] = {
         "messageId": message["MessageId"],
         "receiptHandle": message["ReceiptHandle"],
@@ -37,6 +44,8 @@ def sqs_record(message: Mapping[str, Any], *, queue_arn: str, region: str) -> di
     }
     if "MD5OfMessageAttributes" in message:
         record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
+    elif batching_window:
+        record["md5OfMessageAttributes"] = None
     record["eventSource"] = "aws:sqs"
     record["eventSourceARN"] = queue_arn
     record["awsRegion"] = region

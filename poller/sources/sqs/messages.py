@@ -35,13 +35,21 @@ class SqsMessage:
 
 
 def read_messages(
-    raw: Sequence[Mapping[str, Any]], *, queue_arn: str, region: str, filters: FilterSet
+    raw: Sequence[Mapping[str, Any]],
+    *,
+    queue_arn: str,
+    region: str,
+    filters: FilterSet,
+    batching_window: bool = False,
 ) -> tuple[list[SqsMessage], list[Receipt]]:
-    """(messages that pass the filters, receipts of those filtered out) of one receive."""
+    """(messages that pass the filters, receipts of those filtered out) of one receive;
+    `batching_window` as for `sqs_record`."""
     kept: list[SqsMessage] = []
     dropped: list[Receipt] = []
     for message in raw:
-        record = sqs_record(message, queue_arn=queue_arn, region=region)
+        record = sqs_record(
+            message, queue_arn=queue_arn, region=region, batching_window=batching_window
+        )
         receipt = Receipt(record["messageId"], record["receiptHandle"])
         if filters and not filters.matches_sqs(record):
             dropped.append(receipt)

@@ -235,7 +235,11 @@ class SqsSource:
             return []
         self.metrics.count("polled", len(raw))
         kept, dropped = read_messages(
-            raw, queue_arn=self.plan.queue_arn, region=self.plan.region, filters=self.filters
+            raw,
+            queue_arn=self.plan.queue_arn,
+            region=self.plan.region,
+            filters=self.filters,
+            batching_window=self.plan.batching.window > 0,
         )
         if dropped:
             self.metrics.count("filtered_out", len(dropped))
