@@ -123,7 +123,8 @@ def dynamodb_record(raw: Mapping[str, Any], *, stream_arn: str, region: str) -> 
         "eventName": raw.get("eventName", ""),
         "eventVersion": "1.1",
         "eventSource": "aws:dynamodb",
-        "awsRegion": raw.get("awsRegion") or region,
+        # The stream's own region: on AWS the record says the same, an emulator may not.
+        "awsRegion": region,
         "dynamodb": body,
         "eventSourceARN": stream_arn,
     }
