@@ -60,7 +60,7 @@ def shape_differences(actual: Any, expected: Any, path: str = "$") -> list[str]:
     return []
 
 
-def _at(value: Any, dotted: str) -> list[Any]:
+def values_at(value: Any, dotted: str) -> list[Any]:
     """The values at a dotted path; `[*]` walks every element of a list."""
     values = [value]
     for part in dotted.split("."):
@@ -79,7 +79,7 @@ def format_differences(actual: Any, formats: Mapping[str, str]) -> list[str]:
     (numbers are matched as their JSON text, so `1693997155.0` keeps its `.0`)."""
     found: list[str] = []
     for dotted, pattern in formats.items():
-        values = _at(actual, dotted)
+        values = values_at(actual, dotted)
         if not values:
             found.append(f"{dotted}: not present")
         for value in values:
@@ -93,7 +93,7 @@ def fixed_differences(actual: Any, fixed: Mapping[str, Any]) -> list[str]:
     """Every value at a path of `fixed` that is not the value AWS always sends there."""
     found: list[str] = []
     for dotted, wanted in fixed.items():
-        values = _at(actual, dotted)
+        values = values_at(actual, dotted)
         if not values:
             found.append(f"{dotted}: not present")
         found += [

@@ -22,20 +22,21 @@ def config_yaml(
     checkpoints: Mapping[str, Any] | None = None,
     shutdown_timeout: float = 10,
     tuning: Mapping[str, Any] | None = None,
+    aws: Mapping[str, Any] | None = None,
 ) -> str:
     """A config whose AWS calls go to `endpoint` (moto, or a proxy in front of it), Lambda's to
     `lambda_url` and DynamoDB's to `dynamodb_url` when given, with the ops server on a free
     port. Each mapping is a dict of mapping keys; `name` defaults to "orders", and `function`
-    stands for `target: {type: lambda, function: ...}`."""
+    stands for `target: {type: lambda, function: ...}`. `aws` adds keys to the `aws` section."""
     endpoints = {
         service: url
         for service, url in (("lambda", lambda_url), ("dynamodb", dynamodb_url))
         if url is not None
     }
-    aws: dict[str, Any] = {"region": REGION, "endpoint_url": endpoint}
+    section: dict[str, Any] = {"region": REGION, "endpoint_url": endpoint, **(aws or {})}
     if endpoints:
-        aws["endpoints"] = endpoints
-    lines = [f"aws: {json.dumps(aws)}"]
+        section["endpoints"] = endpoints
+    lines = [f"aws: {json.dumps(section)}"]
     if checkpoints is not None:
         lines.append(f"checkpoints: {json.dumps(checkpoints)}")
     lines.append('server: {"host": "127.0.0.1", "port": 0}')
