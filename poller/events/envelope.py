@@ -31,6 +31,7 @@ def payload_size(record_sizes: int, count: int) -> int:
 
 
 def new_trace_header(now: float | None = None) -> str:
-    """A fresh X-Ray trace header: Root=1-<epoch hex>-<96 random bits>."""
+    """A fresh X-Ray trace header, as Lambda's look: Root=1-<epoch hex>-<96 random bits>,
+    Parent=<64 random bits>, not sampled."""
     epoch = int(now if now is not None else time.time())
-    return f"Root=1-{epoch:08x}-{os.urandom(12).hex()};Sampled=0"
+    return f"Root=1-{epoch:08x}-{os.urandom(12).hex()};Parent={os.urandom(8).hex()};Sampled=0"

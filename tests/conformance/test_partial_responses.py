@@ -13,7 +13,7 @@ from tests.conformance.facts import scenarios
 from tests.support.config import config_yaml
 from tests.support.daemon import running, settings_from
 from tests.support.fake_lambda import FakeLambda, Invocation, Reply, invocations
-from tests.support.queues import make_queue, receive_all
+from tests.support.queues import make_queue, receive_all, send
 from tests.support.streams import make_stream, put_records
 from tests.support.wait import eventually
 
@@ -140,3 +140,82 @@ def _settled(entry: Any, fake: FakeLambda) -> bool:
     return bool(seen and shards) and all(
         s.checkpoint is not None and int(s.checkpoint) >= max(seen) for s in shards
     )
+
+
+async def test_sqs_responses_are_answered_as_aws_answered_them(moto: str, sqs: Any) -> None:
+    # The recordings' visibility timeouts were 4 to 8 s; 2 s keeps the same order of events.
+    recorded = {s["localstack_id"]: s for s in scenarios("sqs")}
+    empty = await make_queue(sqs, "empty-json", visibility_timeout=2, max_receive_count=1)
+    invalid = await make_queue(sqs, "invalid-json", visibility_timeout=2, max_receive_count=2)
+    fifo = await make_queue(sqs, "partial.fifo", visibility_timeout=2, max_receive_count=2)
+    flaky = await make_queue(sqs, "flaky", visibility_timeout=2, max_receive_count=2)
+    failing = await make_queue(sqs, "failing", visibility_timeout=2, max_receive_count=2)
+    await send(sqs, empty.url, ["m"])
+    await send(sqs, invalid.url, ["m"])
+    fifo_ids = await send(sqs, fifo.url, ["m1", "m2", "m3", "m4"], group="g")
+    await send(sqs, flaky.url, ["m"])
+    await send(sqs, failing.url, ["m"])
+    report = ["ReportBatchItemFailures"]
+
+    def function(event: Any, info: Invocation) -> Any:
+        name = info.function_name.split(":")[-1]
+        if name == "empty":
+            return {}
+        if name == "invalid":
+            return {"batchItemFailures": [{"foo": "notvalid"}]}
+        if name == "fifo":
+            first = len(invocations(fake, "fifo")) == 1
+            failed = fifo_ids[1:] if first else fifo_ids[3:]
+            return {"batchItemFailures": [{"itemIdentifier": i} for i in failed]}
+        if name == "flaky" and len(invocations(fake, "flaky")) > 1:
+            return None
+        return Reply.error("boom", "ValueError")  # flaky's first attempt, failing's every one
+
+    async with FakeLambda(function) as fake:
+        mappings = [
+            {"name": "empty", "source": empty.arn, "function_response_types": report},
+            {"name": "invalid", "source": invalid.arn, "function_response_types": report},
+            {"name": "fifo", "source": fifo.arn, "function_response_types": report},
+            {"name": "flaky", "source": flaky.arn, "batch_size": 1},
+            {"name": "failing", "source": failing.arn, "batch_size": 1},
+        ]
+        for mapping in mappings:
+            mapping["function"] = mapping["name"]
+        text = config_yaml(moto, mappings, lambda_url=fake.endpoint_url)
+        async with running(settings_from(text)):
+            dead = {}
+            for queue in (invalid, fifo, failing):  # what AWS moved to the dead-letter queue
+                assert queue.dlq_url is not None
+                dead[queue.url] = await eventually(
+                    lambda u=queue.dlq_url: receive_all(sqs, u), timeout=30
+                )
+            await eventually(lambda: len(invocations(fake, "flaky")) == 2, timeout=30)
+            await eventually(lambda: _queue_empty(sqs, flaky.url), timeout=30)
+            await eventually(lambda: _queue_empty(sqs, empty.url), timeout=30)
+
+    counts = {
+        "empty": "test_report_batch_item_failures_empty_json_batch_succeeds",
+        "invalid": "test_report_batch_item_failures_invalid_result_json_batch_fails",
+        "fifo": "test_report_batch_item_failures (FIFO)",
+        "flaky": "test_failing_lambda_retries_after_visibility_timeout",
+        "failing": "test_redrive_policy_with_failing_lambda",
+    }
+    for name, scenario in counts.items():
+        assert len(invocations(fake, name)) == recorded[scenario]["invocations"], name
+    # FIFO: the second invocation held exactly m2-m4; only m4 reached the dead-letter queue.
+    second = invocations(fake, "fifo")[1]
+    assert [r["messageId"] for r in second.event["Records"]] == fifo_ids[1:]
+    assert [m["MessageId"] for m in dead[fifo.url]] == fifo_ids[3:]
+    # Nothing of the successful ones went to a dead-letter queue.
+    for queue in (empty, flaky):
+        assert queue.dlq_url is None or await receive_all(sqs, queue.dlq_url) == []
+
+
+async def _queue_empty(sqs: Any, url: str) -> bool:
+    attributes = (
+        await sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+    )["Attributes"]
+    return all(value == "0" for value in attributes.values())

@@ -4,10 +4,12 @@ fixtures/dynamodb_*.json; SOURCES.md names each sample)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from poller.events.streams import dynamodb_record
+from tests.conformance import handlers
 from tests.conformance.facts import Facts, facts
 from tests.support.config import config_yaml
 from tests.support.daemon import running, settings_from
@@ -159,3 +161,26 @@ def test_a_ttl_deletion_carries_the_service_identity() -> None:
     record = dynamodb_record(raw, stream_arn=example["eventSourceARN"], region="eu-west-1")
     assert recorded.differences(record) == []
     assert record["userIdentity"] == {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
+
+
+async def test_a_python_handler_on_a_stream_gets_a_trace_id(
+    moto: str, kinesis: Any, state: Path
+) -> None:
+    # Lambda sets _X_AMZN_TRACE_ID for every invocation, stream batches included.
+    arn = await make_stream(kinesis, "traced")
+    await put_records(kinesis, arn, [("user-7", {"n": 1}), ("user-8", {"n": 2})])
+    handlers.seen.clear()
+    mapping = {
+        "source": arn,
+        "starting_position": "TRIM_HORIZON",
+        "batch_size": 1,
+        "target": {"type": "python", "handler": "tests.conformance.handlers:remember"},
+    }
+    text = config_yaml(moto, [mapping], checkpoints={"path": str(state)})
+    async with running(settings_from(text)):
+        await eventually(lambda: len(handlers.seen) == 2)
+    traces = [seen["trace"] for seen in handlers.seen]
+    for trace in traces:
+        assert trace is not None
+        assert re.fullmatch(r"Root=1-[0-9a-f]{8}-[0-9a-f]{24};Parent=[0-9a-f]{16};Sampled=0", trace)
+    assert len(set(traces)) == 2  # one per invocation
