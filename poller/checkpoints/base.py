@@ -22,11 +22,15 @@ class Checkpoint:
 
     `sequence_number` is the last record fully handled (a reader resumes AFTER_SEQUENCE_NUMBER
     it); None means nothing handled yet. `finished` means the shard was read to its end and
-    everything in it checkpointed, so its children may start.
+    everything in it checkpointed, so its children may start. `window_start` and
+    `window_state` are the open tumbling window at that position (its start, epoch seconds, and
+    the state its invocations handed on, compact JSON), stored with the position in one write.
     """
 
     sequence_number: str | None
     finished: bool = False
+    window_start: int | None = None
+    window_state: bytes | None = None
 
 
 class CheckpointStore(Protocol):

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -24,7 +24,7 @@ from poller.ops.status import MappingStatus
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry takes the schema from version N-1 to N; future migrations append here.
 _MIGRATIONS: tuple[str, ...] = (
@@ -45,7 +45,20 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (mapping, stream_arn)
     ) WITHOUT ROWID;
     """,
+    # 2: the open tumbling window of each shard, stored in the same row as its position.
+    """
+    ALTER TABLE checkpoints ADD COLUMN window_start INTEGER;
+    ALTER TABLE checkpoints ADD COLUMN window_state BLOB;
+    """,
 )
+
+_COLUMNS = "sequence_number, finished, window_start, window_state"
+
+
+def _checkpoint(row: tuple[Any, ...]) -> Checkpoint:
+    """A row of `_COLUMNS` as a Checkpoint."""
+    sequence, finished, start, state = row
+    return Checkpoint(sequence, bool(finished), start, None if state is None else bytes(state))
 
 
 class SqliteCheckpointStore:
@@ -65,11 +78,11 @@ class SqliteCheckpointStore:
 
         def read(db: sqlite3.Connection) -> Checkpoint | None:
             row = db.execute(
-                "SELECT sequence_number, finished FROM checkpoints "
+                f"SELECT {_COLUMNS} FROM checkpoints "
                 "WHERE mapping = ? AND stream_arn = ? AND shard_id = ?",
                 (mapping, stream_arn, shard_id),
             ).fetchone()
-            return None if row is None else Checkpoint(row[0], bool(row[1]))
+            return None if row is None else _checkpoint(row)
 
         return await self._run(read)
 
@@ -79,19 +92,23 @@ class SqliteCheckpointStore:
         """Store the shard's checkpoint; committed (fsynced) before it returns."""
 
         def write(db: sqlite3.Connection) -> None:
-            # One statement in autocommit mode: its own transaction, committed on return.
+            # One statement in autocommit mode: its own transaction, committed on return, so
+            # a window's state and its position are never written apart.
             db.execute(
-                "INSERT INTO checkpoints (mapping, stream_arn, shard_id, sequence_number, "
-                "finished, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO checkpoints (mapping, stream_arn, shard_id, {_COLUMNS}, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (mapping, stream_arn, shard_id) DO UPDATE SET "
-                "sequence_number = excluded.sequence_number, "
-                "finished = excluded.finished, updated_at = excluded.updated_at",
+                "sequence_number = excluded.sequence_number, finished = excluded.finished, "
+                "window_start = excluded.window_start, window_state = excluded.window_state, "
+                "updated_at = excluded.updated_at",
                 (
                     mapping,
                     stream_arn,
                     shard_id,
                     checkpoint.sequence_number,
                     int(checkpoint.finished),
+                    checkpoint.window_start,
+                    checkpoint.window_state,
                     time.time(),
                 ),
             )
@@ -103,11 +120,11 @@ class SqliteCheckpointStore:
 
         def read(db: sqlite3.Connection) -> dict[str, Checkpoint]:
             rows = db.execute(
-                "SELECT shard_id, sequence_number, finished FROM checkpoints "
+                f"SELECT shard_id, {_COLUMNS} FROM checkpoints "
                 "WHERE mapping = ? AND stream_arn = ?",
                 (mapping, stream_arn),
             ).fetchall()
-            return {row[0]: Checkpoint(row[1], bool(row[2])) for row in rows}
+            return {row[0]: _checkpoint(row[1:]) for row in rows}
 
         return await self._run(read)
 

@@ -22,12 +22,13 @@ from typing import Generic, Protocol, TypeVar
 from poller.engine.invoker import Invoker
 from poller.engine.lifecycle import Shutdown
 from poller.engine.records import Record
-from poller.engine.verdict import Ordering, split_acknowledged
+from poller.engine.verdict import BatchVerdict, Ordering, split_acknowledged, whole_batch_failed
+from poller.engine.windows import EMPTY_STATE, OpenWindow, read_state
 from poller.events.envelope import event_payload, new_trace_header
 from poller.events.invocation import RECORD_AGE_EXCEEDED, RETRY_ATTEMPTS_EXHAUSTED
 from poller.ops.metrics import MappingMetrics
-from poller.retry import FUNCTION_ERROR, Curve, Stopped, sleep_or_stop
-from poller.targets.base import InvokeResult
+from poller.retry import FUNCTION_ERROR, THROTTLE, Backoff, Curve, Stopped, sleep_or_stop
+from poller.targets.base import InvokeResult, Outcome
 
 log = logging.getLogger("poller.engine")
 
@@ -95,8 +96,14 @@ class Settles(Protocol[R]):
         acknowledge: Acknowledge[R],
         *,
         scope: str | None = None,
+        window: OpenWindow | None = None,
     ) -> None:
-        """Return once every record is settled; `acknowledge` each settled run on the way."""
+        """Return once every record is settled; `acknowledge` each settled run on the way.
+        With `window`, the records are of that tumbling window, whose state goes along."""
+        ...
+
+    async def close_window(self, window: OpenWindow) -> None:
+        """The final invocation of a tumbling window; returns once it succeeded."""
         ...
 
 
@@ -118,6 +125,12 @@ class _Run(Generic[R]):
 
     scope: str | None
     acknowledge: Acknowledge[R]
+    window: OpenWindow | None = None
+
+    def event(self, records: Sequence[R]) -> bytes:
+        """The event of one invocation of `records`: plain, or with the window's fields."""
+        serialized = (r.serialized for r in records)
+        return event_payload(serialized) if self.window is None else self.window.event(serialized)
 
 
 @dataclass(eq=False)
@@ -133,18 +146,72 @@ class Settler(Generic[R]):
     clock: Callable[[], float] = time.time
 
     async def settle(
-        self, records: Sequence[R], acknowledge: Acknowledge[R], *, scope: str | None = None
+        self,
+        records: Sequence[R],
+        acknowledge: Acknowledge[R],
+        *,
+        scope: str | None = None,
+        window: OpenWindow | None = None,
     ) -> None:
         """Settle every record of one batch, in order; return when all are settled.
 
         `acknowledge(run)` is awaited for each run of records that settled (delivered, or given
         up and counted as settled), so a stream may checkpoint there. `scope` is the shard a
-        stream batch came from (None for SQS). Raises `Stopped` when shutdown begins while the
-        batch is held, waiting to be retried or delivered: what was not acknowledged is
-        delivered again later.
+        stream batch came from (None for SQS). With `window` (a tumbling window's batch) the
+        events carry the window's fields and state, each answer must carry a new state, which
+        the window keeps before its records are acknowledged. Raises `Stopped` when shutdown
+        begins while the batch is held, waiting to be retried or delivered: what was not
+        acknowledged is delivered again later.
         """
         if records:
-            await self._settle(_Run(scope, acknowledge), records, History())
+            await self._settle(_Run(scope, acknowledge, window), records, History())
+
+    async def close_window(self, window: OpenWindow) -> None:
+        """The final invocation of a window a record reached: no records, its state. Retried
+        along the throttle curve until it succeeds; it never spends attempts nor goes on
+        failure, and the shard waits meanwhile. Raises `Stopped` when shutdown begins first."""
+        if window.delivered:
+            await self._window_only(window, final=True)
+
+    async def _window_only(self, window: OpenWindow, *, final: bool) -> None:
+        """An invocation of the window alone (final, or ending it early), until it succeeds."""
+        what = "final invocation" if final else "early end"
+        backoff = Backoff(THROTTLE)
+        while True:
+            result = await self.invoker.invoke(
+                window.event((), final=final, early=not final), 0, new_trace_header()
+            )
+            if result.outcome is Outcome.SUCCESS:
+                return
+            delay = backoff.next()
+            log.warning(
+                "the %s of window %d of shard %s failed (%s); the shard waits, retrying in %.1fs",
+                what,
+                window.start,
+                window.shard_id,
+                result.detail or result.outcome.value,
+                delay,
+                extra={"mapping": self.mapping, "shard": window.shard_id},
+            )
+            if await sleep_or_stop(delay, self.shutdown.stopping):
+                raise Stopped("stopping")
+
+    async def _carry_state(
+        self, run: _Run[R], result: InvokeResult, verdict: BatchVerdict
+    ) -> BatchVerdict:
+        """A windowed answer must carry a state: keep it in the window (before any record is
+        acknowledged, so the checkpoint stores both), or fail the batch without one."""
+        window = run.window
+        if window is None or result.outcome is not Outcome.SUCCESS:
+            return verdict
+        state, problem = read_state(result.payload)
+        if state is None:
+            return whole_batch_failed(problem)
+        window.state = state
+        if window.state_too_large:
+            await self._window_only(window, final=False)
+            window.state = EMPTY_STATE
+        return verdict
 
     async def _settle(self, run: _Run[R], records: Sequence[R], history: History) -> None:
         """Settle `records` in order: invoke, then retry, bisect, split or give up."""
@@ -156,9 +223,11 @@ class Settler(Generic[R]):
             if run.scope is not None:
                 self.metrics.iterator_age(run.scope, self.clock() - records[-1].arrival)
             result = await self.invoker.invoke(
-                event_payload(r.serialized for r in records), len(records), self._trace(records)
+                run.event(records), len(records), self._trace(records)
             )
             history = replace(history, invocations=history.invocations + 1, last=result)
+            if run.window is not None and result.reached_function:
+                run.window.delivered = True
             if result.too_large:
                 if len(records) == 1:
                     # A single record over the payload limit is a failed batch of one:
@@ -174,6 +243,7 @@ class Settler(Generic[R]):
                 [r.id for r in records],
                 report_batch_item_failures=plan.report_batch_item_failures,
             )
+            verdict = await self._carry_state(run, result, verdict)
             done, rest = split_acknowledged(records, verdict, plan.ordering)
             if done:
                 await run.acknowledge(done)
