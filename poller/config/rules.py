@@ -138,8 +138,8 @@ def _tumbling(value: int) -> str | None:
     if value == 0:
         return None
     if 1 <= value <= 900:
-        return f"tumbling windows are not supported yet; remove the key or set 0 (got {value})"
-    return f"must be between 0 and 900 (got {value})"
+        return None
+    return f"must be between 0 and 900 (0: no tumbling window; got {value})"
 
 
 def _source(value: str) -> str | None:
@@ -353,6 +353,13 @@ def _stream_rules(mapping: MappingSettings, source: SourceArn) -> list[RuleProbl
     if timestamp is not None and position != "AT_TIMESTAMP":
         message = "only allowed with starting_position AT_TIMESTAMP"
         problems.append((("starting_position_timestamp",), message))
+    factor = mapping.parallelization_factor
+    if mapping.tumbling_window_in_seconds and factor != 1:
+        message = (
+            f"must be 1 with tumbling_window_in_seconds (got {factor}): a window's state "
+            "follows one shard's records in order"
+        )
+        problems.append((("parallelization_factor",), message))
     return problems
 
 

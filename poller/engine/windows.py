@@ -39,7 +39,8 @@ def window_start(arrival: float, seconds: int) -> int:
     return int(arrival // seconds) * seconds
 
 
-def _iso(epoch: int) -> str:
+def iso_second(epoch: int) -> str:
+    """Epoch seconds as ISO 8601 UTC to the second, as Lambda writes window bounds."""
     return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -103,7 +104,7 @@ class OpenWindow:
     ) -> bytes:
         """The event of one invocation of this window: the records, then the window's fields
         in the order Lambda writes them."""
-        window = compact({"start": _iso(self.start), "end": _iso(self.end)})
+        window = compact({"start": iso_second(self.start), "end": iso_second(self.end)})
         return b"".join(
             (
                 b'{"Records":[',

@@ -24,6 +24,7 @@ class ShardStatus:
     owner: str | None = None
     checkpoint: str | None = None
     iterator_age_seconds: float | None = None
+    window: dict[str, object] | None = None  # the open tumbling window: start, end, state size
 
 
 @dataclass
@@ -73,6 +74,7 @@ class MappingStatus:
                     "owner": s.owner,
                     "checkpoint": s.checkpoint,
                     "iterator_age_seconds": s.iterator_age_seconds,
+                    "window": s.window,
                 }
                 for s in self.shards.values()
             ],

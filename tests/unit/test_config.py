@@ -117,11 +117,25 @@ BAD = [
         "between 1 and 10",
     ),
     (
-        "tumbling",
-        kin("tumbling_window_in_seconds: 60"),
+        "tumbling-range",
+        kin("tumbling_window_in_seconds: 901"),
         M + "tumbling_window_in_seconds",
         6,
-        "not supported yet",
+        "between 0 and 900",
+    ),
+    (
+        "tumbling-parallel",
+        kin("tumbling_window_in_seconds: 60", "parallelization_factor: 2"),
+        M + "parallelization_factor",
+        7,
+        "must be 1 with tumbling_window_in_seconds",
+    ),
+    (
+        "tumbling-sqs",
+        sqs("tumbling_window_in_seconds: 60"),
+        M + "tumbling_window_in_seconds",
+        5,
+        "does not apply",
     ),
     (
         "tumbling-range",

@@ -273,6 +273,7 @@ class FakeSettler:
         acknowledge: Any,
         *,
         scope: str | None = None,
+        window: Any = None,
     ) -> None:
         shard_id = scope or ""
         self.active += 1
@@ -286,6 +287,9 @@ class FakeSettler:
             self.active -= 1
         self.batches.append((shard_id, [r.sequence for r in records], [r.key for r in records]))
         await acknowledge(records)
+
+    async def close_window(self, window: Any) -> None:
+        """Tumbling windows are not what these tests are about."""
 
     def processed(self, shard_id: str | None = None) -> list[int]:
         return [s for sid, seqs, _ in self.batches if shard_id in (None, sid) for s in seqs]

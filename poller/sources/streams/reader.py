@@ -21,6 +21,7 @@ from poller.engine.batcher import Batcher, BatchLimits
 from poller.engine.inflight import InFlight
 from poller.engine.records import StreamRecord
 from poller.engine.signals import Signal
+from poller.engine.windows import WindowMark
 from poller.ops.status import ShardStatus
 from poller.retry import SOURCE_CALL, Backoff, Stopped, sleep_or_stop
 from poller.sources.streams.context import StreamContext
@@ -34,6 +35,7 @@ from poller.sources.streams.shards import (
     read_limit,
 )
 from poller.sources.streams.watermark import CoalescedWrites, Watermark
+from poller.sources.streams.windowing import ShardWindows
 
 log = logging.getLogger("poller.streams")
 
@@ -65,6 +67,7 @@ class ShardReader:
         *,
         checkpoint: str | None = None,
         skip_before: float | None = None,
+        window: WindowMark | None = None,
     ) -> None:
         self.context = context
         self.shard_id = shard.shard_id
@@ -88,6 +91,16 @@ class ShardReader:
         self._last = int(checkpoint) if checkpoint is not None else None
         self._done = checkpoint  # the end of the settled prefix
         self._stored = checkpoint  # what the store holds
+        seconds = mapping.tumbling_window_in_seconds
+        self._windows = (
+            ShardWindows(
+                seconds, shard_id=self.shard_id, source_arn=context.api.stream_arn, restored=window
+            )
+            if seconds
+            else None
+        )
+        self._stored_window = None if window is None else window.start  # ... and its window
+        self._flush = False  # lanes send what they hold at once: a window is closing
         self._watermark = Watermark()
         self._changed = Signal()
         self._lock = anyio.Lock()
@@ -119,6 +132,8 @@ class ShardReader:
                     self._reading = False
                     self._changed.notify()
                     await self._drain()
+                    if self.ended and self._windows is not None:
+                        await self._close_window(self._windows)  # the shard's end closes it
                     tasks.cancel_scope.cancel()
         finally:
             if not self.revoked:
@@ -167,7 +182,8 @@ class ShardReader:
                     iterator = None
                 continue
             self._recovered()
-            await self._take(result)
+            if not await self._take(result):
+                return
             if self._at_end(result):
                 self.ended = True
                 return
@@ -197,9 +213,10 @@ class ShardReader:
             await self._changed.wait()  # a checkpoint advanced the watermark
         return False
 
-    async def _take(self, result: ReadResult) -> None:
+    async def _take(self, result: ReadResult) -> bool:
         """Convert the records read (in slices), route the kept ones to their lanes, and ask
-        for a checkpoint: records filtered out or skipped are settled at once."""
+        for a checkpoint: records filtered out or skipped are settled at once. With tumbling
+        windows, a window closes before a record past it is taken. False when stopping."""
         context = self.context
         conversion = await convert(
             context.api,
@@ -210,9 +227,14 @@ class ShardReader:
             skip_before=self._skip_before,
         )
         # Routing is cheap and done in one go, so lanes see a read's records all at once.
-        lanes, now = self._lanes, anyio.current_time()
+        lanes, now, windows = self._lanes, anyio.current_time(), self._windows
         for converted in conversion.records:
             record = converted.record
+            if windows is not None:
+                closing = windows.must_close_before(record.arrival)
+                if closing and not await self._close_window(windows):
+                    return False
+                windows.take(record.arrival)
             self._last = record.sequence
             self._position = record.sequence_number
             index = self._watermark.add(record.sequence_number, settled=not converted.kept)
@@ -231,6 +253,32 @@ class ShardReader:
             self._status.iterator_age_seconds = 0.0
         self._changed.notify()
         self._checkpoints.request()  # records filtered out or skipped may move it: no waiting
+        if windows is not None and result.caught_up and windows.past_end(context.clock()):
+            return await self._close_window(windows)
+        return True
+
+    async def _close_window(self, windows: ShardWindows) -> bool:
+        """Close the open window: its batches settled, its final invocation made, then a
+        checkpoint without it. False when shutdown came first (the window stays stored)."""
+        try:
+            await windows.close(self._settle_lanes, self.context.settler.close_window)
+        except Stopped:
+            return False
+        self._status.window = None
+        await self._checkpoints.request_and_wait()
+        return True
+
+    async def _settle_lanes(self) -> None:
+        """Wait until every batch the lanes hold or have in flight is settled."""
+        self._flush = True
+        self._changed.notify()
+        try:
+            while any(self._lanes) or self._inflight.count:
+                if self._stop.is_set():
+                    raise Stopped("stopping")
+                await self._changed.wait()
+        finally:
+            self._flush = False
 
     def _at_end(self, result: ReadResult) -> bool:
         """A closed shard is finished when its iterator ends, or when the listing shows its
@@ -300,7 +348,7 @@ class ShardReader:
                 await self._changed.wait()
                 continue
             due = lane.due_at()
-            if self._reading and due > anyio.current_time():
+            if self._reading and not self._flush and due > anyio.current_time():
                 with anyio.move_on_at(due):
                     await self._changed.wait()
                 continue
@@ -326,7 +374,10 @@ class ShardReader:
             await self._checkpoints.request_and_wait()
 
         try:
-            await self.context.settler.settle(records, acknowledge, scope=self.shard_id)
+            window = None if self._windows is None else self._windows.open
+            await self.context.settler.settle(
+                records, acknowledge, scope=self.shard_id, window=window
+            )
         except Stopped:
             log.info(
                 "stopping with a held batch of %d; it is read again after the restart",
@@ -369,9 +420,21 @@ class ShardReader:
                 self._done = moved
                 self._changed.notify()  # the span shrank: room to read
             finished = final and self.ended and self._watermark.span == 0
-            if self._done == self._stored and not finished:
+            if self._windows is None:
+                checkpoint = Checkpoint(self._done, finished)
+            else:
+                checkpoint = self._windows.checkpoint(self._done, finished)
+                self._status.window = self._windows.status()
+            if (
+                (self._done, checkpoint.window_start)
+                == (
+                    self._stored,
+                    self._stored_window,
+                )
+                and not finished
+                and checkpoint.window_state is None
+            ):
                 return False
-            checkpoint = Checkpoint(self._done, finished)
             mapping, arn = self.context.mapping.name, self.context.api.stream_arn
             try:
                 # Shielded: a checkpoint cut short by shutdown would replay settled records;
@@ -394,6 +457,6 @@ class ShardReader:
                     "checkpoint not stored (%r); the next one retries", exc, extra=self._extra
                 )
                 return False
-            self._stored = self._done
+            self._stored, self._stored_window = self._done, checkpoint.window_start
             self._status.checkpoint = self._done
             return finished

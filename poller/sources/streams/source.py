@@ -24,6 +24,7 @@ from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints.base import Checkpoint, StoreUnusable
 from poller.checkpoints.lineage import ShardInfo, startable
 from poller.engine.signals import Signal
+from poller.engine.windows import WindowMark
 from poller.ops.status import State
 from poller.retry import SOURCE_CALL, Backoff, sleep_or_stop
 from poller.sources.streams.context import StreamContext
@@ -40,6 +41,7 @@ class _Start:
     at: StartAt
     checkpoint: str | None = None
     skip_before: float | None = None
+    window: WindowMark | None = None  # the tumbling window open at the checkpoint
 
 
 class StreamSource:
@@ -221,6 +223,7 @@ class StreamSource:
                 start.at,
                 checkpoint=start.checkpoint,
                 skip_before=start.skip_before,
+                window=start.window,
             )
             self._readers[shard.shard_id] = reader
             log.info(
@@ -250,7 +253,10 @@ class StreamSource:
                 return None
         if checkpoint is not None and checkpoint.sequence_number is not None:
             at = StartAt("AFTER_SEQUENCE_NUMBER", checkpoint.sequence_number)
-            return _Start(at, checkpoint.sequence_number)
+            window = None
+            if checkpoint.window_start is not None and checkpoint.window_state is not None:
+                window = WindowMark(checkpoint.window_start, checkpoint.window_state)
+            return _Start(at, checkpoint.sequence_number, window=window)
         if checkpoint is None:
             return _Start(TRIM_HORIZON)  # appeared after the first start: read all of it
         mapping = self.context.mapping
