@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from typing import Literal
 
 import anyio
@@ -17,20 +16,18 @@ import anyio
 from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints.base import Checkpoint, LeaseLost
 from poller.checkpoints.lineage import ShardInfo
-from poller.engine.batcher import Batcher, BatchLimits
-from poller.engine.inflight import InFlight
-from poller.engine.records import StreamRecord
+from poller.engine.batcher import BatchLimits
 from poller.engine.signals import Signal
 from poller.engine.windows import WindowMark
 from poller.ops.status import ShardStatus
 from poller.retry import SOURCE_CALL, Backoff, Stopped, sleep_or_stop
 from poller.sources.streams.context import StreamContext
 from poller.sources.streams.conversion import convert
+from poller.sources.streams.lanes import ShardLanes
 from poller.sources.streams.shards import (
     TRIM_HORIZON,
     ReadResult,
     StartAt,
-    lane_for,
     read_error_kind,
     read_limit,
 )
@@ -79,12 +76,6 @@ class ShardReader:
         self.handed_back = False  # the lease is being given up (balance)
         mapping = context.mapping
         self._batch_size = mapping.batch_size
-        limits = BatchLimits(mapping.batch_size, mapping.maximum_batching_window_in_seconds)
-        self._lanes: list[Batcher[StreamRecord]] = [
-            Batcher(limits) for _ in range(mapping.parallelization_factor)
-        ]
-        self._inflight = InFlight()
-        self._indices: dict[int, int] = {}  # sequence -> watermark index, for records in lanes
         self._start = start
         self._skip_before = skip_before
         self._position = checkpoint  # the last record read
@@ -100,12 +91,10 @@ class ShardReader:
             else None
         )
         self._stored_window = None if window is None else window.start  # ... and its window
-        self._flush = False  # lanes send what they hold at once: a window is closing
         self._watermark = Watermark()
         self._changed = Signal()
         self._lock = anyio.Lock()
         self._checkpoints = CoalescedWrites()  # served by the writer task, in run()
-        self._reading = True
         self._stop = anyio.Event()  # stop reading: shutdown, or the lease handed back
         self._deadline = math.inf  # until when in-flight batches may finish after that
         self._scope: anyio.CancelScope | None = None
@@ -114,6 +103,19 @@ class ShardReader:
         self._status = ShardStatus(shard.shard_id, context.leases.owner, checkpoint)
         context.status.shards[shard.shard_id] = self._status
         self._extra = {"mapping": mapping.name, "shard": shard.shard_id}
+        self._lanes = ShardLanes(
+            BatchLimits(mapping.batch_size, mapping.maximum_batching_window_in_seconds),
+            mapping.parallelization_factor,
+            settler=context.settler,
+            shard_id=self.shard_id,
+            watermark=self._watermark,
+            changed=self._changed,
+            checkpointed=self._checkpoints.request_and_wait,
+            window=lambda: None if self._windows is None else self._windows.open,
+            status=self._status,
+            clock=context.clock,
+            extra=self._extra,
+        )
 
     async def run(self) -> bool:
         """Read until the shard ends, shutdown begins or the lease goes; True once it is
@@ -127,9 +129,9 @@ class ShardReader:
                     tasks.start_soon(self._wake_on_stop)
                     tasks.start_soon(self._checkpoints.serve, self._checkpoint)
                     for lane in range(len(self._lanes)):
-                        tasks.start_soon(self._lane_loop, lane)
+                        tasks.start_soon(self._lanes.run, lane, self._stop)
                     await self._read_loop()
-                    self._reading = False
+                    self._lanes.reading = False
                     self._changed.notify()
                     await self._drain()
                     if self.ended and self._windows is not None:
@@ -227,7 +229,7 @@ class ShardReader:
             skip_before=self._skip_before,
         )
         # Routing is cheap and done in one go, so lanes see a read's records all at once.
-        lanes, now, windows = self._lanes, anyio.current_time(), self._windows
+        now, windows = anyio.current_time(), self._windows
         for converted in conversion.records:
             record = converted.record
             if windows is not None:
@@ -239,8 +241,7 @@ class ShardReader:
             self._position = record.sequence_number
             index = self._watermark.add(record.sequence_number, settled=not converted.kept)
             if converted.kept:
-                self._indices[record.sequence] = index
-                lanes[lane_for(record.key, len(lanes))].add(record, now)
+                self._lanes.add(record, index, now)
         polled, filtered = conversion.polled, conversion.filtered
         context.metrics.count("polled", polled)
         context.metrics.count("filtered_out", filtered)
@@ -261,24 +262,14 @@ class ShardReader:
         """Close the open window: its batches settled, its final invocation made, then a
         checkpoint without it. False when shutdown came first (the window stays stored)."""
         try:
-            await windows.close(self._settle_lanes, self.context.settler.close_window)
+            await windows.close(
+                lambda: self._lanes.settle_all(self._stop), self.context.settler.close_window
+            )
         except Stopped:
             return False
         self._status.window = None
         await self._checkpoints.request_and_wait()
         return True
-
-    async def _settle_lanes(self) -> None:
-        """Wait until every batch the lanes hold or have in flight is settled."""
-        self._flush = True
-        self._changed.notify()
-        try:
-            while any(self._lanes) or self._inflight.count:
-                if self._stop.is_set():
-                    raise Stopped("stopping")
-                await self._changed.wait()
-        finally:
-            self._flush = False
 
     def _at_end(self, result: ReadResult) -> bool:
         """A closed shard is finished when its iterator ends, or when the listing shows its
@@ -336,75 +327,19 @@ class ShardReader:
     async def _pause(self, seconds: float) -> None:
         await sleep_or_stop(seconds, self._stop)
 
-    # -- batches -----------------------------------------------------------------------------
-
-    async def _lane_loop(self, number: int) -> None:
-        # One task per lane: a lane has at most one batch in flight.
-        lane = self._lanes[number]
-        while not self._stop.is_set():
-            if not lane:
-                if not self._reading:
-                    return
-                await self._changed.wait()
-                continue
-            due = lane.due_at()
-            if self._reading and not self._flush and due > anyio.current_time():
-                with anyio.move_on_at(due):
-                    await self._changed.wait()
-                continue
-            batch = lane.take()
-            await self._inflight.acquire()
-            try:
-                await self._process(batch)
-            finally:
-                self._inflight.release()
-                # Lambda starts the next window when the previous invocation ends.
-                lane.restart_window(anyio.current_time())
-                self._changed.notify()
-
-    async def _process(self, records: list[StreamRecord]) -> None:
-        self._status.iterator_age_seconds = max(0.0, self.context.clock() - records[-1].arrival)
-        pending = {record.sequence: self._indices.pop(record.sequence) for record in records}
-
-        async def acknowledge(settled: Sequence[StreamRecord]) -> None:
-            for record in settled:
-                index = pending.pop(record.sequence, None)
-                if index is not None:
-                    self._watermark.settle(index)
-            await self._checkpoints.request_and_wait()
-
-        try:
-            window = None if self._windows is None else self._windows.open
-            await self.context.settler.settle(
-                records, acknowledge, scope=self.shard_id, window=window
-            )
-        except Stopped:
-            log.info(
-                "stopping with a held batch of %d; it is read again after the restart",
-                len(records),
-                extra=self._extra,
-            )
-            return
-        if pending:  # a settler that returns has settled the whole batch
-            await acknowledge(records)
-
     async def _drain(self) -> None:
         """At the shard's end every gathered record still goes out; at shutdown (or when the
         lease is handed back) only the batches in flight finish, until the deadline."""
-        while self._inflight.count or any(self._lanes):
-            if self._stop.is_set():
-                abandoned = await self._inflight.drain(self._deadline)
-                if abandoned:
-                    log.error(
-                        "drain timed out with %d batch(es) in flight; they are read again "
-                        "from the checkpoint",
-                        abandoned,
-                        extra=self._extra,
-                    )
-                if self.context.shutdown.is_stopping:
-                    self.abandoned = abandoned  # SPEC §1: exit code 1
-                return
-            await self._changed.wait()
+        abandoned = await self._lanes.drain(self._stop, lambda: self._deadline)
+        if abandoned:
+            log.error(
+                "drain timed out with %d batch(es) in flight; they are read again from the "
+                "checkpoint",
+                abandoned,
+                extra=self._extra,
+            )
+        if self.context.shutdown.is_stopping:
+            self.abandoned = abandoned  # counted in the exit code
 
     async def _checkpoint(self, *, final: bool = False) -> bool:
         """Store the end of the settled prefix if it moved; with `final`, also whether the
