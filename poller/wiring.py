@@ -200,11 +200,14 @@ def stream_settler(
     delivery_curve: Curve = THROTTLE,
 ) -> Settler[StreamRecord]:
     """The engine of a stream mapping: retries, bisect, record age, on-failure. The curves
-    space function-error retries and on-failure deliveries (tests shorten them)."""
+    space function-error retries, and on-failure deliveries and a window's final invocations
+    (tests shorten them)."""
     origin = StreamOrigin(mapping.name, kind, mapping.source_arn.arn, invoker.target.function_arn)
     give_up = SendOnFailure(destination, invoker.metrics, origin, shutdown, clock, delivery_curve)
     return Settler(
-        dataclasses.replace(settle_plan(mapping), retry_curve=retry_curve),
+        dataclasses.replace(
+            settle_plan(mapping), retry_curve=retry_curve, window_curve=delivery_curve
+        ),
         invoker,
         give_up,
         invoker.metrics,

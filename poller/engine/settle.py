@@ -46,7 +46,8 @@ class SettlePlan:
 
     `max_retries` is the retry budget of function errors (-1: until the records expire; SQS is
     0: a failed message is left to the queue at once). `max_record_age` is in seconds (-1: no
-    limit).
+    limit). `retry_curve` spaces function-error retries; `window_curve` the retries of a
+    tumbling window's final (or early-ending) invocation, which never give up.
     """
 
     report_batch_item_failures: bool
@@ -55,6 +56,7 @@ class SettlePlan:
     max_record_age: float = -1
     bisect: bool = False
     retry_curve: Curve = FUNCTION_ERROR
+    window_curve: Curve = THROTTLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +178,7 @@ class Settler(Generic[R]):
     async def _window_only(self, window: OpenWindow, *, final: bool) -> None:
         """An invocation of the window alone (final, or ending it early), until it succeeds."""
         what = "final invocation" if final else "early end"
-        backoff = Backoff(THROTTLE)
+        backoff = Backoff(self.plan.window_curve)
         while True:
             result = await self.invoker.invoke(
                 window.event((), final=final, early=not final), 0, new_trace_header()

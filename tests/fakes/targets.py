@@ -46,6 +46,7 @@ class ScriptedTarget:
         self.respond = respond
         self.delay = delay  # how long each invocation runs (part of a scenario, not a wait)
         self.calls: list[list[str]] = []
+        self.events: list[dict[str, object]] = []  # every event, parsed
         self.traces: list[str | None] = []
         self.hold: anyio.Event | None = None
         self.active = 0
@@ -60,7 +61,9 @@ class ScriptedTarget:
         return "scripted"
 
     async def invoke(self, request: InvocationRequest) -> InvokeResult:
-        ids = [record_id(r) for r in json.loads(request.payload)["Records"]]
+        event = json.loads(request.payload)
+        ids = [record_id(r) for r in event["Records"]]
+        self.events.append(event)
         self.calls.append(ids)
         self.traces.append(request.trace_header)
         self.active += 1

@@ -125,6 +125,14 @@ class Harness:
 
         await self.settler.settle(batch, acknowledge, scope=SHARD)
 
+    async def process_windowed(self, batch: Sequence[StreamRecord], window: Any) -> None:
+        """`process`, with the batch in a tumbling window."""
+
+        async def acknowledge(run: Sequence[StreamRecord]) -> None:
+            self.progress.append(run[-1].sequence_number)
+
+        await self.settler.settle(batch, acknowledge, scope=SHARD, window=window)
+
     def events(self, stage: str) -> float:
         value = self.metrics_root.registry.get_sample_value(
             "poller_events_total", {"mapping": "orders", "stage": stage}
