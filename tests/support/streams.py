@@ -63,6 +63,18 @@ def backdate_kinesis_records(stream_name: str, seconds: float) -> None:
             record.created_at -= seconds
 
 
+def backdate_dynamodb_records(table_name: str, seconds: float) -> None:
+    """Make every stream record of a table look `seconds` older (moto runs in this process):
+    its ApproximateCreationDateTime moves back, as `backdate_kinesis_records` does for Kinesis."""
+    from datetime import timedelta
+
+    from moto.dynamodb.models import dynamodb_backends
+
+    table = dynamodb_backends[ACCOUNT][REGION].tables[table_name]
+    for item in table.stream_shard.items:
+        item.record["dynamodb"]["ApproximateCreationDateTime"] -= timedelta(seconds=seconds)
+
+
 def kinesis_data(record: dict[str, Any]) -> Any:
     """The JSON a Kinesis event record carries in `data`."""
     return json.loads(base64.b64decode(record["kinesis"]["data"]))
