@@ -54,7 +54,9 @@ async def test_insert_modify_remove_with_each_stream_view_type(
             assert sorted(k for k in change if k.endswith("Image")) == sorted(images)
             assert change["Keys"] == {"pk": {"S": "order#1"}}
             assert change["StreamViewType"] == view_type
-            assert isinstance(change["ApproximateCreationDateTime"], int)
+            # A JSON float to the second, as AWS writes it (`1693997155.0`).
+            created = change["ApproximateCreationDateTime"]
+            assert isinstance(created, float) and created.is_integer()
             assert record["eventSourceARN"] == arn
             assert record["eventSource"] == "aws:dynamodb"
             assert record["eventVersion"] == "1.1"
