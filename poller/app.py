@@ -112,6 +112,10 @@ class App:
                             if entry.settings.enabled:
                                 mappings.start_soon(self._supervise, entry)
                         self.started.set()
+                        # Serve until signalled, whatever the mappings do: a daemon that exits
+                        # when none is enabled, or when all have failed, is a restart loop in a
+                        # container, and /status is where the operator sees why.
+                        await self.shutdown.stopping.wait()
                     tg.cancel_scope.cancel()
             finally:
                 with anyio.CancelScope(shield=True):

@@ -1,0 +1,52 @@
+"""What an operator meets running `poller run`: a daemon that keeps serving whatever its mappings
+do, handler errors in the logs, and start-up problems that name the setting and what to do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.support.config import config_yaml
+from tests.support.daemon import DaemonProcess
+from tests.support.leases import get_json, ops_port
+from tests.support.wait import eventually
+
+FUNCTIONS = Path(__file__).resolve().parents[1] / "fixtures" / "functions"
+PAUSED = "arn:aws:sqs:us-east-1:123456789012:paused"
+
+
+def start(tmp_path: Path, config: str) -> DaemonProcess:
+    path = tmp_path / "poller.yaml"
+    path.write_text(config)
+    daemon = DaemonProcess(path, tmp_path / "daemon.log")
+    daemon.start()
+    return daemon
+
+
+def log_lines(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in daemon.logs().splitlines() if line.startswith("{")]
+
+
+async def serves_until_sigterm(daemon: DaemonProcess, port: int) -> None:
+    """The daemon answers probe after probe, then exits 0 on SIGTERM, having said so."""
+    for _ in range(5):
+        assert get_json(port, "/healthz") == {"status": "ok"}
+    assert daemon.proc is not None and daemon.proc.poll() is None, daemon.logs()
+    assert await daemon.stop() == 0, daemon.logs()
+    assert "shutting down" in daemon.logs()
+
+
+async def test_a_daemon_whose_mappings_are_all_disabled_serves_until_sigterm(
+    moto: str, tmp_path: Path
+) -> None:
+    mappings = [{"source": PAUSED, "function": "orders-fn", "enabled": False}]
+    daemon = start(tmp_path, config_yaml(moto, mappings))
+    try:
+        port = await eventually(lambda: ops_port(daemon))
+        status = get_json(port, "/status")
+        assert [(m["name"], m["state"]) for m in status["mappings"]] == [("orders", "disabled")]
+        assert get_json(port, "/readyz")["ready"] is True
+        await serves_until_sigterm(daemon, port)
+    finally:
+        daemon.kill()
