@@ -4,6 +4,7 @@ do, handler errors in the logs, and start-up problems that name the setting and 
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,20 @@ async def test_a_daemon_whose_mappings_are_all_disabled_serves_until_sigterm(
         await serves_until_sigterm(daemon, port)
     finally:
         daemon.kill()
+
+
+async def test_a_port_in_use_names_server_port_and_the_port(moto: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        mappings = [{"source": PAUSED, "function": "orders-fn", "enabled": False}]
+        daemon = start(tmp_path, config_yaml(moto, mappings, port=port))
+        assert await daemon.wait(timeout=30) == 1
+    (line,) = [line for line in log_lines(daemon) if line["level"] == "ERROR"]
+    assert line["msg"] == (
+        f"cannot start: server.port {port} is already in use on 127.0.0.1 (another poller or "
+        "another program listens there); stop it, or set server.port to a free port (0 picks "
+        "one)"
+    )
+    assert "Traceback" not in daemon.logs()
