@@ -28,7 +28,7 @@ import anyio.to_thread
 
 from poller.config.settings import PythonTargetSettings
 from poller.targets.base import AcloseOnExit, InvocationRequest, InvokeResult, Outcome
-from poller.targets.output import function_output
+from poller.targets.output import function_output, report_error
 
 # Sync handlers each hold a worker thread for their whole run. The engine already bounds
 # concurrency per mapping (maximum_concurrency, shards × parallelization), so this only has to
@@ -283,6 +283,7 @@ class PythonTarget(AcloseOnExit):
         if scope.cancel_called or result is None:
             return self._timed_out(request.request_id)
         if isinstance(result, _Raised):
+            report_error(self._name, request.request_id, result.payload)
             return InvokeResult(
                 Outcome.FUNCTION_ERROR,
                 payload=result.payload,

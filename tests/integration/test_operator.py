@@ -11,6 +11,7 @@ from typing import Any
 from tests.support.config import config_yaml
 from tests.support.daemon import DaemonProcess
 from tests.support.leases import get_json, ops_port
+from tests.support.queues import make_queue, send
 from tests.support.wait import eventually
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "fixtures" / "functions"
@@ -51,6 +52,50 @@ async def test_a_daemon_whose_mappings_are_all_disabled_serves_until_sigterm(
         await serves_until_sigterm(daemon, port)
     finally:
         daemon.kill()
+
+
+async def test_a_raised_handler_error_is_logged_at_error_for_python_and_runtime_targets(
+    moto: str, sqs: Any, tmp_path: Path
+) -> None:
+    python = await make_queue(sqs, "python-orders")
+    runtime = await make_queue(sqs, "runtime-orders")
+    mappings = [
+        {
+            "name": "python-orders",
+            "source": python.arn,
+            "target": {"type": "python", "handler": "tests.support.handlers:rejects"},
+        },
+        {
+            "name": "runtime-orders",
+            "source": runtime.arn,
+            "target": {
+                "type": "runtime",
+                "code": str(FUNCTIONS / "python_app"),
+                "handler": "app.fail",
+            },
+        },
+    ]
+    daemon = start(tmp_path, config_yaml(moto, mappings))
+    try:
+        await send(sqs, python.url, ["one"])
+        await send(sqs, runtime.url, ["two"])
+
+        def errors() -> dict[str, dict[str, Any]]:
+            found = {line["function"]: line for line in log_lines(daemon) if "errorType" in line}
+            return found if len(found) == 2 else {}
+
+        logged = await eventually(errors, timeout=30)
+    finally:
+        await daemon.stop()
+    assert logged["python-orders"]["level"] == logged["runtime-orders"]["level"] == "ERROR"
+    assert logged["python-orders"]["errorType"] == "LookupError"
+    assert logged["python-orders"]["errorMessage"] == "no customer for the 1 record(s)"
+    assert "in rejects" in "".join(logged["python-orders"]["stackTrace"])
+    assert logged["runtime-orders"]["errorType"] == "ValueError"
+    assert logged["runtime-orders"]["errorMessage"] == "cannot process this batch"
+    assert "in fail" in "".join(logged["runtime-orders"]["stackTrace"])
+    for line in logged.values():
+        assert line["request_id"]
 
 
 async def test_a_port_in_use_names_server_port_and_the_port(moto: str, tmp_path: Path) -> None:

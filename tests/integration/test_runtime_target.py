@@ -294,6 +294,40 @@ def error_of(result: Any) -> dict[str, Any]:
     return payload
 
 
+@pytest.mark.parametrize(
+    ("keys", "error_type", "message"),
+    [
+        ({"handler": "app.fail"}, "ValueError", "cannot process this batch"),
+        (
+            {"code": str(PROVIDED_APP), "handler": "function.handler", "runtime": "provided"},
+            "HandlerError",
+            "handler failed",
+        ),
+    ],
+    ids=["python", "provided"],
+)
+async def test_a_handler_error_is_logged_at_error_as_lambda_logs_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    keys: dict[str, Any],
+    error_type: str,
+    message: str,
+) -> None:
+    target, _ = make_target(tmp_path, init_timeout=5, **keys)
+    async with target:
+        payload = b'{"Records": [], "fail": "fail"}'
+        error = error_of(await target.invoke(InvocationRequest(payload, "req-f", TRACE)))
+    logged = [line for line in output_lines(capsys.readouterr().out) if "errorType" in line]
+    assert [(line["level"], line["function"], line["request_id"]) for line in logged] == [
+        ("ERROR", "fn", "req-f")
+    ]
+    (line,) = logged
+    assert (line["errorType"], line["errorMessage"]) == (error_type, message)
+    assert line["stackTrace"] == error.get("stackTrace", [])
+    if error_type == "ValueError":
+        assert any("in fail" in frame for frame in line["stackTrace"])
+
+
 async def test_an_import_error_is_reported_and_restarts_back_off(tmp_path: Path) -> None:
     target, printed = make_target(tmp_path, handler="broken.handler")
     async with target:
