@@ -12,6 +12,7 @@ from tests.support.config import config_yaml
 from tests.support.daemon import DaemonProcess
 from tests.support.leases import get_json, ops_port
 from tests.support.queues import make_queue, send
+from tests.support.streams import make_stream
 from tests.support.wait import eventually
 
 FUNCTIONS = Path(__file__).resolve().parents[1] / "fixtures" / "functions"
@@ -52,6 +53,44 @@ async def test_a_daemon_whose_mappings_are_all_disabled_serves_until_sigterm(
         await serves_until_sigterm(daemon, port)
     finally:
         daemon.kill()
+
+
+async def test_an_unusable_checkpoint_path_fails_its_mapping_by_name_without_a_traceback(
+    moto: str, kinesis: Any, tmp_path: Path
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+    mappings = [{"source": arn, "function": "orders-fn", "starting_position": "LATEST"}]
+    checkpoints = {"path": "/proc/poller/state.db"}
+    daemon = start(tmp_path, config_yaml(moto, mappings, checkpoints=checkpoints))
+    try:
+        port = await eventually(lambda: ops_port(daemon))
+
+        def failed() -> Any:
+            (mapping,) = get_json(port, "/status")["mappings"]
+            return mapping if mapping["state"] == "failed" else None
+
+        error = (await eventually(failed))["error"]
+        assert error == (
+            "mapping orders: checkpoints.path '/proc/poller/state.db': cannot create files in "
+            "/proc (No such file or directory); point checkpoints.path at a file in a "
+            "directory poller can write"
+        )
+
+        # Logged as it is, at ERROR; every one of its mappings failed, and the daemon stays up.
+        def logged() -> bool:
+            return any(
+                line["level"] == "ERROR"
+                and line.get("mapping") == "orders"
+                and error in line["msg"]
+                for line in log_lines(daemon)
+            )
+
+        await eventually(logged)
+        await serves_until_sigterm(daemon, port)
+    finally:
+        daemon.kill()
+    assert "Traceback" not in daemon.logs()
+    assert "internal error" not in daemon.logs()
 
 
 async def test_a_raised_handler_error_is_logged_at_error_for_python_and_runtime_targets(
