@@ -26,7 +26,13 @@ from poller.ops.server import OpsServer
 from poller.ops.status import MappingStatus, State
 from poller.retry import RESTART, Backoff, sleep_or_stop
 from poller.targets import Target
-from poller.wiring import MappingRunner, Services, mapping_runner, target_for
+from poller.wiring import (
+    MappingRunner,
+    Services,
+    mapping_runner,
+    needs_checkpoint_store,
+    target_for,
+)
 
 log = logging.getLogger("poller.app")
 
@@ -95,7 +101,7 @@ class App:
                     await targets.enter_async_context(entry.target)
             await self.server.start()
             log.info("serving /metrics /healthz /readyz /status on port %d", self.server.port)
-            if any(m.enabled and m.source_arn.is_stream for m in self.settings.mappings):
+            if needs_checkpoint_store(self.settings):
                 try:
                     self.checkpoints = open_checkpoint_store(
                         self.settings.checkpoints, self.clients

@@ -41,6 +41,7 @@ from poller.targets.runtime.environment import Environment
 from poller.targets.runtime.package import (
     FunctionIdentity,
     Package,
+    check_bootstrap,
     check_source,
     find_bootstrap,
     lambda_environment,
@@ -80,9 +81,15 @@ class RuntimeTarget:
         on_output: OutputCallback | None = None,
         log: logging.Logger | None = None,
     ) -> None:
-        # Only cheap checks here (paths exist); unpacking waits for the first invocation.
+        # Only cheap checks here (paths exist, a bootstrap is there); unpacking waits for the
+        # first invocation.
         self._code = check_source(settings.code, "code")
-        self._layers = [check_source(layer, "layer") for layer in settings.layers]
+        self._layers = [
+            check_source(layer, "layer", ("layers", index))
+            for index, layer in enumerate(settings.layers)
+        ]
+        if settings.runtime == "provided":
+            check_bootstrap(self._code, self._layers)
         self._settings = settings
         self._name = mapping_name
         self._arn = f"arn:aws:lambda:{region}:{account}:function:{mapping_name}"
