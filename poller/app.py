@@ -26,7 +26,13 @@ from poller.ops.server import OpsServer
 from poller.ops.status import MappingStatus, State
 from poller.retry import RESTART, Backoff, sleep_or_stop
 from poller.targets import Target
-from poller.wiring import MappingRunner, Services, mapping_runner, target_for
+from poller.wiring import (
+    MappingRunner,
+    Services,
+    mapping_runner,
+    needs_checkpoint_store,
+    target_for,
+)
 
 log = logging.getLogger("poller.app")
 
@@ -95,7 +101,7 @@ class App:
                     await targets.enter_async_context(entry.target)
             await self.server.start()
             log.info("serving /metrics /healthz /readyz /status on port %d", self.server.port)
-            if any(m.enabled and m.source_arn.is_stream for m in self.settings.mappings):
+            if needs_checkpoint_store(self.settings):
                 try:
                     self.checkpoints = open_checkpoint_store(
                         self.settings.checkpoints, self.clients
@@ -112,6 +118,10 @@ class App:
                             if entry.settings.enabled:
                                 mappings.start_soon(self._supervise, entry)
                         self.started.set()
+                        # Serve until signalled, whatever the mappings do: a daemon that exits
+                        # when none is enabled, or when all have failed, is a restart loop in a
+                        # container, and /status is where the operator sees why.
+                        await self.shutdown.stopping.wait()
                     tg.cancel_scope.cancel()
             finally:
                 with anyio.CancelScope(shield=True):

@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -60,12 +60,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path_text: str | None) -> Settings:
+def _load(path_text: str | None, load: Callable[[Path], Settings] = load_settings) -> Settings:
     if not path_text:
         raise ConfigError.single(
             "<none>", "config", "no configuration: pass -c FILE or set POLLER_CONFIG"
         )
-    return load_settings(Path(path_text))
+    return load(Path(path_text))
+
+
+def _handlers_from_cwd() -> None:
+    # A python target's `module:function` resolves from the working directory, as `python -m`
+    # and uvicorn do, so `handler: app.handlers:handle` works without installing the app.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def _report(error: ConfigError) -> None:
@@ -74,8 +81,12 @@ def _report(error: ConfigError) -> None:
 
 
 def validate(args: argparse.Namespace) -> int:
+    from poller.preflight import check_settings
+
+    # Targets are built as `run` builds them: handlers import from where `run` would find them.
+    _handlers_from_cwd()
     try:
-        settings = _load(args.config)
+        settings = _load(args.config, check_settings)
     except ConfigError as error:
         _report(error)
         return EXIT_USAGE
@@ -94,10 +105,7 @@ def run(args: argparse.Namespace) -> int:
         _report(error)
         return EXIT_USAGE
     configure_logging(args.log_level, args.log_format)
-    # A python target's `module:function` resolves from the working directory, as `python -m`
-    # and uvicorn do, so `handler: app.handlers:handle` works without installing the app.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    _handlers_from_cwd()
     app = App(settings)
     try:
         app.build_targets()

@@ -22,6 +22,7 @@ from poller.config.arns import SourceArn
 from poller.config.settings import (
     MappingSettings,
     Settings,
+    SettingsCheck,
     TuningSettings,
     load_config,
     parse_config,
@@ -46,7 +47,7 @@ from poller.sources.streams.kinesis import KinesisShards
 from poller.sources.streams.shards import ShardApi, StreamKind
 from poller.sources.streams.source import StreamSource
 from poller.targets import build_target
-from poller.targets.base import Target
+from poller.targets.base import SettingKey, Target, TargetSettingError
 
 log = logging.getLogger("poller.app")
 
@@ -67,9 +68,15 @@ class MappingRunner(Protocol):
 # -- settings -----------------------------------------------------------------------------
 
 
-def load_settings(path: pathlib.Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """A configuration file, validated, filter patterns by the filter engine; ConfigError."""
-    return load_config(path, environ, check_pattern=pattern_problem)
+def load_settings(
+    path: pathlib.Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    check_settings: SettingsCheck | None = None,
+) -> Settings:
+    """A configuration file, validated, filter patterns by the filter engine, then by
+    `check_settings` if given; ConfigError."""
+    return load_config(path, environ, check_pattern=pattern_problem, check_settings=check_settings)
 
 
 def parse_settings(text: str, filename: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -121,8 +128,20 @@ def runtime_concurrency(mapping: MappingSettings) -> int:
     return min(RUNTIME_MAX_ENVIRONMENTS, 10 * mapping.parallelization_factor)
 
 
+class MappingTargetError(ValueError):
+    """A mapping's target cannot be built. `problem` says what is wrong and what to do; `key` is
+    the target setting at fault (`("handler",)`, `("layers", 1)`), empty when none is."""
+
+    def __init__(self, mapping: str, problem: str, key: SettingKey = ()) -> None:
+        super().__init__(f"mapping {mapping}: target: {problem}")
+        self.mapping = mapping
+        self.problem = problem
+        self.key = key
+
+
 def target_for(mapping: MappingSettings, clients: AwsClients, tuning: TuningSettings) -> Target:
-    """The target a mapping invokes; raises ValueError naming the mapping when it cannot load."""
+    """The target a mapping invokes; MappingTargetError (a ValueError) when it cannot load.
+    Makes no network call and starts no process."""
     arn = mapping.source_arn
     try:
         return build_target(
@@ -134,8 +153,15 @@ def target_for(mapping: MappingSettings, clients: AwsClients, tuning: TuningSett
             runtime_concurrency=runtime_concurrency(mapping),
             runtime_init_timeout=tuning.runtime_init_timeout_seconds,
         )
+    except TargetSettingError as exc:
+        raise MappingTargetError(mapping.name, str(exc), exc.key) from exc
     except (ValueError, ImportError, NotImplementedError) as exc:
-        raise ValueError(f"mapping {mapping.name}: target: {exc}") from exc
+        raise MappingTargetError(mapping.name, str(exc)) from exc
+
+
+def needs_checkpoint_store(settings: Settings) -> bool:
+    """True when an enabled mapping reads a stream, whose positions the store keeps."""
+    return any(mapping.source_arn.is_stream for mapping in settings.enabled_mappings)
 
 
 def queue_plan(mapping: MappingSettings, tuning: TuningSettings) -> QueuePlan:

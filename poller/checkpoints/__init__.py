@@ -25,6 +25,7 @@ __all__ = [
     "LeaseState",
     "ShardLeases",
     "open_checkpoint_store",
+    "store_problem",
 ]
 
 
@@ -46,3 +47,15 @@ def open_checkpoint_store(
     return DynamoDBCheckpointStore(
         clients, settings.table, lease_duration=settings.lease_duration_seconds
     )
+
+
+def store_problem(settings: CheckpointSettings) -> str | None:
+    """What keeps the configured store from opening, as far as it shows without AWS (a local
+    file: its directory takes files, and it is poller's); None when nothing is wrong, or when
+    only AWS could tell (the lease table)."""
+    if settings.backend != "sqlite":
+        return None
+    from poller.checkpoints.sqlite import path_problem
+
+    problem = path_problem(settings.path)
+    return None if problem is None else f"{settings.path!r}: {problem}"

@@ -8,7 +8,10 @@ lets a shard move on the moment `put` returns (SPEC §4).
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +21,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from poller.checkpoints.base import AllShards, Checkpoint
+from poller.checkpoints.base import AllShards, Checkpoint, StoreUnusable
 from poller.engine.lifecycle import Shutdown
 from poller.ops.status import MappingStatus
 
@@ -187,37 +190,59 @@ class SqliteCheckpointStore:
         return result
 
     def _open(self) -> sqlite3.Connection:
-        """The connection, opened and migrated on first use (called with the lock held)."""
+        """The connection, opened and migrated on first use (called with the lock held).
+
+        StoreUnusable, naming the path and what to do, when the file cannot be poller's store.
+        """
         if self._connection is not None:
             return self._connection
-        if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: each write is one statement in its own implicit transaction
-        # (migrations BEGIN explicitly);
-        # check_same_thread=False: the lock, not the thread, owns the connection.
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=5000")
-            _migrate(db)
-        except BaseException:
-            db.close()
-            raise
+            db = _connect(self._path)
+        except (OSError, sqlite3.Error, StoreUnusable) as exc:
+            if isinstance(exc, StoreUnusable):
+                problem = str(exc)
+            else:
+                problem = path_problem(self._path) or _open_failed(exc)
+            raise StoreUnusable(f"checkpoints.path {self._path!r}: {problem}") from None
         self._connection = db
         return db
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    """Bring the file's schema to SCHEMA_VERSION, one migration per transaction."""
-    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+def _connect(path: str) -> sqlite3.Connection:
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: each write is one statement in its own implicit transaction
+    # (migrations BEGIN explicitly);
+    # check_same_thread=False: the lock, not the thread, owns the connection.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA busy_timeout=5000")
+        # Before anything writes: another program's database is left as it was.
+        tables, version = _schema(db)
+        problem = _schema_problem(tables, version)
+        if problem is not None:
+            raise StoreUnusable(problem)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        _migrate(db, version or 0)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _schema(db: sqlite3.Connection) -> tuple[set[str], int | None]:
+    """The file's tables, and its poller schema version (None without a schema_version table)."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "schema_version" not in tables:
+        return tables, None
     row = db.execute("SELECT version FROM schema_version").fetchone()
-    current = 0 if row is None else int(row[0])
-    if current > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"checkpoint file was written by a newer poller (schema {current}, this one knows "
-            f"{SCHEMA_VERSION}); upgrade poller or point checkpoints.path at another file"
-        )
+    return tables, 0 if row is None else int(row[0])
+
+
+def _migrate(db: sqlite3.Connection, current: int) -> None:
+    """Bring the file's schema from `current` to SCHEMA_VERSION, one migration per transaction."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     for version in range(current + 1, SCHEMA_VERSION + 1):
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -230,3 +255,97 @@ def _migrate(db: sqlite3.Connection) -> None:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+
+# -- what keeps a path from being poller's store ---------------------------------------------
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_ANOTHER_FILE = "point checkpoints.path at a new file or at one poller created"
+_ANOTHER_DIRECTORY = "point checkpoints.path at a file in a directory poller can write"
+
+
+def path_problem(path_text: str) -> str | None:
+    """What keeps `path_text` from holding poller's checkpoints, in words a user can act on;
+    None when poller can create the file there, or the file is poller's.
+
+    Nothing is created or changed, but for a probe file made and removed at once in the
+    directory (only trying tells whether a directory takes files: root passes every access
+    check, and /proc refuses anyway).
+    """
+    if path_text == ":memory:":
+        return None
+    path = Path(path_text)
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return _directory_problem(path.parent)
+    except OSError as exc:
+        return f"cannot be reached ({exc.strerror or exc}); {_ANOTHER_DIRECTORY}"
+    if stat.S_ISDIR(mode):
+        return f"a directory, not a file; name a file in it, e.g. {path / 'poller-state.db'}"
+    if not stat.S_ISREG(mode):
+        return f"not a regular file; {_ANOTHER_FILE}"
+    return _directory_problem(path.parent) or _file_problem(path)
+
+
+def _directory_problem(directory: Path) -> str | None:
+    # A missing directory is created by the store: what matters is the nearest one that exists.
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory; {_ANOTHER_DIRECTORY}"
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".poller-probe-")
+    except OSError as exc:
+        return f"cannot create files in {existing} ({exc.strerror or exc}); {_ANOTHER_DIRECTORY}"
+    os.close(handle)
+    os.unlink(probe)
+    return None
+
+
+def _file_problem(path: Path) -> str | None:
+    try:
+        with path.open("r+b") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        return f"cannot be opened for writing ({exc.strerror or exc}); {_ANOTHER_FILE}"
+    if not header:
+        return None  # an empty file: SQLite makes it a database
+    if header != _SQLITE_HEADER:
+        return f"not a poller checkpoint file (not an SQLite database); {_ANOTHER_FILE}"
+    try:
+        db = sqlite3.connect(path)
+        try:
+            db.execute("PRAGMA query_only=1")
+            tables, version = _schema(db)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        return f"cannot be read as an SQLite database ({exc}); {_ANOTHER_FILE}"
+    return _schema_problem(tables, version)
+
+
+def _schema_problem(tables: set[str], version: int | None) -> str | None:
+    if version is None and tables:
+        names = ", ".join(sorted(tables)[:5])
+        return (
+            f"an SQLite database of another program (tables {names}), not poller's "
+            f"checkpoints; {_ANOTHER_FILE}"
+        )
+    if version is not None and version > SCHEMA_VERSION:
+        return (
+            f"written by a newer poller (schema {version}, this one knows "
+            f"{SCHEMA_VERSION}); upgrade poller or point checkpoints.path at another file"
+        )
+    return None
+
+
+def _open_failed(exc: OSError | sqlite3.Error) -> str:
+    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+        return (
+            "locked by another process (another poller on the same file?); give each "
+            "instance its own checkpoints.path, or share shards through the dynamodb backend"
+        )
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"cannot be opened ({reason}); {_ANOTHER_DIRECTORY}"

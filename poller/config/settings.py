@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, Self
 from uuid import NAMESPACE_URL, uuid5
@@ -49,6 +49,7 @@ __all__ = [
     "ScalingConfigSettings",
     "ServerSettings",
     "Settings",
+    "SettingsCheck",
     "TargetSettings",
     "TuningSettings",
     "load_config",
@@ -298,16 +299,22 @@ class Settings(_Strict):
         return [mapping for mapping in self.mappings if mapping.enabled]
 
 
+SettingsCheck = Callable[[Settings], Iterable[tuple[Loc, str]]]
+"""A check of valid settings against the machine they will run on: (path, problem) pairs."""
+
+
 def load_config(
     path: pathlib.Path,
     environ: Mapping[str, str] | None = None,
     *,
     check_pattern: rules.PatternCheck | None = None,
+    check_settings: SettingsCheck | None = None,
 ) -> Settings:
     """Read and validate a configuration file; raise ConfigError listing every problem.
 
     `check_pattern` is the filter engine's check of a FilterCriteria pattern; without it only a
     pattern's shape is checked (the filter engine compiles it again when the mapping starts).
+    `check_settings` runs once the settings are valid; its problems are located like the rest.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -316,7 +323,9 @@ def load_config(
     except OSError as exc:
         message = f"cannot read the file: {exc.strerror or exc}"
         raise ConfigError([ConfigProblem(str(path), None, "", message)]) from None
-    return parse_config(text, str(path), environ, check_pattern=check_pattern)
+    return parse_config(
+        text, str(path), environ, check_pattern=check_pattern, check_settings=check_settings
+    )
 
 
 def parse_config(
@@ -325,10 +334,11 @@ def parse_config(
     environ: Mapping[str, str] | None = None,
     *,
     check_pattern: rules.PatternCheck | None = None,
+    check_settings: SettingsCheck | None = None,
 ) -> Settings:
     """Validate configuration text (`filename` only labels problems); raise ConfigError.
 
-    `check_pattern` as for `load_config`.
+    `check_pattern` and `check_settings` as for `load_config`.
     """
     reader = Reader(filename, os.environ if environ is None else environ)
     context = {rules.CHECK_PATTERN: check_pattern}
@@ -355,10 +365,15 @@ def parse_config(
     if reader.problems:
         raise ConfigError(reader.problems)
     try:
-        return Settings.model_validate(reader.data, context=context)
+        settings = Settings.model_validate(reader.data, context=context)
     except ValidationError as exc:  # not expected once every part passed on its own
         reader.add_pydantic(exc, Settings, ())
         raise ConfigError(reader.problems) from None
+    for loc, message in check_settings(settings) if check_settings is not None else ():
+        reader.add(loc, message)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
 
 
 # Stands in for a mapping's invalid name or target, so its other keys can still be checked.

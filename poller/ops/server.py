@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 from collections.abc import Callable, Sequence
@@ -10,6 +11,30 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from poller.ops.status import MappingStatus, State
+
+
+class ServerStartError(OSError):
+    """The ops server cannot listen where `server` says; the message names the key and the fix."""
+
+
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"server.port {port} is already in use on {host} (another poller or another "
+            "program listens there); stop it, or set server.port to a free port (0 picks one)"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"server.port {port} on {host}: permission denied (ports below 1024 need "
+            "privileges); set server.port to 1024 or above"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return (
+            f"server.host {host} is not an address of this machine ({reason}); set server.host "
+            "to 0.0.0.0 (every interface), 127.0.0.1 or one of the machine's addresses"
+        )
+    return f"cannot listen on server.host {host}, server.port {port} ({reason}); check both keys"
 
 
 class OpsServer:
@@ -37,13 +62,17 @@ class OpsServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._host, self._port))
+        except OSError as exc:
+            sock.close()
+            raise ServerStartError(_bind_problem(self._host, self._port, exc)) from None
         self.port = sock.getsockname()[1]
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
 
     async def stop(self) -> None:

@@ -15,7 +15,13 @@ from poller.config.settings import (
     TargetSettings,
     TuningSettings,
 )
-from poller.targets.base import InvocationRequest, InvokeResult, Outcome, Target
+from poller.targets.base import (
+    InvocationRequest,
+    InvokeResult,
+    Outcome,
+    Target,
+    TargetSettingError,
+)
 from poller.targets.http import HttpTarget
 from poller.targets.lambda_ import LambdaTarget
 from poller.targets.python import PythonTarget, TargetLoadError
@@ -31,6 +37,7 @@ __all__ = [
     "RuntimeTarget",
     "Target",
     "TargetLoadError",
+    "TargetSettingError",
     "build_target",
 ]
 
@@ -48,9 +55,11 @@ def build_target(
 ) -> Target:
     """Build the target a mapping's settings describe.
 
-    Raises TargetLoadError when a `python` handler cannot be imported, ValueError when a
-    `runtime` package or layer is missing (the caller names the mapping). Makes no network call
-    and starts no process: targets connect, or start their environments, on first invocation.
+    Raises TargetSettingError (a ValueError) when the settings cannot work here: a `python`
+    handler that does not import (TargetLoadError), a missing `runtime` package or layer, a
+    custom runtime without a runnable `bootstrap`; its `key` names the setting, the caller the
+    mapping. Makes no network call and starts no process: targets connect, or start their
+    environments, on first invocation.
     `runtime_concurrency` is the mapping's own concurrency (see `wiring.runtime_concurrency`), used
     when a `runtime` target sets none; `runtime_init_timeout` is `tuning`'s.
     """

@@ -8,6 +8,20 @@ from typing import Protocol, Self
 
 import anyio
 
+SettingKey = tuple[str | int, ...]
+"""A setting's place under a mapping's `target`: `("handler",)`, `("layers", 1)`."""
+
+
+class TargetSettingError(ValueError):
+    """A target setting that cannot work on this machine: a handler that does not import, a
+    package or layer that is missing, a custom runtime without its `bootstrap`. The message says
+    what to do; `key` is the setting at fault, under `target` (`("handler",)`, `("layers", 1)`).
+    """
+
+    def __init__(self, message: str, key: SettingKey) -> None:
+        super().__init__(message)
+        self.key = key
+
 
 class Outcome(StrEnum):
     """How an invocation ended; the values are the `outcome` label of poller_invocations_total."""

@@ -7,6 +7,9 @@ installed once on `sys.stdout`: a write made while a handler runs (recognised by
 around the call; asyncio tasks and anyio worker threads copy contextvars) goes to a per-invocation
 line buffer, flushed as `{"ts", "level": "INFO", "function", "request_id", "output"}` lines; every
 other write passes through unchanged.
+
+An error a handler raises goes to the same stream as Lambda writes it to the function's log
+stream: one ERROR line carrying its `errorType`, `errorMessage` and `stackTrace` (`report_error`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO, cast
 
@@ -27,6 +31,38 @@ _install_lock = threading.Lock()
 def _timestamp() -> str:
     """UTC ISO 8601 with milliseconds and a `Z`, the form of Lambda's log timestamps."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionError:
+    """An error a function raised, in the fields of Lambda's error object."""
+
+    error_type: str
+    message: str
+    stack: tuple[str, ...] = ()
+
+    @classmethod
+    def from_payload(cls, payload: bytes | None) -> FunctionError:
+        """Read an error object (`{"errorType", "errorMessage", "stackTrace"}`) as a runtime
+        posts it; a body that is not one becomes the message of an `Unhandled` error."""
+        text = (payload or b"").decode("utf-8", errors="replace")
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return cls("Unhandled", text)
+        stack = body.get("stackTrace")
+        if isinstance(stack, str):
+            lines = tuple(stack.splitlines())
+        elif isinstance(stack, list):
+            lines = tuple(str(line) for line in stack)
+        else:
+            lines = ()
+        message = body.get("errorMessage")
+        if not isinstance(message, str):
+            message = "" if message is None else json.dumps(message)
+        return cls(str(body.get("errorType") or "Unhandled"), message, lines)
 
 
 class StdoutProxy:
@@ -64,16 +100,25 @@ class StdoutProxy:
 
     def emit(self, function: str, request_id: str, output: str) -> None:
         """Write one function output line as JSON and flush it, so it shows up promptly."""
-        line = json.dumps(
+        self._line(
+            {"level": "INFO", "function": function, "request_id": request_id, "output": output}
+        )
+
+    def emit_error(self, function: str, request_id: str, error: FunctionError) -> None:
+        """Write the error a handler raised as Lambda logs it: one ERROR line, with its stack."""
+        self._line(
             {
-                "ts": _timestamp(),
-                "level": "INFO",
+                "level": "ERROR",
                 "function": function,
                 "request_id": request_id,
-                "output": output,
-            },
-            ensure_ascii=False,
+                "errorType": error.error_type,
+                "errorMessage": error.message,
+                "stackTrace": list(error.stack),
+            }
         )
+
+    def _line(self, fields: dict[str, Any]) -> None:
+        line = json.dumps({"ts": _timestamp(), **fields}, ensure_ascii=False)
         with self._lock:
             self._stream.write(line + "\n")
             self._stream.flush()
@@ -127,6 +172,11 @@ def install() -> StdoutProxy:
         proxy = StdoutProxy(current)
         sys.stdout = cast(TextIO, proxy)
         return proxy
+
+
+def report_error(function: str, request_id: str, payload: bytes | None) -> None:
+    """Log the error object a function's invocation answered with, as one ERROR line."""
+    install().emit_error(function, request_id, FunctionError.from_payload(payload))
 
 
 @contextmanager

@@ -27,8 +27,14 @@ import anyio
 import anyio.to_thread
 
 from poller.config.settings import PythonTargetSettings
-from poller.targets.base import AcloseOnExit, InvocationRequest, InvokeResult, Outcome
-from poller.targets.output import function_output
+from poller.targets.base import (
+    AcloseOnExit,
+    InvocationRequest,
+    InvokeResult,
+    Outcome,
+    TargetSettingError,
+)
+from poller.targets.output import function_output, report_error
 
 # Sync handlers each hold a worker thread for their whole run. The engine already bounds
 # concurrency per mapping (maximum_concurrency, shards × parallelization), so this only has to
@@ -41,8 +47,11 @@ DEFAULT_MEMORY_MB = 128
 _log = logging.getLogger("poller.targets.python")
 
 
-class TargetLoadError(ValueError):
+class TargetLoadError(TargetSettingError):
     """The configured handler cannot be imported or is not callable; the message says what to do."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ("handler",))
 
 
 def load_handler(spec: str) -> Callable[..., Any]:
@@ -283,6 +292,7 @@ class PythonTarget(AcloseOnExit):
         if scope.cancel_called or result is None:
             return self._timed_out(request.request_id)
         if isinstance(result, _Raised):
+            report_error(self._name, request.request_id, result.payload)
             return InvokeResult(
                 Outcome.FUNCTION_ERROR,
                 payload=result.payload,

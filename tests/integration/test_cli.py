@@ -76,18 +76,96 @@ def test_usage_and_config_errors_exit_2_without_a_traceback(
     assert result.stderr.strip()
 
 
-def test_a_python_target_that_cannot_load_is_a_config_error(tmp_path: Path) -> None:
+def test_validate_refuses_the_targets_run_refuses(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "bootstrap").write_text("#!/bin/sh\n")  # not executable
     config = tmp_path / "c.yaml"
     config.write_text(
         "mappings:\n"
         "  - name: orders\n"
         "    source: arn:aws:sqs:us-east-1:123456789012:orders\n"
         "    target: {type: python, handler: 'no_such_module_xyz:handle'}\n"
+        "  - name: refunds\n"
+        "    source: arn:aws:sqs:us-east-1:123456789012:refunds\n"
+        "    target: {type: python, handler: 'tests.support.handlers:no_such_function'}\n"
+        "  - name: invoices\n"
+        "    source: arn:aws:sqs:us-east-1:123456789012:invoices\n"
+        "    target:\n"
+        "      type: runtime\n"
+        f"      code: {plain}\n"
+        "      handler: function.handler\n"
+        "      runtime: provided\n"
+        "  - name: missing\n"
+        "    source: arn:aws:sqs:us-east-1:123456789012:missing\n"
+        f"    target: {{type: runtime, code: {tmp_path / 'nowhere'}, handler: app.handler}}\n"
+        "  - name: paused\n"
+        "    source: arn:aws:sqs:us-east-1:123456789012:paused\n"
+        "    target: {type: python, handler: 'no_such_module_xyz:handle'}\n"
+        "    enabled: false\n"
     )
-    result = poller("run", "-c", str(config))
-    assert result.returncode == 2
-    assert "orders" in result.stderr and "no_such_module_xyz" in result.stderr
+    result = poller("validate", "-c", str(config))
+    assert result.returncode == 2, result.stdout
     assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"{config}:4: mappings[0].target.handler: mapping orders: handler "
+        "'no_such_module_xyz:handle': module 'no_such_module_xyz' not found; install it or add "
+        "the directory holding it to PYTHONPATH",
+        f"{config}:7: mappings[1].target.handler: mapping refunds: handler "
+        "'tests.support.handlers:no_such_function': 'tests.support.handlers' has no attribute "
+        "'no_such_function'; check the name after the colon",
+        f"{config}:12: mappings[2].target.code: mapping invoices: bootstrap in {plain} is not "
+        "executable; make it so (chmod +x bootstrap, and zip the package with its permissions)",
+        f"{config}:17: mappings[3].target.code: mapping missing: code "
+        f"'{tmp_path / 'nowhere'}' does not exist (resolved to {tmp_path / 'nowhere'}); "
+        "relative paths are taken from the directory poller runs in",
+    ]
+    # run refuses the same, stopping at the first.
+    run = poller("run", "-c", str(config))
+    assert run.returncode == 2
+    assert run.stderr.startswith(f"{config}: mapping orders: target: handler 'no_such_module_xyz")
+    assert "Traceback" not in run.stderr
+
+
+def stream_config(tmp_path: Path, checkpoint_path: Path, source: str) -> Path:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"checkpoints: {{path: {checkpoint_path}}}\n"
+        "mappings:\n"
+        "  - name: orders\n"
+        f"    source: {source}\n"
+        "    target: {type: lambda, function: f}\n"
+        + ("    starting_position: LATEST\n" if ":kinesis:" in source else "")
+    )
+    return config
+
+
+STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
+
+
+def test_validate_checks_the_checkpoint_file_a_stream_mapping_needs(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    result = poller("validate", "-c", str(stream_config(tmp_path, notes, STREAM)))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"{tmp_path / 'c.yaml'}:1: checkpoints.path: '{notes}': not a poller checkpoint file "
+        "(not an SQLite database); point checkpoints.path at a new file or at one poller "
+        "created\n"
+    )
+    proc = Path("/proc/poller/state.db")
+    result = poller("validate", "-c", str(stream_config(tmp_path, proc, STREAM)))
+    assert result.returncode == 2
+    assert "checkpoints.path: '/proc/poller/state.db': cannot create files in /proc" in (
+        result.stderr
+    )
+    # A new file in a directory still to be made is fine, and validate makes neither.
+    fresh = tmp_path / "state" / "poller.db"
+    assert poller("validate", "-c", str(stream_config(tmp_path, fresh, STREAM))).returncode == 0
+    assert not fresh.parent.exists()
+    # Only a stream mapping needs the store.
+    queue = "arn:aws:sqs:us-east-1:123456789012:orders"
+    assert poller("validate", "-c", str(stream_config(tmp_path, notes, queue))).returncode == 0
 
 
 def test_demo_runs_and_moves_messages() -> None:

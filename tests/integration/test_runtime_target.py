@@ -146,11 +146,6 @@ async def test_provided_runtime_runs_a_bash_bootstrap(
             id="missing-handler-file",
         ),
         pytest.param(
-            {"code": str(PYTHON_APP), "handler": "app.handler", "runtime": "provided"},
-            True,
-            id="missing-bootstrap",
-        ),
-        pytest.param(
             {"code": str(PYTHON_APP), "handler": "app.hog", "memory_size": 128}, True, id="hog"
         ),
     ],
@@ -294,6 +289,40 @@ def error_of(result: Any) -> dict[str, Any]:
     return payload
 
 
+@pytest.mark.parametrize(
+    ("keys", "error_type", "message"),
+    [
+        ({"handler": "app.fail"}, "ValueError", "cannot process this batch"),
+        (
+            {"code": str(PROVIDED_APP), "handler": "function.handler", "runtime": "provided"},
+            "HandlerError",
+            "handler failed",
+        ),
+    ],
+    ids=["python", "provided"],
+)
+async def test_a_handler_error_is_logged_at_error_as_lambda_logs_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    keys: dict[str, Any],
+    error_type: str,
+    message: str,
+) -> None:
+    target, _ = make_target(tmp_path, init_timeout=5, **keys)
+    async with target:
+        payload = b'{"Records": [], "fail": "fail"}'
+        error = error_of(await target.invoke(InvocationRequest(payload, "req-f", TRACE)))
+    logged = [line for line in output_lines(capsys.readouterr().out) if "errorType" in line]
+    assert [(line["level"], line["function"], line["request_id"]) for line in logged] == [
+        ("ERROR", "fn", "req-f")
+    ]
+    (line,) = logged
+    assert (line["errorType"], line["errorMessage"]) == (error_type, message)
+    assert line["stackTrace"] == error.get("stackTrace", [])
+    if error_type == "ValueError":
+        assert any("in fail" in frame for frame in line["stackTrace"])
+
+
 async def test_an_import_error_is_reported_and_restarts_back_off(tmp_path: Path) -> None:
     target, printed = make_target(tmp_path, handler="broken.handler")
     async with target:
@@ -330,11 +359,14 @@ async def test_a_crash_before_next_is_an_exit_error(tmp_path: Path) -> None:
     assert ("fn", None, "starting") in printed
 
 
-async def test_a_bootstrap_that_is_not_executable_is_an_invalid_entrypoint(
+async def test_a_bootstrap_no_longer_executable_is_an_invalid_entrypoint(
     tmp_path: Path,
 ) -> None:
-    code = bootstrap_package(tmp_path, "#!/bin/bash\n", mode=0o644)
+    # Building the target refuses a bootstrap that cannot run (test_runtime_package); one that
+    # loses its execute bit afterwards fails each start as Lambda's does.
+    code = bootstrap_package(tmp_path, "#!/bin/bash\n")
     target, _ = make_target(tmp_path, code=str(code), runtime="provided")
+    (code / "bootstrap").chmod(0o644)
     async with target:
         error = error_of(await target.invoke(request()))
     assert error["errorType"] == "Runtime.InvalidEntrypoint"

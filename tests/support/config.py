@@ -23,11 +23,13 @@ def config_yaml(
     shutdown_timeout: float = 10,
     tuning: Mapping[str, Any] | None = None,
     aws: Mapping[str, Any] | None = None,
+    port: int = 0,
 ) -> str:
     """A config whose AWS calls go to `endpoint` (moto, or a proxy in front of it), Lambda's to
     `lambda_url` and DynamoDB's to `dynamodb_url` when given, with the ops server on a free
-    port. Each mapping is a dict of mapping keys; `name` defaults to "orders", and `function`
-    stands for `target: {type: lambda, function: ...}`. `aws` adds keys to the `aws` section."""
+    port unless `port` names one. Each mapping is a dict of mapping keys; `name` defaults to
+    "orders", and `function` stands for `target: {type: lambda, function: ...}`. `aws` adds
+    keys to the `aws` section."""
     endpoints = {
         service: url
         for service, url in (("lambda", lambda_url), ("dynamodb", dynamodb_url))
@@ -39,7 +41,7 @@ def config_yaml(
     lines = [f"aws: {json.dumps(section)}"]
     if checkpoints is not None:
         lines.append(f"checkpoints: {json.dumps(checkpoints)}")
-    lines.append('server: {"host": "127.0.0.1", "port": 0}')
+    lines.append(f'server: {{"host": "127.0.0.1", "port": {port}}}')
     lines.append(f"shutdown_timeout_seconds: {shutdown_timeout}")
     if tuning is not None:
         lines.append(f"tuning: {json.dumps(tuning)}")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from poller.aws.clients import AwsClients
 from poller.checkpoints import Checkpoint, open_checkpoint_store
-from poller.checkpoints.sqlite import SCHEMA_VERSION, SqliteCheckpointStore
+from poller.checkpoints.base import StoreUnusable
+from poller.checkpoints.sqlite import SCHEMA_VERSION, SqliteCheckpointStore, path_problem
 from poller.config.settings import AwsSettings, CheckpointSettings
 
 STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
@@ -125,7 +127,7 @@ async def test_schema_version_is_recorded_and_a_newer_file_refused(tmp_path: Pat
         db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     db.close()
     newer = SqliteCheckpointStore(path)
-    with pytest.raises(RuntimeError, match="newer poller"):
+    with pytest.raises(StoreUnusable, match="newer poller"):
         await newer.get("orders", STREAM, "shard-1")
     await newer.aclose()
 
@@ -141,3 +143,69 @@ async def test_open_checkpoint_store_picks_the_backend(tmp_path: Path) -> None:
     assert type(open_checkpoint_store(leases, AwsClients(AwsSettings()))).__name__ == (
         "DynamoDBCheckpointStore"
     )
+
+
+# --- a path that cannot hold the checkpoints: named, with what to do, never a traceback -------
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir())
+
+
+def _not_a_database(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database\n")
+    return path
+
+
+def _another_programs_database(tmp_path: Path) -> Path:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (id INTEGER)")
+    db.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_path", "expected"),
+    [
+        (lambda tmp: Path("/proc/poller-state.db"), "cannot create files in /proc"),
+        (lambda tmp: Path("/proc/poller/state.db"), "cannot create files in /proc"),
+        (_not_a_database, "not a poller checkpoint file (not an SQLite database)"),
+        (_another_programs_database, "an SQLite database of another program (tables users)"),
+        (lambda tmp: tmp, "a directory, not a file; name a file in it"),
+    ],
+    ids=["proc", "proc-subdirectory", "text-file", "foreign-database", "directory"],
+)
+async def test_an_unusable_path_is_named_with_what_to_do(
+    tmp_path: Path, make_path: Any, expected: str
+) -> None:
+    path = make_path(tmp_path)
+    before = listing(tmp_path)
+    problem = path_problem(str(path))
+    assert problem is not None and expected in problem
+    assert "point checkpoints.path at" in problem or "name a file" in problem
+    assert listing(tmp_path) == before  # the check changed nothing
+    store = SqliteCheckpointStore(path)
+    with pytest.raises(StoreUnusable) as raised:
+        await store.get("orders", STREAM, "shard-1")
+    await store.aclose()
+    assert str(raised.value).startswith(f"checkpoints.path {str(path)!r}: ")
+    assert expected in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    assert listing(tmp_path) == before  # nor did opening it, refused
+
+
+async def test_usable_paths_have_no_problem(tmp_path: Path) -> None:
+    assert path_problem(str(tmp_path / "new" / "dir" / "state.db")) is None
+    assert not (tmp_path / "new").exists()  # checking creates no directory
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    assert path_problem(str(empty)) is None
+    existing = tmp_path / "state.db"
+    store = SqliteCheckpointStore(existing)
+    await store.put("orders", STREAM, "shard-1", Checkpoint("1"))
+    assert path_problem(str(existing)) is None  # while the store has it open
+    await store.aclose()
+    assert path_problem(str(existing)) is None
+    assert listing(tmp_path) == ["empty.db", "state.db"]

@@ -309,6 +309,38 @@ async def test_printed_lines_become_json_lines(capsys: pytest.CaptureFixture[str
     assert out.endswith("after, from the daemon\n")
 
 
+@pytest.mark.parametrize(
+    ("handler", "error_type", "message"),
+    [
+        ("fails", "ValueError", "bad record m1"),
+        ("async_fails", "KeyError", "'missing'"),
+        ("exits", "Runtime.ExitError", "RequestId: req-e Error: Runtime exited with error"),
+    ],
+)
+async def test_a_raised_error_is_logged_at_error_as_lambda_logs_it(
+    capsys: pytest.CaptureFixture[str], handler: str, error_type: str, message: str
+) -> None:
+    result = await target(handler, name="orders").invoke(request("req-e"))
+    assert result.outcome is Outcome.FUNCTION_ERROR
+    (line,) = [line for line in output_lines(capsys.readouterr().out) if "errorType" in line]
+    assert set(line) == {
+        "ts",
+        "level",
+        "function",
+        "request_id",
+        "errorType",
+        "errorMessage",
+        "stackTrace",
+    }
+    assert (line["level"], line["function"], line["request_id"]) == ("ERROR", "orders", "req-e")
+    assert line["errorType"] == error_type
+    assert line["errorMessage"].startswith(message)
+    # The same stack the error object carries: from the handler down, none of poller's frames.
+    assert line["stackTrace"] == json.loads(result.payload or b"")["stackTrace"]
+    if error_type != "Runtime.ExitError":
+        assert f", in {handler}\n" in line["stackTrace"][0]
+
+
 async def test_async_handler_output_is_captured(capsys: pytest.CaptureFixture[str]) -> None:
     await target("async_prints").invoke(request("req-a"))
     lines = output_lines(capsys.readouterr().out)

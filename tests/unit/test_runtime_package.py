@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from poller.config.settings import ConfigError, RuntimeTargetSettings
+from poller.targets.base import TargetSettingError
 from poller.targets.runtime.environment import exit_status
 from poller.targets.runtime.package import (
     FunctionIdentity,
     Package,
+    check_bootstrap,
     check_source,
     find_bootstrap,
     lambda_environment,
@@ -98,6 +100,34 @@ def test_a_bootstrap_in_a_layer_is_found(tmp_path: Path) -> None:
     package = Package(tmp_path / "task", tmp_path / "opt", tmp_path / "runtime")
     bootstrap = write(package.opt / "bootstrap", "#!/bin/sh\n", 0o755)
     assert find_bootstrap(package) == (bootstrap, "")
+
+
+def _package(root: Path, bootstrap_mode: int | None, *, zipped: bool = False) -> Path:
+    root.mkdir(parents=True)
+    write(root / "function.sh", "handler() { :; }\n")
+    if bootstrap_mode is not None:
+        write(root / "bootstrap", "#!/bin/sh\n", bootstrap_mode)
+    return zip_dir(root, root.with_suffix(".zip")) if zipped else root
+
+
+@pytest.mark.parametrize("zipped", [False, True], ids=["directory", "zip"])
+def test_a_custom_runtime_needs_an_executable_bootstrap_before_it_starts(
+    tmp_path: Path, zipped: bool
+) -> None:
+    executable = _package(tmp_path / "ok", 0o755, zipped=zipped)
+    missing = _package(tmp_path / "none", None, zipped=zipped)
+    plain = _package(tmp_path / "plain", 0o644, zipped=zipped)
+    check_bootstrap(executable, [])
+    check_bootstrap(missing, [executable])  # from a layer, as Lambda's /opt/bootstrap
+    with pytest.raises(TargetSettingError, match="has none; add an executable bootstrap") as none:
+        check_bootstrap(missing, [missing])
+    assert none.value.key == ("code",)
+    with pytest.raises(TargetSettingError, match=r"bootstrap in .* is not executable") as plain_one:
+        check_bootstrap(plain, [executable])  # the package's own comes first, as in Lambda
+    assert plain_one.value.key == ("code",)
+    with pytest.raises(TargetSettingError, match="is not executable") as layered:
+        check_bootstrap(missing, [executable, plain])  # the last layer's wins
+    assert layered.value.key == ("layers", 1)
 
 
 def test_check_source_names_what_is_wrong(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from poller.config.settings import RuntimeTargetSettings
+from poller.targets.base import SettingKey, TargetSettingError
 
 # Variables passed from poller's own environment, so a function's SDK finds the credentials,
 # profile, region and CA bundle poller itself uses (refreshing them as poller's would).
@@ -62,19 +63,66 @@ ENDPOINT_VARIABLES = {
 }
 
 
-def check_source(path_text: str, what: str) -> Path:
-    """The absolute path of a package or layer: an existing directory or .zip; else ValueError."""
+def check_source(path_text: str, what: str, key: SettingKey | None = None) -> Path:
+    """The absolute path of a package or layer: an existing directory or .zip; else
+    TargetSettingError (a ValueError) for `key`, by default `(what,)`."""
+    key = key or (what,)
     path = Path(path_text).expanduser().resolve()
     if path.is_dir():
         return path
     if not path.exists():
-        raise ValueError(
+        raise TargetSettingError(
             f"{what} {path_text!r} does not exist (resolved to {path}); relative paths are "
-            "taken from the directory poller runs in"
+            "taken from the directory poller runs in",
+            key,
         )
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{what} {path_text!r} is neither a directory nor a .zip file")
+        raise TargetSettingError(
+            f"{what} {path_text!r} is neither a directory nor a .zip file", key
+        )
     return path
+
+
+def check_bootstrap(code: Path, layers: Sequence[Path]) -> None:
+    """A `provided` runtime's entry point, checked without unpacking anything: an executable
+    `bootstrap` at the top of the package, else of the last layer holding one (Lambda runs
+    /var/task/bootstrap, else /opt/bootstrap, where later layers win). TargetSettingError if
+    there is none or it cannot be run, for the package or layer at fault."""
+    sources: list[tuple[Path, SettingKey]] = [(code, ("code",))]
+    sources += [(layer, ("layers", index)) for index, layer in reversed(list(enumerate(layers)))]
+    for source, key in sources:
+        executable = _bootstrap_executable(source)
+        if executable is None:
+            continue
+        if not executable:
+            raise TargetSettingError(
+                f"bootstrap in {source} is not executable; make it so (chmod +x bootstrap, "
+                "and zip the package with its permissions)",
+                key,
+            )
+        return
+    where = f"{code} or its layers" if layers else str(code)
+    raise TargetSettingError(
+        "runtime provided runs a file named bootstrap at the top of the package or of a "
+        f"layer, and {where} has none; add an executable bootstrap, or use runtime: python "
+        "for a Python handler",
+        ("code",),
+    )
+
+
+def _bootstrap_executable(source: Path) -> bool | None:
+    """Whether `source`'s top-level `bootstrap` may be executed; None when it has none."""
+    if source.is_dir():
+        bootstrap = source / "bootstrap"
+        return os.access(bootstrap, os.X_OK) if bootstrap.is_file() else None
+    with zipfile.ZipFile(source) as zipped:
+        try:
+            info = zipped.getinfo("bootstrap")
+        except KeyError:
+            return None
+    mode = info.external_attr >> 16
+    # A symlink's target decides, and is only known once unpacked: let the start tell.
+    return stat.S_ISLNK(mode) or bool(mode & 0o111)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,12 +34,14 @@ from poller.events.envelope import new_trace_header
 from poller.retry import ENVIRONMENT_START, Backoff
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome
 from poller.targets.output import install as install_output
+from poller.targets.output import report_error
 from poller.targets.runtime import failures
 from poller.targets.runtime.api import AnswerKind, Invocation, RuntimeApi, Startup
 from poller.targets.runtime.environment import Environment
 from poller.targets.runtime.package import (
     FunctionIdentity,
     Package,
+    check_bootstrap,
     check_source,
     find_bootstrap,
     lambda_environment,
@@ -79,9 +81,15 @@ class RuntimeTarget:
         on_output: OutputCallback | None = None,
         log: logging.Logger | None = None,
     ) -> None:
-        # Only cheap checks here (paths exist); unpacking waits for the first invocation.
+        # Only cheap checks here (paths exist, a bootstrap is there); unpacking waits for the
+        # first invocation.
         self._code = check_source(settings.code, "code")
-        self._layers = [check_source(layer, "layer") for layer in settings.layers]
+        self._layers = [
+            check_source(layer, "layer", ("layers", index))
+            for index, layer in enumerate(settings.layers)
+        ]
+        if settings.runtime == "provided":
+            check_bootstrap(self._code, self._layers)
         self._settings = settings
         self._name = mapping_name
         self._arn = f"arn:aws:lambda:{region}:{account}:function:{mapping_name}"
@@ -239,6 +247,8 @@ class RuntimeTarget:
             return self._timed_out(request.request_id), False
         if answer.kind is AnswerKind.EXIT and not invocation.dispatched:
             return None, False
+        if answer.kind is AnswerKind.ERROR:
+            report_error(self._name, request.request_id, answer.body)
         return failures.answered(answer, request.request_id)
 
     def _timed_out(self, request_id: str) -> InvokeResult:
@@ -329,6 +339,8 @@ class RuntimeTarget:
     ) -> InvokeResult:
         self._back_off()
         env.kill()
+        if startup is Startup.INIT_ERROR and env.channel.init_error is not None:
+            report_error(self._name, request_id, env.channel.init_error.body)
         payload, detail = failures.init_failure(
             startup, env.channel.init_error, env.exit_status, request_id, self._init_timeout
         )
