@@ -11,7 +11,8 @@ from pathlib import Path
 
 import anyio
 
-from poller.config.settings import ConfigError, Settings
+from poller.config.reader import ConfigError
+from poller.config.settings import Settings
 from poller.wiring import load_settings
 
 EXIT_OK = 0
@@ -81,7 +82,7 @@ def _report(error: ConfigError) -> None:
 
 
 def validate(args: argparse.Namespace) -> int:
-    from poller.preflight import check_settings
+    from poller.ops.preflight import check_settings
 
     # Targets are built as `run` builds them: handlers import from where `run` would find them.
     _handlers_from_cwd()

@@ -19,14 +19,8 @@ from typing import Protocol
 from poller.aws.clients import AwsClients
 from poller.checkpoints.base import CheckpointStore, ShardLeases
 from poller.config.arns import SourceArn
-from poller.config.settings import (
-    MappingSettings,
-    Settings,
-    SettingsCheck,
-    TuningSettings,
-    load_config,
-    parse_config,
-)
+from poller.config.loader import SettingsCheck, load_config, parse_config
+from poller.config.settings import MappingSettings, Settings, TuningSettings
 from poller.engine.batcher import BatchLimits
 from poller.engine.destinations import OnFailureDestination, destination_for
 from poller.engine.giveup import LeaveToQueue, SendOnFailure, StreamOrigin

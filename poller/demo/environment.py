@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 
 from poller.app import App
-from poller.config.settings import ConfigError
+from poller.config.reader import ConfigError
 from poller.ops.logs import configure_logging
 from poller.wiring import parse_settings
 

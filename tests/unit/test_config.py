@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from poller.config import settings as config_settings
-from poller.config.reader import Reader
-from poller.config.settings import ConfigError, ConfigProblem, Settings
+from poller.config import loader
+from poller.config.reader import ConfigError, ConfigProblem, Reader
+from poller.config.settings import Settings
 from poller.wiring import load_settings, parse_settings
 
 REPO = pathlib.Path(__file__).parents[2]
@@ -814,9 +814,9 @@ def test_the_filter_engine_checks_patterns_for_the_loader() -> None:
     # Configuration knows a pattern's shape only; the filter language is the filter engine's,
     # passed in by the loader (wiring): the same text passes the bare loader and fails with it.
     text = filters(1, '{"body": {"ip": [{"cidr": "10.0.0.0/24"}]}}')
-    assert config_settings.parse_config(text, "poller.yaml", {}).mappings[0].filter_criteria
+    assert loader.parse_config(text, "poller.yaml", {}).mappings[0].filter_criteria
     with pytest.raises(ConfigError) as caught:
         parse_settings(text, "poller.yaml", {})
     assert "cidr" in str(caught.value)
     with pytest.raises(ConfigError):  # the shape is configuration's own check
-        config_settings.parse_config(filters(1, "[1, 2]"), "poller.yaml", {})
+        loader.parse_config(filters(1, "[1, 2]"), "poller.yaml", {})

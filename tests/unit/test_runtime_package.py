@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from poller.config.settings import ConfigError, RuntimeTargetSettings
+from poller.config.reader import ConfigError
+from poller.config.settings import RuntimeTargetSettings
 from poller.targets.base import TargetSettingError
 from poller.targets.runtime.environment import exit_status
 from poller.targets.runtime.package import (

@@ -81,8 +81,7 @@ class RuntimeTarget:
         on_output: OutputCallback | None = None,
         log: logging.Logger | None = None,
     ) -> None:
-        # Only cheap checks here (paths exist, a bootstrap is there); unpacking waits for the
-        # first invocation.
+        # Cheap checks only (paths exist, a bootstrap is there); unpacking waits for a first call.
         self._code = check_source(settings.code, "code")
         self._layers = [
             check_source(layer, "layer", ("layers", index))
