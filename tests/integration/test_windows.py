@@ -18,6 +18,7 @@ from tests.support.streams import (
     backdate_kinesis_records,
     make_stream,
     put_records,
+    reshard,
 )
 from tests.support.wait import eventually
 
@@ -38,8 +39,10 @@ class Counter:
 
     def __init__(self) -> None:
         self.finals: list[tuple[str, dict[str, int]]] = []
+        self.by_shard: dict[str, list[dict[str, Any]]] = {}  # every event, per shard
 
     def __call__(self, event: Any, info: Invocation) -> Any:
+        self.by_shard.setdefault(event["shardId"], []).append(event)
         state = dict(event["state"])
         if event["isFinalInvokeForWindow"]:
             self.finals.append((event["window"]["start"], state))
@@ -158,3 +161,50 @@ async def test_a_window_survives_sigkill_with_its_state(
     # At least once: never fewer, and more only by the batch that was in flight.
     assert all(counts.get(key, 0) >= n for key, n in expected.items()), counts
     assert sum(counts.values()) <= sum(expected.values()) + 1, counts
+
+
+async def test_a_reshard_closes_the_parents_window_and_children_start_afresh(
+    moto: str, kinesis: Any, state: Path
+) -> None:
+    arn = await make_stream(kinesis, "clicks")
+
+    async def put(start: int) -> list[str]:
+        sent = [("p", {"key": f"k{n % 2}", "n": n}) for n in range(start, start + 12)]
+        return sorted({shard for shard, _ in await put_records(kinesis, arn, sent)})
+
+    phases = await reshard(kinesis, arn, put)
+    [parent], children = phases["parent"], phases["split"]
+    counter = Counter()
+    mapping = {
+        "source": arn,
+        "function": "windowed",
+        "starting_position": "TRIM_HORIZON",
+        "batch_size": 5,
+        "tumbling_window_in_seconds": WINDOW,
+    }
+    async with FakeLambda(counter) as fake:
+        text = config_yaml(
+            moto,
+            [mapping],
+            lambda_url=fake.endpoint_url,
+            checkpoints={"path": str(state)},
+            tuning={"shard_discovery_interval_seconds": 1},
+        )
+        async with running(settings_from(text)):
+            # The parent and both children end (split, then merged): each closes its window.
+            await eventually(
+                lambda: all(
+                    any(e["isFinalInvokeForWindow"] for e in counter.by_shard.get(s, []))
+                    for s in [parent, *children]
+                ),
+                timeout=30,
+            )
+    finals = {
+        shard: next(e for e in events if e["isFinalInvokeForWindow"])
+        for shard, events in counter.by_shard.items()
+        if any(e["isFinalInvokeForWindow"] for e in events)
+    }
+    assert finals[parent]["state"] == {"k0": 6, "k1": 6}  # the parent's 12 records
+    assert sum(sum(finals[c]["state"].values()) for c in children) == 12
+    for child in children:
+        assert counter.by_shard[child][0]["state"] == {}  # children start with a fresh state
