@@ -22,7 +22,7 @@ from poller.aws.clients import AwsClients
 from poller.checkpoints import Checkpoint, LeaseLost
 from poller.checkpoints.base import StoreUnusable
 from poller.checkpoints.dynamodb import DynamoDBCheckpointStore
-from poller.checkpoints.lease_table import partition, shard_key
+from poller.checkpoints.lease_table import is_conditional_failure, partition, shard_key
 from poller.checkpoints.leases import LeaseManager
 from poller.checkpoints.lineage import ShardInfo
 from poller.config.settings import AwsSettings
@@ -113,18 +113,29 @@ async def test_a_replica_whose_lease_was_stolen_cannot_write_a_checkpoint(
         async with keeping(a, ["shard-1"]) as manager:
             await eventually(lambda: manager.state("shard-1") == "held", timeout=10)
             await a.put("orders", ARN, "shard-1", Checkpoint("5"))
+
             # A peer takes the lease (as it would once it judged it expired): a conditional
-            # write on the counter it read.
-            item = await b.table.get(partition("orders", ARN), shard_key("shard-1"))
-            assert item is not None and item["owner"]["S"] == "replica-a"
-            await b.table.take(
-                partition("orders", ARN),
-                "shard-1",
-                counter=int(item["counter"]["N"]),
-                owner="b",
-                token="peer-token",
-                now=time.time(),
-            )
+            # write on the counter it read. The owner's renewals move the counter, so the
+            # peer reads it again when one came in between.
+            async def steal() -> bool:
+                item = await b.table.get(partition("orders", ARN), shard_key("shard-1"))
+                assert item is not None and item["owner"]["S"] == "replica-a"
+                try:
+                    await b.table.take(
+                        partition("orders", ARN),
+                        "shard-1",
+                        counter=int(item["counter"]["N"]),
+                        owner="b",
+                        token="peer-token",
+                        now=time.time(),
+                    )
+                except Exception as exc:
+                    if not is_conditional_failure(exc):
+                        raise
+                    return False
+                return True
+
+            await eventually(steal, timeout=10)
             with pytest.raises(LeaseLost, match="taken by another instance"):
                 await a.put("orders", ARN, "shard-1", Checkpoint("9"))
             assert manager.state("shard-1") is None
