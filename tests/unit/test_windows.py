@@ -8,13 +8,16 @@ from typing import Any
 
 import pytest
 
+from poller.checkpoints.base import Checkpoint
 from poller.engine.windows import (
     MAX_STATE_BYTES,
     OpenWindow,
+    WindowMark,
     iso_second,
     read_state,
     window_start,
 )
+from poller.sources.streams.windowing import ShardWindows
 from poller.targets.base import InvokeResult, Outcome
 from tests.fakes.targets import ERROR
 from tests.unit.test_stream_batches import SHARD, STREAM, T0, Harness, MemoryDestination, records
@@ -164,3 +167,26 @@ async def test_a_partial_response_inside_a_window_keeps_its_state_for_the_rest()
     assert h.target.events[1]["state"] == {"done": 1}
     assert json.loads(open_window.state) == {"done": 3}
     assert h.progress == ["1", "3"]
+
+
+def test_a_shard_resumes_its_stored_window_and_reports_it() -> None:
+    windows = ShardWindows(
+        60, shard_id=SHARD, source_arn=STREAM, restored=WindowMark(1_735_732_800, b'{"n":3}')
+    )
+    assert windows.checkpoint("7", False) == Checkpoint("7", False, 1_735_732_800, b'{"n":3}')
+    assert windows.status() == {
+        "start": "2025-01-01T12:00:00Z",
+        "end": "2025-01-01T12:01:00Z",
+        "state_bytes": 7,
+    }
+    assert not windows.must_close_before(1_735_732_859.9)
+    assert windows.must_close_before(1_735_732_860.0)
+    assert not windows.past_end(1_735_732_861.9) and windows.past_end(1_735_732_862.0)
+
+
+def test_a_window_no_record_reached_is_not_stored() -> None:
+    windows = ShardWindows(60, shard_id=SHARD, source_arn=STREAM, restored=None)
+    assert windows.status() is None
+    windows.take(1_735_732_830.0)  # a record that was filtered out opens it...
+    assert windows.checkpoint("7", False) == Checkpoint("7")  # ...but it has nothing to keep
+    assert windows.open is not None and windows.open.start == 1_735_732_800
