@@ -54,7 +54,7 @@ async def test_insert_modify_remove_with_each_stream_view_type(
             assert sorted(k for k in change if k.endswith("Image")) == sorted(images)
             assert change["Keys"] == {"pk": {"S": "order#1"}}
             assert change["StreamViewType"] == view_type
-            assert isinstance(change["ApproximateCreationDateTime"], int)
+            assert isinstance(change["ApproximateCreationDateTime"], float)
             assert record["eventSourceARN"] == arn
             assert record["eventSource"] == "aws:dynamodb"
             assert record["eventVersion"] == "1.1"
