@@ -1,4 +1,8 @@
-"""`poller run | validate | demo` (SPEC §1): parse, load config, hand over. Thin on purpose."""
+"""The `poller` command: parse the arguments, load the configuration, hand over to the app.
+
+Each command's work lives in its own module; this one only maps commands to them and
+configuration problems to exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 
 import anyio
 
+from poller import __version__
 from poller.config.settings import ConfigError, Settings
 from poller.wiring import load_settings
 
@@ -19,6 +24,16 @@ EXIT_FATAL = 1
 EXIT_USAGE = 2
 
 log = logging.getLogger("poller.cli")
+
+DESCRIPTION = (
+    "Lambda's event source mappings (SQS, Kinesis, DynamoDB Streams) for functions outside "
+    "Lambda: reads the sources, batches records into Lambda's events, invokes the target "
+    "and settles the outcome with Lambda's rules."
+)
+EPILOG = (
+    "Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage. "
+    "`poller COMMAND --help` shows a command's options."
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,7 +44,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="poller", description=__doc__)
+    parser = _Parser(prog="poller", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def config_option(sub: argparse.ArgumentParser) -> None:
@@ -40,23 +56,31 @@ def _parser() -> argparse.ArgumentParser:
             help="the YAML configuration (default: $POLLER_CONFIG)",
         )
 
-    def log_options(sub: argparse.ArgumentParser) -> None:
+    def log_options(sub: argparse.ArgumentParser, format_default: str) -> None:
         sub.add_argument(
             "--log-level",
             default="INFO",
             type=str.upper,
             choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            help="the least severe level poller logs (default: %(default)s)",
         )
-        sub.add_argument("--log-format", choices=["json", "text"], default=None)
+        sub.add_argument(
+            "--log-format",
+            choices=["json", "text"],
+            default=None,
+            help=f"json: one JSON object per line; text: for reading (default: {format_default})",
+        )
 
     run = commands.add_parser("run", help="run every enabled mapping until SIGTERM/SIGINT")
     config_option(run)
-    log_options(run)
+    log_options(run, "text when stdout is a terminal, json otherwise")
     validate = commands.add_parser("validate", help="check a configuration and exit")
     config_option(validate)
     demo = commands.add_parser("demo", help="run against an embedded local AWS emulator")
-    demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
-    log_options(demo)
+    demo.add_argument(
+        "--duration", type=float, default=None, metavar="S", help="stop after S seconds"
+    )
+    log_options(demo, "json, in the log file the demo names")
     return parser
 
 
