@@ -140,7 +140,9 @@ def demo(args: argparse.Namespace) -> int:
     try:
         from poller.demo.environment import run_demo
     except ImportError as exc:
-        sys.stderr.write(f"poller demo needs the demo extra (pip install 'poller[demo]'): {exc}\n")
+        from poller.demo.install import install_hint
+
+        sys.stderr.write(f"poller demo needs the demo extra ({install_hint()}): {exc}\n")
         return EXIT_USAGE
     return run_demo(duration=args.duration, log_level=args.log_level, log_format=args.log_format)
 
