@@ -61,24 +61,31 @@ RUN groupadd --system --gid 10001 poller \
 
 COPY --from=builder /opt/venv /opt/venv
 
+# POLLER_CONFIG is the configuration of `poller run` (CMD) and of `poller healthcheck`
+# (HEALTHCHECK) alike: to use another file, set it (docker run -e POLLER_CONFIG=...), and both
+# follow.
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    POLLER_CONFIG=/etc/poller/config.yaml
 
 WORKDIR /var/lib/poller
 USER 10001:10001
 
-# /metrics /healthz /readyz /status (server.port in the config).
+# /metrics /healthz /readyz /status: the default server.port (publish the one the config sets).
 EXPOSE 9102
 
 # The daemon drains in-flight batches on SIGTERM (shutdown_timeout_seconds); give
 # `docker stop -t` / terminationGracePeriodSeconds more than that.
 STOPSIGNAL SIGTERM
 
-# No curl in slim images: python's urllib. A non-2xx answer or no answer raises, exit 1.
+# `poller healthcheck` reads the daemon's configuration ($POLLER_CONFIG, with the container's
+# environment, so ${VAR} references resolve as they do for the daemon) and GETs /healthz on its
+# server.host and server.port: a port changed in the config is the port checked. Exit 0
+# healthy, 1 otherwise (no answer, not 200, an unreadable config, or server.port 0).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9102/healthz', timeout=4)"]
+    CMD ["poller", "healthcheck"]
 
 # Exec form: poller is PID 1 and receives SIGTERM itself, no shell in between.
 ENTRYPOINT ["poller"]
-CMD ["run", "-c", "/etc/poller/config.yaml"]
+CMD ["run"]

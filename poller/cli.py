@@ -17,6 +17,7 @@ import anyio
 
 from poller import __version__
 from poller.config.settings import ConfigError, Settings
+from poller.ops import healthcheck as health
 from poller.wiring import load_settings
 
 EXIT_OK = 0
@@ -81,6 +82,19 @@ def _parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=None, metavar="S", help="stop after S seconds"
     )
     log_options(demo, "json, in the log file the demo names")
+    check = commands.add_parser(
+        "healthcheck",
+        help="exit 0 when the daemon of the configuration answers /healthz, else 1",
+    )
+    config_option(check)
+    check.add_argument(
+        "--url",
+        help="the daemon's address, instead of the configuration's server "
+        f"(without either: {health.DEFAULT_URL})",
+    )
+    check.add_argument(
+        "--timeout", type=float, default=4.0, metavar="S", help="seconds to wait (default: 4)"
+    )
     return parser
 
 
@@ -147,9 +161,32 @@ def demo(args: argparse.Namespace) -> int:
     return run_demo(duration=args.duration, log_level=args.log_level, log_format=args.log_format)
 
 
+def healthcheck(args: argparse.Namespace) -> int:
+    # Every failure is 1, a bad configuration too: Docker reserves a health check's exit code 2.
+    url = args.url
+    if url is None and args.config:
+        try:
+            url = health.ops_url(_load(args.config).server)
+        except ConfigError as error:
+            _report(error)
+            return EXIT_FATAL
+        except ValueError as exc:
+            sys.stderr.write(f"{args.config}: {exc}\n")
+            return EXIT_FATAL
+    url = url or health.DEFAULT_URL
+    problem = health.probe(url, args.timeout)
+    if problem:
+        sys.stderr.write(f"poller healthcheck: unhealthy: {problem}\n")
+        return EXIT_FATAL
+    sys.stdout.write(f"ok: {url.rstrip('/')}/healthz\n")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": run, "validate": validate, "demo": demo}[args.command]
+    handler = {"run": run, "validate": validate, "demo": demo, "healthcheck": healthcheck}[
+        args.command
+    ]
     return handler(args)
 
 
