@@ -73,7 +73,7 @@ def _start_emulator() -> tuple[Any, str]:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:  # the demo extra is missing
         raise RuntimeError(
-            f"poller demo needs moto, the demo extra: {install_hint()} ({exc})"
+            f"needs moto, which the demo extra installs: {install_hint()} ({exc})"
         ) from exc
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

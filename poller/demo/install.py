@@ -8,6 +8,7 @@ the interpreter it lives in.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, distribution
 from urllib.parse import unquote, urlsplit
@@ -30,8 +31,8 @@ def install_hint(direct_url: str | None = None, python: str | None = None) -> st
     except ValueError:
         origin = None
     url = origin.get("url", "") if isinstance(origin, dict) else ""
-    if url.startswith("file://"):
-        path = unquote(urlsplit(url).path)
+    path = unquote(urlsplit(url).path) if url.startswith("file://") else ""
+    if path and os.path.exists(path):  # a wheel built in a container's builder stage is gone
         editable = "-e " if (origin or {}).get("dir_info", {}).get("editable") else ""
         return f"{pip} {editable}'{path}[demo]'"
     return f"{pip} '.[demo]' (in a checkout of poller's source)"

@@ -31,18 +31,21 @@ def test_the_header_names_every_mapping_as_demo_yaml_does_and_explains_failed() 
     assert "poison orders" in text and "demo-orders-dlq after 3 receives" in text
 
 
-def test_the_install_hint_names_the_checkout_this_installation_came_from() -> None:
-    editable = json.dumps({"url": "file:///home/me/src/poller", "dir_info": {"editable": True}})
+def test_the_install_hint_names_the_checkout_this_installation_came_from(
+    tmp_path: pathlib.Path,
+) -> None:
+    checkout = tmp_path / "src" / "poller"
+    checkout.mkdir(parents=True)
+    editable = json.dumps({"url": checkout.as_uri(), "dir_info": {"editable": True}})
     assert install_hint(editable, "/venv/bin/python") == (
-        "/venv/bin/python -m pip install -e '/home/me/src/poller[demo]'"
+        f"/venv/bin/python -m pip install -e '{checkout}[demo]'"
     )
-    wheel = json.dumps(
-        {"url": "file:///tmp/dist/poller-0.1.0-py3-none-any.whl", "archive_info": {}}
-    )
-    assert install_hint(wheel, "python3") == (
-        "python3 -m pip install '/tmp/dist/poller-0.1.0-py3-none-any.whl[demo]'"
-    )
-    for unknown in ("", "not json", json.dumps({"url": "https://example.invalid/poller.zip"})):
+    wheel = tmp_path / "poller-0.1.0-py3-none-any.whl"
+    wheel.touch()
+    from_wheel = json.dumps({"url": wheel.as_uri(), "archive_info": {}})
+    assert install_hint(from_wheel, "python3") == f"python3 -m pip install '{wheel}[demo]'"
+    gone = json.dumps({"url": (tmp_path / "gone.whl").as_uri(), "archive_info": {}})
+    for unknown in ("", "not json", json.dumps({"url": "https://example.invalid/p.zip"}), gone):
         assert install_hint(unknown, "python3") == (
             "python3 -m pip install '.[demo]' (in a checkout of poller's source)"
         )
