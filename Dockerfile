@@ -8,8 +8,10 @@
 # Two stages: the builder makes a wheel of the project and installs it into a virtualenv at
 # /opt/venv; the final stage copies only that virtualenv onto a fresh slim base, so no
 # compiler, build cache or source tree reaches the image. Both stages must use the same base
-# (the venv's interpreter is a symlink to the base's /usr/local/bin/python3.11). For
-# reproducible builds pin the base by digest: --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:...
+# (the venv's interpreter is a symlink to the base's /usr/local/bin/python3.11). Every Python
+# package comes from the lock (requirements/*.txt: pinned and hash-checked; `make lock`
+# refreshes it); for fully reproducible builds pin the base by digest too:
+# --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:...
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -22,17 +24,21 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /src
 
-# Only what the wheel is built from; .dockerignore allow-lists the same paths.
+# Only what the wheel is built from, and the lock; .dockerignore allow-lists the same paths.
+COPY requirements/build.txt requirements/runtime.txt ./requirements/
 COPY pyproject.toml README.md ./
 COPY poller ./poller
 
-# The project's own wheel, then the venv from it. Every runtime dependency ships wheels for
-# CPython 3.11 (manylinux, amd64 and arm64), so nothing is compiled; the final `--help` is a
-# smoke test that the console script and its imports work.
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+# The locked build backend, the project's own wheel with it, then the venv: the locked runtime
+# dependencies (hash-checked; every one ships wheels for CPython 3.11, manylinux amd64 and
+# arm64, so nothing is compiled) and poller's wheel on top without resolving anything. The
+# final `--version` is a smoke test that the console script and its imports work.
+RUN python -m pip install --require-hashes -r requirements/build.txt \
+ && python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --prefer-binary /wheels/poller-*.whl \
- && /opt/venv/bin/poller --help >/dev/null
+ && /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r requirements/runtime.txt \
+ && /opt/venv/bin/pip install --no-deps /wheels/poller-*.whl \
+ && /opt/venv/bin/poller --version
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
