@@ -1,9 +1,10 @@
-"""YAML configuration → typed, validated settings (SPEC §2). Pydantic lives at this boundary only.
+"""YAML configuration → typed, validated settings. Pydantic lives at this boundary only.
 
 `load_config` reads a file and either returns `Settings` or raises `ConfigError` carrying every
 problem found, each located as `FILE:LINE: PATH: message`. `poller.config.reader` turns the text
 into plain values with line numbers; field ranges are validators on the models below
 (`poller.config.rules`); rules that depend on the source kind run once a mapping is built.
+docs/configuration.md describes every key, its default and its range, for users.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ TargetSeconds = Annotated[float, number(above=0, hi=900)]
 
 
 class AwsSettings(_Strict):
-    """Region, endpoints and the identity put in events (SPEC §2 `aws`)."""
+    """Region, endpoints and the identity put in events (`aws`)."""
 
     region: str | None = None
     endpoint_url: Annotated[str, rules.HTTP_URL] | None = None
@@ -278,7 +279,7 @@ class MappingSettings(_Strict):
 
     @property
     def uuid(self) -> str:
-        """The mapping's stable UUID (version 5, from its name; ESM-SEMANTICS §0)."""
+        """The mapping's stable UUID (version 5, from its name: stable across restarts)."""
         return str(uuid5(NAMESPACE_URL, "poller:" + self.name))
 
 

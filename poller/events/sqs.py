@@ -1,4 +1,4 @@
-"""The Lambda SQS event record for one received message (ESM-SEMANTICS §2.1)."""
+"""The Lambda SQS event record for one received message."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _sqs_message_attributes(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def sqs_record(message: Mapping[str, Any], *, queue_arn: str, region: str) -> dict[str, Any]:
-    """The Lambda SQS event record for one message from ReceiveMessage (ESM-SEMANTICS §2.1)."""
+    """The Lambda SQS event record for one message from ReceiveMessage."""
     record: dict[str, Any] = {
         "messageId": message["MessageId"],
         "receiptHandle": message["ReceiptHandle"],
