@@ -8,8 +8,10 @@
 # Two stages: the builder makes a wheel of the project and installs it into a virtualenv at
 # /opt/venv; the final stage copies only that virtualenv onto a fresh slim base, so no
 # compiler, build cache or source tree reaches the image. Both stages must use the same base
-# (the venv's interpreter is a symlink to the base's /usr/local/bin/python3.11). For
-# reproducible builds pin the base by digest: --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:...
+# (the venv's interpreter is a symlink to the base's /usr/local/bin/python3.11). Every Python
+# package comes from the lock (requirements/*.txt: pinned and hash-checked; `make lock`
+# refreshes it); for fully reproducible builds pin the base by digest too:
+# --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:...
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -22,17 +24,21 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /src
 
-# Only what the wheel is built from; .dockerignore allow-lists the same paths.
+# Only what the wheel is built from, and the lock; .dockerignore allow-lists the same paths.
+COPY requirements/build.txt requirements/runtime.txt ./requirements/
 COPY pyproject.toml README.md ./
 COPY poller ./poller
 
-# The project's own wheel, then the venv from it. Every runtime dependency ships wheels for
-# CPython 3.11 (manylinux, amd64 and arm64), so nothing is compiled; the final `--help` is a
-# smoke test that the console script and its imports work.
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+# The locked build backend, the project's own wheel with it, then the venv: the locked runtime
+# dependencies (hash-checked; every one ships wheels for CPython 3.11, manylinux amd64 and
+# arm64, so nothing is compiled) and poller's wheel on top without resolving anything. The
+# final `--version` is a smoke test that the console script and its imports work.
+RUN python -m pip install --require-hashes -r requirements/build.txt \
+ && python -m pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --prefer-binary /wheels/poller-*.whl \
- && /opt/venv/bin/poller --help >/dev/null
+ && /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r requirements/runtime.txt \
+ && /opt/venv/bin/pip install --no-deps /wheels/poller-*.whl \
+ && /opt/venv/bin/poller --version
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -61,24 +67,31 @@ RUN groupadd --system --gid 10001 poller \
 
 COPY --from=builder /opt/venv /opt/venv
 
+# POLLER_CONFIG is the configuration of `poller run` (CMD) and of `poller healthcheck`
+# (HEALTHCHECK) alike: to use another file, set it (docker run -e POLLER_CONFIG=...), and both
+# follow.
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    POLLER_CONFIG=/etc/poller/config.yaml
 
 WORKDIR /var/lib/poller
 USER 10001:10001
 
-# /metrics /healthz /readyz /status (server.port in the config).
+# /metrics /healthz /readyz /status: the default server.port (publish the one the config sets).
 EXPOSE 9102
 
 # The daemon drains in-flight batches on SIGTERM (shutdown_timeout_seconds); give
 # `docker stop -t` / terminationGracePeriodSeconds more than that.
 STOPSIGNAL SIGTERM
 
-# No curl in slim images: python's urllib. A non-2xx answer or no answer raises, exit 1.
+# `poller healthcheck` reads the daemon's configuration ($POLLER_CONFIG, with the container's
+# environment, so ${VAR} references resolve as they do for the daemon) and GETs /healthz on its
+# server.host and server.port: a port changed in the config is the port checked. Exit 0
+# healthy, 1 otherwise (no answer, not 200, an unreadable config, or server.port 0).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9102/healthz', timeout=4)"]
+    CMD ["poller", "healthcheck"]
 
 # Exec form: poller is PID 1 and receives SIGTERM itself, no shell in between.
 ENTRYPOINT ["poller"]
-CMD ["run", "-c", "/etc/poller/config.yaml"]
+CMD ["run"]

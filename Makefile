@@ -1,23 +1,42 @@
 # Every target installs what it needs into .venv first: a fresh clone needs only Python 3.11 and pip.
+# Versions come from the lock, requirements/*.txt (pinned and hashed; `make lock` refreshes it):
+# `make run` installs poller with its demo extra only, every other target the dev tools as well.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+DEV_STAMP := $(VENV)/.installed-dev
+# `make lock` moves every pin to the newest release the ranges in pyproject.toml allow;
+# `make lock LOCK_UPGRADE=` keeps the pins and only resolves what pyproject.toml changed.
+LOCK_UPGRADE ?= --upgrade
+LOCKS := runtime build demo dev
 
-.PHONY: run test lint fmt bench clean
+.PHONY: run test lint fmt bench lock clean $(LOCKS:%=lock-%)
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+# $(1): what is installed, for the message; $(2): the lock file. The message comes first, so a
+# fresh clone shows at once what it is waiting for. poller itself goes in editable, with no
+# dependencies and no build isolation: the lock holds everything, setuptools included, so
+# nothing unpinned is fetched.
+define install
+	@echo "make: installing poller with $(1) into $(VENV), versions from requirements/$(2).txt"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off \
+		--require-hashes -r requirements/$(2).txt
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off \
+		--no-deps --no-build-isolation -e .
+	touch $@
+endef
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
-	touch $(STAMP)
+$(DEMO_STAMP): pyproject.toml requirements/demo.txt
+	$(call install,the demo extra (moto),demo)
 
-run: $(STAMP)
+$(DEV_STAMP): pyproject.toml requirements/dev.txt
+	$(call install,the demo extra and the dev tools,dev)
+
+run: $(DEMO_STAMP)
 	$(BIN)/poller demo $(ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check poller tests
 	$(BIN)/ruff format --check poller tests
 	$(BIN)/mypy --strict poller
@@ -26,12 +45,27 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
-fmt: $(STAMP)
+fmt: $(DEV_STAMP)
 	$(BIN)/ruff format poller tests
 	$(BIN)/ruff check --fix poller tests
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m tests.benchmarks
+
+# The four lock files, resolved side by side (each takes a minute or more against the index).
+lock: $(DEV_STAMP)
+	@echo "make lock: resolving pyproject.toml into requirements/{$(shell echo $(LOCKS) | tr ' ' ,)}.txt"
+	@$(MAKE) --no-print-directory -j4 $(LOCKS:%=lock-%)
+
+LOCK_OPTIONS_runtime :=
+LOCK_OPTIONS_build := --all-build-deps --only-build-deps
+LOCK_OPTIONS_demo := --extra demo --all-build-deps
+LOCK_OPTIONS_dev := --extra dev --extra demo --all-build-deps
+
+# Hashes, pip and setuptools pinned, no index settings of this machine: [tool.pip-tools].
+$(LOCKS:%=lock-%): lock-%:
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet $(LOCK_UPGRADE) \
+		$(LOCK_OPTIONS_$*) --output-file requirements/$*.txt pyproject.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The daemon: one task group, one task per mapping, signals, a bounded drain (SPEC §1).
+"""The daemon: one task group, one task per mapping, signals, a bounded drain.
 
 Lifecycle as uvicorn has it: start the ops server, start the mappings, wait for a signal;
 the first signal stops intake and gives in-flight batches `shutdown_timeout_seconds` to settle;
@@ -92,7 +92,7 @@ class App:
             entry.status.target = entry.target.description
 
     async def run(self, *, handle_signals: bool = True) -> int:
-        """Run until signalled (or `stop()`); the exit code of SPEC §1."""
+        """Run until signalled (or `stop()`); 0, or 1 when the drain left batches unsettled."""
         async with self.clients, AsyncExitStack() as targets:
             # Targets live as long as the run, entered and exited in this task: a runtime target's
             # task group holds its environments' tasks. Exits shield themselves, as `finally` does.
@@ -138,7 +138,7 @@ class App:
         self.shutdown.begin(self.settings.shutdown_timeout_seconds)
 
     async def invoke_identity(self, source: SourceArn) -> str:
-        """The events' `invokeIdentityArn` (ESM-SEMANTICS §0), resolved once per process:
+        """The events' `invokeIdentityArn`, resolved once per process:
         `aws.invoke_identity_arn`, else whom poller's credentials resolve to."""
         if self.settings.aws.invoke_identity_arn:
             return self.settings.aws.invoke_identity_arn

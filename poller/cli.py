@@ -1,4 +1,8 @@
-"""`poller run | validate | demo` (SPEC §1): parse, load config, hand over. Thin on purpose."""
+"""The `poller` command: parse the arguments, load the configuration, hand over to the app.
+
+Each command's work lives in its own module; this one only maps commands to them and
+configuration problems to exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ from pathlib import Path
 
 import anyio
 
+from poller import __version__
 from poller.config.reader import ConfigError
 from poller.config.settings import Settings
+from poller.ops import healthcheck as health
 from poller.wiring import load_settings
 
 EXIT_OK = 0
@@ -20,6 +26,16 @@ EXIT_FATAL = 1
 EXIT_USAGE = 2
 
 log = logging.getLogger("poller.cli")
+
+DESCRIPTION = (
+    "Lambda's event source mappings (SQS, Kinesis, DynamoDB Streams) for functions outside "
+    "Lambda: reads the sources, batches records into Lambda's events, invokes the target "
+    "and settles the outcome with Lambda's rules."
+)
+EPILOG = (
+    "Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage. "
+    "`poller COMMAND --help` shows a command's options."
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,7 +46,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="poller", description=__doc__)
+    parser = _Parser(prog="poller", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def config_option(sub: argparse.ArgumentParser) -> None:
@@ -41,23 +58,44 @@ def _parser() -> argparse.ArgumentParser:
             help="the YAML configuration (default: $POLLER_CONFIG)",
         )
 
-    def log_options(sub: argparse.ArgumentParser) -> None:
+    def log_options(sub: argparse.ArgumentParser, format_default: str) -> None:
         sub.add_argument(
             "--log-level",
             default="INFO",
             type=str.upper,
             choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            help="the least severe level poller logs (default: %(default)s)",
         )
-        sub.add_argument("--log-format", choices=["json", "text"], default=None)
+        sub.add_argument(
+            "--log-format",
+            choices=["json", "text"],
+            default=None,
+            help=f"json: one JSON object per line; text: for reading (default: {format_default})",
+        )
 
     run = commands.add_parser("run", help="run every enabled mapping until SIGTERM/SIGINT")
     config_option(run)
-    log_options(run)
+    log_options(run, "text when stdout is a terminal, json otherwise")
     validate = commands.add_parser("validate", help="check a configuration and exit")
     config_option(validate)
     demo = commands.add_parser("demo", help="run against an embedded local AWS emulator")
-    demo.add_argument("--duration", type=float, default=None, help="stop after S seconds")
-    log_options(demo)
+    demo.add_argument(
+        "--duration", type=float, default=None, metavar="S", help="stop after S seconds"
+    )
+    log_options(demo, "json, in the log file the demo names")
+    check = commands.add_parser(
+        "healthcheck",
+        help="exit 0 when the daemon of the configuration answers /healthz, else 1",
+    )
+    config_option(check)
+    check.add_argument(
+        "--url",
+        help="the daemon's address, instead of the configuration's server "
+        f"(without either: {health.DEFAULT_URL})",
+    )
+    check.add_argument(
+        "--timeout", type=float, default=4.0, metavar="S", help="seconds to wait (default: 4)"
+    )
     return parser
 
 
@@ -125,14 +163,39 @@ def demo(args: argparse.Namespace) -> int:
     try:
         from poller.demo.environment import run_demo
     except ImportError as exc:
-        sys.stderr.write(f"poller demo needs the demo extra (pip install 'poller[demo]'): {exc}\n")
+        from poller.demo.install import install_hint
+
+        sys.stderr.write(f"poller demo needs the demo extra ({install_hint()}): {exc}\n")
         return EXIT_USAGE
     return run_demo(duration=args.duration, log_level=args.log_level, log_format=args.log_format)
 
 
+def healthcheck(args: argparse.Namespace) -> int:
+    # Every failure is 1, a bad configuration too: Docker reserves a health check's exit code 2.
+    url = args.url
+    if url is None and args.config:
+        try:
+            url = health.ops_url(_load(args.config).server)
+        except ConfigError as error:
+            _report(error)
+            return EXIT_FATAL
+        except ValueError as exc:
+            sys.stderr.write(f"{args.config}: {exc}\n")
+            return EXIT_FATAL
+    url = url or health.DEFAULT_URL
+    problem = health.probe(url, args.timeout)
+    if problem:
+        sys.stderr.write(f"poller healthcheck: unhealthy: {problem}\n")
+        return EXIT_FATAL
+    sys.stdout.write(f"ok: {url.rstrip('/')}/healthz\n")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": run, "validate": validate, "demo": demo}[args.command]
+    handler = {"run": run, "validate": validate, "demo": demo, "healthcheck": healthcheck}[
+        args.command
+    ]
     return handler(args)
 
 

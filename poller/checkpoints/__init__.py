@@ -32,7 +32,7 @@ __all__ = [
 def open_checkpoint_store(
     settings: CheckpointSettings, clients: AwsClients | None = None
 ) -> CheckpointStore:
-    """The store `checkpoints:` configures (SPEC §2). The caller awaits `aclose()` when done.
+    """The store `checkpoints:` configures. The caller awaits `aclose()` when done.
 
     Nothing is read or written here: the lease table is created or checked on first use.
     """

@@ -53,7 +53,7 @@ class CheckpointStore(Protocol):
     async def mapping_started_at(self, mapping: str, stream_arn: str) -> float | None:
         """When the mapping first started on this stream (epoch seconds), or None if never.
 
-        ESM-SEMANTICS §0 "where a shard starts": a LATEST start is pinned to this time, so a
+        Where a shard starts: a LATEST start is pinned to this time, so a
         restart before the first checkpoint resumes there instead of jumping forward.
         """
         ...

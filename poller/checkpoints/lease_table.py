@@ -7,7 +7,7 @@ and one strongly consistent Query reads everything a mapping's lease loop needs.
 - `shard|{shard id}`: the shard's lease: owner, token, counter, checkpoint, state
   (`open`/`finished`), parent shard ids;
 - `replica|{id}`: one replica's heartbeat for that mapping: counter, host, pid, stopping;
-- `started`: the mapping's first start (ESM-SEMANTICS §0).
+- `started`: the mapping's first start (where its LATEST shards start).
 
 Every write that depends on who owns a lease is a conditional write: taking one on the counter
 last read, renewing, checkpointing and releasing on the token the take wrote. A token changes
@@ -47,7 +47,7 @@ KEY_SCHEMA: tuple[KeySchemaElementTypeDef, ...] = (
     {"AttributeName": "sk", "KeyType": "RANGE"},
 )
 # The checkpoint of a shard that existed at the mapping's first start and has no position yet:
-# the mapping's starting_position applies to it (ESM-SEMANTICS §0).
+# the mapping's starting_position applies to it.
 START = "START"
 CONDITION_FAILED = "ConditionalCheckFailedException"
 _ACTIVE_WAIT = 300.0

@@ -3,7 +3,7 @@
 sqlite3 calls block, so each runs in a worker thread; one connection and a lock serialise them
 (sqlite3 connections are not safe for concurrent use from several threads). WAL with
 synchronous=FULL makes each committed transaction survive a power cut or SIGKILL, which is what
-lets a shard move on the moment `put` returns (SPEC §4).
+lets a shard move on the moment `put` returns (killing the daemon loses no record).
 """
 
 from __future__ import annotations

@@ -2,6 +2,12 @@
 
 The loader in `poller.config` validates what this produces; every problem found on the way, here
 or by validation, is collected on one `Reader` and raised together as a `ConfigError`.
+
+`${VAR}` is expanded inside values, after parsing, so a variable's value never becomes YAML
+structure. The parser never sees a reference either: each is swapped for a placeholder that
+is a plain word to YAML, which is what lets `{port: ${PORT:-9102}}` be a flow mapping (`{`,
+`,` and `}` inside it are YAML's own). Only references whose default has none of YAML's
+indicators or quotes are swapped, so a file that parsed before parses to the same values.
 """
 
 from __future__ import annotations
@@ -47,6 +53,17 @@ class ConfigError(Exception):
 
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# The references the parser gets as placeholders: a default without YAML's flow indicators,
+# quotes, escapes, comments or line breaks, which could end or start a scalar around it.
+_MASKABLE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}{\[\],'\"\\#\n]*)?\}")
+# Private-use characters: printable to YAML (so a plain scalar), never in a real config.
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_PLACEHOLDER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
+_QUOTING_HINT = (
+    "; a ${...} reference on this line is not read as one: write ${NAME} or "
+    "${NAME:-default} (a default without quotes, commas, brackets, braces or '#'), "
+    'or quote the whole value, like port: "${PORT:-9102}"'
+)
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
 
@@ -66,17 +83,23 @@ class Reader:
         self._broken: set[Loc] = set()  # paths whose value could not be read or expanded
         self._constructor = yaml.constructor.SafeConstructor()
         self._resolver = yaml.resolver.Resolver()
+        self._references: list[str] = []  # placeholder N stands for self._references[N]
 
     def read(self, text: str) -> dict[str, Any]:
         """Compose and walk the document; fatal shapes raise ConfigError at once."""
+        masked = self._mask(text)
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = yaml.compose(masked, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
             line = exc.problem_mark.line + 1 if exc.problem_mark else None
             context = f" ({exc.context})" if exc.context else ""
-            self._fatal(line, f"invalid YAML: {exc.problem}{context}")
+            message = self._unmask(f"invalid YAML: {exc.problem}{context}")
+            # A reference left unmasked on the failing line is the likely cause: say how to fix.
+            if line is not None and "${" in "".join(masked.splitlines()[line - 1 : line]):
+                message += _QUOTING_HINT
+            self._fatal(line, message)
         except yaml.YAMLError as exc:
-            self._fatal(None, f"invalid YAML: {exc}")
+            self._fatal(None, self._unmask(f"invalid YAML: {exc}"))
         if root is None:
             self._fatal(None, "the file is empty; expected a mapping with a 'mappings' list")
         if not isinstance(root, yaml.MappingNode):
@@ -109,6 +132,27 @@ class Reader:
     def _fatal(self, line: int | None, message: str) -> NoReturn:
         raise ConfigError([ConfigProblem(self.filename, line, "", message)])
 
+    def _mask(self, text: str) -> str:
+        """The text with each maskable `${...}` as a placeholder; the same reference, the same
+        placeholder (so duplicate keys stay duplicates). A text that already holds the
+        placeholder characters is left as it is."""
+        if _OPEN in text or _CLOSE in text:
+            return text
+        numbers: dict[str, int] = {}  # in the order numbered
+
+        def placeholder(match: re.Match[str]) -> str:
+            return f"{_OPEN}{numbers.setdefault(match.group(0), len(numbers))}{_CLOSE}"
+
+        masked = _MASKABLE.sub(placeholder, text)
+        self._references = list(numbers)
+        return masked
+
+    def _unmask(self, text: str) -> str:
+        """`text` with its placeholders back as the references the file has."""
+        if not self._references or _OPEN not in text:
+            return text
+        return _PLACEHOLDER.sub(lambda match: self._references[int(match.group(1))], text)
+
     def _value(self, node: yaml.Node, path: Loc, active: frozenset[int]) -> Any:
         if id(node) in active:
             self.add(path, "an alias refers to itself")
@@ -129,11 +173,20 @@ class Reader:
         assert isinstance(node, yaml.ScalarNode)  # the composer makes only three kinds
         return self._scalar(node, path)
 
+    def _unmasked(self, node: yaml.ScalarNode) -> yaml.ScalarNode:
+        """The scalar as the file wrote it, its references back in place of the placeholders."""
+        value = self._unmask(node.value)
+        if value == node.value:
+            return node
+        return yaml.ScalarNode(node.tag, value, node.start_mark, node.end_mark, node.style)
+
     def _pairs(self, node: yaml.MappingNode, path: Loc) -> list[tuple[yaml.Node, yaml.Node]]:
         # Merge keys (`<<: *defaults`) first, so the mapping's own keys override them.
         merged: list[tuple[yaml.Node, yaml.Node]] = []
         own: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                key = self._unmasked(key)
             if key.tag == _MERGE:
                 sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
                 for source in reversed(sources):  # earlier sources win
@@ -153,6 +206,7 @@ class Reader:
         return merged + list(own.values())
 
     def _scalar(self, node: yaml.ScalarNode, path: Loc) -> Any:
+        node = self._unmasked(node)
         if node.tag == _STR and "${" in node.value:
             expanded = self._expand(node.value, path)
             if expanded is None:

@@ -1,5 +1,5 @@
 """Validation rules behind `poller.config`: value ranges, and the rules that depend on a
-mapping's source kind (ESM-SEMANTICS §0, §1.1). `messages` words pydantic's own errors.
+mapping's source kind, both as AWS has them. `messages` words pydantic's own errors.
 
 Field-level checks are pydantic validators (so every model, however built, holds valid values and
 pydantic reports them all at once); checks that need the whole mapping return `(loc, message)`

@@ -2,6 +2,7 @@
 
 Field ranges are validators on the models below (`poller.config.rules`); `poller.config.loader`
 reads a file into them, reporting every problem with its line.
+docs/configuration.md describes every key, its default and its range, for users.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ TargetSeconds = Annotated[float, number(above=0, hi=900)]
 
 
 class AwsSettings(_Strict):
-    """Region, endpoints and the identity put in events (SPEC §2 `aws`)."""
+    """Region, endpoints and the identity put in events (`aws`)."""
 
     region: str | None = None
     endpoint_url: Annotated[str, rules.HTTP_URL] | None = None
@@ -267,7 +268,7 @@ class MappingSettings(_Strict):
 
     @property
     def uuid(self) -> str:
-        """The mapping's stable UUID (version 5, from its name; ESM-SEMANTICS §0)."""
+        """The mapping's stable UUID (version 5, from its name: stable across restarts)."""
         return str(uuid5(NAMESPACE_URL, "poller:" + self.name))
 
 

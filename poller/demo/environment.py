@@ -14,6 +14,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -22,6 +23,7 @@ import anyio
 
 from poller.app import App
 from poller.config.reader import ConfigError
+from poller.demo.install import install_hint
 from poller.ops.logs import configure_logging
 from poller.wiring import parse_settings
 
@@ -40,6 +42,28 @@ STREAM = "demo-clicks"  # Kinesis, two shards
 TABLE = "demo-accounts"  # DynamoDB table with a NEW_AND_OLD_IMAGES stream
 SEND_PER_SECOND = 20
 POISON_SHARE = 0.03
+ORDERS_VISIBILITY_TIMEOUT = 5
+ORDERS_MAX_RECEIVES = 3
+
+# What each mapping of demo.yaml shows, by its name there.
+SHOWS = {
+    ORDERS: "SQS → python handler, reporting the poison orders failed (partial batch response)",
+    INVOICES: "SQS → runtime target: a Lambda package through awslambdaric",
+    STREAM: "Kinesis, 2 shards → python handler",
+    TABLE: "DynamoDB Streams → python handler",
+}
+LEGEND = "\n".join(
+    (
+        "Each second: the records sent so far, then per mapping the records done (deleted from",
+        "its queue, or invoked from its stream), the rate, and `N failed`: records a handler",
+        "reported failed, or whose invocation failed, counted at each attempt. These are the",
+        f"poison orders, {POISON_SHARE:.0%} of {ORDERS} on purpose: the queue shows each again "
+        f"after its {ORDERS_VISIBILITY_TIMEOUT} s",
+        f"visibility timeout and moves it to {ORDERS}-dlq after {ORDERS_MAX_RECEIVES} receives,",
+        f"so each counts up to {ORDERS_MAX_RECEIVES} times.",
+        "",
+    )
+)
 
 log = logging.getLogger("poller.demo")
 
@@ -48,7 +72,9 @@ def _start_emulator() -> tuple[Any, str]:
     try:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:  # the demo extra is missing
-        raise RuntimeError(f"poller demo needs moto: pip install 'poller[demo]' ({exc})") from exc
+        raise RuntimeError(
+            f"needs moto, which the demo extra installs: {install_hint()} ({exc})"
+        ) from exc
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -62,10 +88,16 @@ def _arn(queue: str) -> str:
 
 async def _create_queues(sqs: SQSClient) -> None:
     await sqs.create_queue(QueueName=f"{ORDERS}-dlq")
-    redrive = {"deadLetterTargetArn": _arn(f"{ORDERS}-dlq"), "maxReceiveCount": "3"}
+    redrive = {
+        "deadLetterTargetArn": _arn(f"{ORDERS}-dlq"),
+        "maxReceiveCount": str(ORDERS_MAX_RECEIVES),
+    }
     await sqs.create_queue(
         QueueName=ORDERS,
-        Attributes={"VisibilityTimeout": "5", "RedrivePolicy": json.dumps(redrive)},
+        Attributes={
+            "VisibilityTimeout": str(ORDERS_VISIBILITY_TIMEOUT),
+            "RedrivePolicy": json.dumps(redrive),
+        },
     )
     await sqs.create_queue(QueueName=INVOICES, Attributes={"VisibilityTimeout": "30"})
 
@@ -157,7 +189,7 @@ async def _show_progress(app: App, sent: list[int], out: TextIO) -> None:
             name = entry.settings.name
             deleted = _done(app, name)
             failed = _value(app, name, "poller_events_total", stage="failed")
-            part = f"{name.removeprefix('demo-')} {deleted:5.0f} ({deleted - last[name]:3.0f}/s"
+            part = f"{name} {deleted:5.0f} ({deleted - last[name]:3.0f}/s"
             part += f", {failed:.0f} failed)" if failed else ")"
             if entry.status.state.value != "running":
                 part += f" {entry.status.state.value}"
@@ -166,6 +198,16 @@ async def _show_progress(app: App, sent: list[int], out: TextIO) -> None:
         line = " · ".join(parts)
         out.write(("\r" + line) if interactive else (line + "\n"))
         out.flush()
+
+
+def header(names: Sequence[str], endpoint: str, log_file: Path, duration: float | None) -> str:
+    """What the demo prints before it starts: each mapping by its name, then the legend of the
+    progress lines."""
+    lines = [f"poller demo: moto at {endpoint}"]
+    lines += [f"  {name}: {SHOWS.get(name, '')}".rstrip() for name in names]
+    stop = f"; stopping after {duration:g}s" if duration else ""
+    lines.append(f"daemon and function logs: {log_file}   (Ctrl-C to stop{stop})")
+    return "\n".join(lines) + "\n" + LEGEND
 
 
 def _use_demo_credentials() -> None:
@@ -243,16 +285,8 @@ async def _run(
         sys.stdout = log_stream
         app = App(settings)
         app.build_targets()
-        out.write(
-            f"poller demo: moto at {variables['POLLER_DEMO_ENDPOINT']}\n"
-            f"  {ORDERS}: SQS → python handler (partial batch failures, DLQ after 3)\n"
-            f"  {INVOICES}: SQS → runtime target: a Lambda package through awslambdaric\n"
-            f"  {STREAM.removeprefix('demo-')}: Kinesis, 2 shards → python handler\n"
-            f"  {TABLE.removeprefix('demo-')}: DynamoDB Streams → python handler\n"
-            f"daemon and function logs: {log_file}   (Ctrl-C to stop"
-            + (f"; stopping after {duration:g}s" if duration else "")
-            + ")\n"
-        )
+        names = [mapping.name for mapping in settings.mappings]
+        out.write(header(names, variables["POLLER_DEMO_ENDPOINT"], log_file, duration))
         sent = [0]
         code = 0
         async with anyio.create_task_group() as tg:

@@ -1,5 +1,5 @@
 """One batcher for every source: records wait until `batch_size`, the 6 MB payload limit, or
-the batching window closes (ESM-SEMANTICS §1.1, §3.1).
+the batching window closes, as in Lambda.
 
 SQS receivers and stream lanes feed the same `Batcher`. The window counts from the first
 waiting record or from `restart_window` (the end of the previous invocation, or the start of

@@ -1,4 +1,4 @@
-"""On-failure destinations for stream mappings (ESM-SEMANTICS §1.4): SQS, SNS and S3.
+"""On-failure destinations for stream mappings, as Lambda has them: SQS, SNS and S3.
 
 When a stream batch is given up, Lambda sends an *invocation record* describing it (which
 shard, which sequence range, why, how often it was invoked); SQS and SNS get that metadata
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
 
-# SNS's message limit (ESM-SEMANTICS §1.4); SQS's default maximum message size is the same.
+# SNS's message limit; SQS's default maximum message size is the same.
 SNS_MAX_MESSAGE_BYTES = 256 * 1024
 
 # Codes that mean the destination itself is missing, beyond what poller.aws.errors knows.
@@ -95,7 +95,7 @@ class SqsDestination(_Destination):
         return await self._clients.client("sqs")
 
     async def deliver(self, record: dict[str, Any], payload: bytes | None) -> None:
-        """Send the metadata; SQS never gets the payload (§1.4)."""
+        """Send the metadata; SQS never gets the payload, as with Lambda."""
         try:
             sqs = await self._client()
             if self._url is None:
@@ -119,7 +119,7 @@ class SnsDestination(_Destination):
         return await self._clients.client("sns")
 
     async def deliver(self, record: dict[str, Any], payload: bytes | None) -> None:
-        """Publish the metadata; SNS never gets the payload (§1.4), so 256 KB always fits."""
+        """Publish the metadata; SNS never gets the payload (as with Lambda): 256 KB fits."""
         message = dumps(record)
         if len(message) > SNS_MAX_MESSAGE_BYTES:  # not reachable with metadata alone
             raise DeliveryError(
@@ -150,7 +150,8 @@ class S3Destination(_Destination):
         return await self._clients.client("s3")
 
     def object_key(self, record: dict[str, Any]) -> str:
-        """`aws/lambda/<ESM-UUID>/<shardId>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<uuid4>` (§1.4)."""
+        """Lambda's key layout:
+        `aws/lambda/<ESM-UUID>/<shardId>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<uuid4>`."""
         info = record.get("KinesisBatchInfo") or record.get("DDBStreamBatchInfo") or {}
         shard_id = info.get("shardId", "unknown-shard")
         stamp = record.get("timestamp")

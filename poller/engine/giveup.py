@@ -1,4 +1,4 @@
-"""What a mapping does with records the engine gave up on (ESM-SEMANTICS §1.4, §3.2).
+"""What a mapping does with records the engine gave up on, as Lambda does.
 
 SQS leaves them to the queue: they are not deleted, come back after the visibility timeout,
 and the queue's redrive policy decides when they go to its dead-letter queue. Streams cannot

@@ -1,4 +1,4 @@
-"""Batches in flight: the concurrency cap, and the bounded drain at shutdown (SPEC §1).
+"""Batches in flight: the concurrency cap, and the bounded drain at shutdown.
 
 A batch holds its slot from the moment its owner starts gathering it until it is settled, so
 intake pauses while the cap is reached and memory stays bounded whatever the backlog.
@@ -54,7 +54,7 @@ class InFlight:
 
     async def drain(self, deadline: float = math.inf) -> int:
         """Wait until nothing is in flight or `deadline` (anyio clock) passes; how many
-        batches were still unsettled then (abandoned: SPEC §1's exit code 1)."""
+        batches were still unsettled then (abandoned: `poller run` then exits 1)."""
         with anyio.move_on_at(deadline):
             await self._idle.wait()
         return self._count

@@ -1,4 +1,4 @@
-"""Settling one batch with Lambda's rules, whatever the source (ESM-SEMANTICS §1.2, §3.3, §0).
+"""Settling one batch with Lambda's rules, whatever the source.
 
 `Settler.settle` invokes a batch and returns once every record of it is settled: acknowledged
 (deleted, or behind the checkpoint), or handed to the mapping's `GiveUp` (SQS leaves it to the

@@ -1,4 +1,4 @@
-"""What a function's answer means for a batch (ESM-SEMANTICS §1.2), and the one ordering rule.
+"""What a function's answer means for a batch, by Lambda's rules, and the one ordering rule.
 
 `verdict_for` classifies an invocation that reached the function; `parse_batch_item_failures`
 reads a partial batch response; `split_acknowledged` applies "nothing after a failure within an

@@ -1,4 +1,4 @@
-"""Lambda's invocation record for given-up stream records (ESM-SEMANTICS §1.4): which shard,
+"""Lambda's invocation record for given-up stream records: which shard,
 which sequence range, why, and how often it was invoked; what an on-failure destination gets."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def iso_timestamp(epoch: float, *, timespec: str = "milliseconds") -> str:
 
 # How each stream's batch info writes arrival times (AWS-recorded): Kinesis with milliseconds,
 # DynamoDB to the second, as its creation times are.
-_ARRIVAL_TIMESPEC = {"kinesis": "milliseconds", "dynamodb": "seconds"}
+_ARRIVAL_PRECISION = {"kinesis": "milliseconds", "dynamodb": "seconds"}
 
 
 def response_context(last_result: InvokeResult | None) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def invocation_record(
     `request_id` defaults to a fresh UUID.
     """
     first, last = records[0], records[-1]
-    timespec = _ARRIVAL_TIMESPEC[kind]
+    timespec = _ARRIVAL_PRECISION[kind]
     record: dict[str, Any] = {
         "requestContext": {
             "requestId": request_id or str(uuid.uuid4()),

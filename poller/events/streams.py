@@ -1,4 +1,4 @@
-"""Lambda-shaped stream event records (ESM-SEMANTICS §2.2 Kinesis, §2.3 DynamoDB Streams).
+"""Lambda-shaped stream event records (Kinesis, DynamoDB Streams).
 
 Pure builders from one element of GetRecords' `Records` as aiobotocore returns it (blobs as
 bytes, timestamps as datetimes) to the record Lambda puts in `{"Records": [...]}`, plus
@@ -45,7 +45,7 @@ def kinesis_record(
     region: str,
     invoke_identity_arn: str,
 ) -> dict[str, Any]:
-    """The Lambda Kinesis event record for one GetRecords record (ESM-SEMANTICS §2.2)."""
+    """The Lambda Kinesis event record for one GetRecords record."""
     sequence_number = str(raw["SequenceNumber"])
     data = raw.get("Data", b"")
     if isinstance(data, str):
@@ -97,10 +97,10 @@ def _attribute_map(image: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def dynamodb_record(raw: Mapping[str, Any], *, stream_arn: str, region: str) -> dict[str, Any]:
-    """The Lambda DynamoDB event record for one GetRecords record (ESM-SEMANTICS §2.3).
+    """The Lambda DynamoDB event record for one GetRecords record.
 
-    `eventVersion` is "1.1" whatever the emulator says (§0) and `eventSourceARN` is added,
-    since the Streams API does not return it.
+    `eventVersion` is "1.1" whatever the emulator says, as in real events, and `eventSourceARN`
+    is added, since the Streams API does not return it.
     """
     change = raw.get("dynamodb", {})
     body: dict[str, Any] = {}

@@ -2,7 +2,7 @@
 
 Validation mirrors EventBridge's event-ruler ``JsonRuleCompiler`` (the engine behind Lambda's
 filter syntax) so that a pattern poller accepts is one Lambda accepts, restricted to the
-operator set of ESM-SEMANTICS §0: a ``cidr``, a ``prefix``/``suffix`` with
+operators Lambda's event source mappings support: a ``cidr``, a ``prefix``/``suffix`` with
 ``equals-ignore-case`` inside, or an ``anything-but`` with ``equals-ignore-case``/``wildcard``
 is refused here even though EventBridge knows it.
 """
@@ -69,7 +69,7 @@ def parse_pattern(text: str) -> dict[str, Any]:
         )
     try:
         # Duplicate keys: the last one wins, as Lambda documents; json.loads does the same.
-        # Numbers keep their text: without `numeric` they match by it (ESM-SEMANTICS §1.3).
+        # Numbers keep their text: without `numeric` they match by it, as in Lambda.
         value = json.loads(
             text,
             parse_constant=_reject_constant,

@@ -2,7 +2,7 @@
 
 Patterns are compiled once, at config load, into matcher trees (``filtering.compile``,
 ``filtering.nodes``); matching a record never parses the pattern again. What a pattern is
-matched against depends on the source (ESM-SEMANTICS §1.3):
+matched against depends on the source, as in Lambda:
 
 * SQS: the Lambda SQS record, with ``body`` parsed as JSON when it is a JSON object or array.
   A JSON (object) pattern on a plain-text body does not match; a plain pattern such as
@@ -14,7 +14,7 @@ matched against depends on the source (ESM-SEMANTICS §1.3):
   to the number strings of ``{"N": "12"}`` attribute values.
 
 Numbers match exactly by their JSON text, as written (300, 300.0 and 3.0e2 are three values);
-only ``numeric`` compares by value (ESM-SEMANTICS §1.3). Decoded payloads therefore keep each
+only ``numeric`` compares by value, as Lambda documents. Decoded payloads therefore keep each
 number's text (``JsonInt``/``JsonFloat`` in ``filtering.nodes``), and patterns keep theirs.
 
 The record passed in is never modified; the function is invoked with the original record.

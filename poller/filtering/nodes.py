@@ -13,8 +13,8 @@ Value semantics follow EventBridge's event-ruler, which Lambda's filtering uses:
   matches it and every other matcher fails (ruler flattens events to leaf paths).
 * A record array is matched element by element; one matching element is enough.
 * A string never equals a number (``"5"`` is not ``5``), and ``true`` is not ``1``.
-* Without ``numeric``, numbers match by their JSON text (ESM-SEMANTICS §1.3: 300, 300.0 and
-  3.0e2 are three different values); ``numeric`` compares by value. Decoded payloads keep that
+* Without ``numeric``, numbers match by their JSON text, as Lambda documents (300, 300.0
+  and 3.0e2 are three different values); ``numeric`` compares by value. Decoded payloads keep that
   text by holding their numbers as :class:`JsonInt` / :class:`JsonFloat`; a plain Python
   ``int``/``float`` in a record stands for the text ``repr`` gives it (what ``json.dumps``
   writes).

@@ -2,7 +2,8 @@
 
 Each operator's validation follows EventBridge's event-ruler ``JsonRuleCompiler`` (error
 conditions such as an empty ``anything-but`` prefix, consecutive wildcards or a numeric range
-whose bottom is not below its top), restricted to the operator set of ESM-SEMANTICS §0.
+whose bottom is not below its top), restricted to the operators Lambda's
+event source mappings support (see ``poller.filtering.compile``).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class LeafBuilder:
         elif item is False:
             self.false_ok = True
         elif _is_number(item):
-            # Compared by JSON text, not value (ESM-SEMANTICS §1.3): 300 matches 300 only, not
+            # Compared by JSON text, not value, as in Lambda: 300 matches 300 only, not
             # 300.0 or 3.0e2; `numeric` is the way to compare values.
             text = number_text(item)
             if text is not None:

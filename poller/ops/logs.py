@@ -1,4 +1,4 @@
-"""Structured logs (SPEC §7): one JSON object per line, or readable text on a terminal."""
+"""Structured logs: one JSON object per line, or readable text on a terminal."""
 
 from __future__ import annotations
 

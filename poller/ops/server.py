@@ -1,4 +1,4 @@
-"""The operations endpoints of SPEC §5: /metrics /healthz /readyz /status."""
+"""The operations endpoints: /metrics /healthz /readyz /status (docs/endpoints.md)."""
 
 from __future__ import annotations
 

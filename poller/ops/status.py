@@ -38,7 +38,7 @@ class MappingStatus:
     metrics: MappingMetrics
     state: State = State.STARTING
     error: str | None = None
-    # Set once the mapping made its first attempt to reach its source (SPEC §5 /readyz).
+    # Set once the mapping made its first attempt to reach its source (/readyz).
     reached_source: bool = False
     shards: dict[str, ShardStatus] = field(default_factory=dict)
 

@@ -16,7 +16,7 @@ from poller.targets.base import AcloseOnExit, InvocationRequest, InvokeResult, O
 # (invoke_error), not a slow function (timeout). Capped by the target's own timeout.
 CONNECT_TIMEOUT_SECONDS = 10.0
 
-# SPEC §3: which statuses mean the function ran and failed, and which mean "slow down".
+# Which statuses mean the function ran and failed, and which mean "slow down".
 _FUNCTION_ERROR_STATUSES = frozenset({400, 500, 502, 504})
 _THROTTLE_STATUSES = frozenset({429, 503})
 
@@ -90,7 +90,7 @@ class HttpTarget(AcloseOnExit):
         return headers
 
     async def invoke(self, request: InvocationRequest) -> InvokeResult:
-        """POST once; 2xx success, SPEC §3 for the rest; never raises for network trouble."""
+        """POST once; 2xx success, `_classify` for the rest; never raises for network trouble."""
         session = self._ensure_session()
         status: int | None = None
         body = b""

@@ -1,7 +1,8 @@
 """The `lambda` target: AWS's Invoke API (also LocalStack or the runtime interface emulator).
 
-SDK retries are off for this client (SPEC §6: every attempt counts once), so each throttle, 5xx
-or dropped connection reaches `invoke` and is classified here; the engine decides what to retry.
+SDK retries are off for this client (every attempt counts once in the metrics), so each
+throttle, 5xx or dropped connection reaches `invoke` and is classified here; the engine decides
+what to retry.
 """
 
 from __future__ import annotations

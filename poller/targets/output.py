@@ -1,4 +1,4 @@
-"""Function output pass-through (SPEC §7): what an in-process handler prints becomes JSON lines.
+"""Function output pass-through: what an in-process handler prints becomes JSON lines.
 
 Lambda sends whatever a function writes to stdout to its log group, one event per line. poller
 runs `python` handlers inside its own process, where stdout is also the daemon's log stream, so a

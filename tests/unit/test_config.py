@@ -729,6 +729,54 @@ def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.mappings[0].target.function == "from-env"
 
 
+def test_references_inside_flow_collections_expand_as_in_block_ones() -> None:
+    text = (
+        "server: {host: ${HOST:-127.0.0.1}, port: ${PORT:-9111}}\n"
+        + target("{type: http, url: ${URL:-http://refunds:8080/invoke}}")
+        + "    function_response_types: [${RESPONSE:-ReportBatchItemFailures}]\n"
+    )
+    settings = parse_settings(text, "f.yaml", {})
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 9111)
+    mapping = settings.mappings[0]
+    assert mapping.target.type == "http"
+    assert mapping.target.url == "http://refunds:8080/invoke"
+    assert mapping.function_response_types == ["ReportBatchItemFailures"]
+    assert parse_settings(text, "f.yaml", {"PORT": "9200"}).server.port == 9200
+
+
+def test_an_unset_variable_in_a_flow_mapping_is_named_with_its_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings("server: {port: ${PORT}}\n" + SQS, "f.yaml", {})
+    (problem,) = info.value.problems
+    assert (problem.line, problem.path) == (1, "server.port")
+    assert "environment variable PORT is not set" in problem.message
+
+
+def test_a_reference_yaml_cannot_read_says_how_to_quote_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_settings("server: {port: ${PORT:-9,111}}\n" + SQS, "f.yaml", {})
+    (problem,) = info.value.problems
+    assert problem.line == 1
+    assert problem.message.startswith("invalid YAML: ")
+    assert "quote the whole value" in problem.message
+    assert 'port: "${PORT:-9102}"' in problem.message
+
+
+def test_masking_references_changes_no_value_of_a_block_file() -> None:
+    reader = Reader("f.yaml", {"N": "1"})
+    text = (
+        "a: '${N} ${N:-x y}'\n"  # quoted: strings
+        'b: "x${N}"\n'
+        "${K}: ${N}\n"  # keys are not expanded
+        "c: |\n  ${N}\n"
+        "d: ${N:-a, b}\n"  # a comma in a block value: not masked, expanded as before
+        "e: ${N} # ${N:-comment}\n"
+    )
+    data = reader.read(text)
+    assert data == {"a": "1 1", "b": "x1", "${K}": 1, "c": "1\n", "d": 1, "e": 1}
+    assert reader.problems == []
+
+
 def test_several_unset_variables_in_one_value() -> None:
     text = target("{type: http, url: 'http://${A}:${B}/'}")
     with pytest.raises(ConfigError) as info:

@@ -1,4 +1,4 @@
-"""An SQS mapping's intake and acknowledgement (ESM-SEMANTICS §1.1, §1.2, §3.2, §4.1).
+"""An SQS mapping's intake and acknowledgement, as Lambda's SQS pollers do.
 
 Receivers long-poll the queue and each gathers one batch at a time in the engine's `Batcher`;
 a batch holds one of `maximum_concurrency` slots from its first receive until the engine has
@@ -91,7 +91,7 @@ class SqsSource:
         # is down, and comes back soon after it returns.
         self._receive_backoff = Backoff(THROTTLE)
         self._extra = {"mapping": plan.mapping}
-        # Batches still unsettled when the drain deadline passed (SPEC §1: exit code 1).
+        # Batches still unsettled when the drain deadline passed (`poller run` then exits 1).
         self.abandoned = 0
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Keeps in-flight SQS messages hidden while poller still owns them (SPEC §4).
+"""Keeps in-flight SQS messages hidden while poller still owns them.
 
 One task per mapping scans the live batches and extends a batch's messages by the queue's own
 visibility timeout once 40 % of the last step has passed, so every step is taken well before

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
         GetShardIteratorInputTypeDef,
     )
 
-# GetRecords returns at most 1,000 records (or 1 MB) per call (ESM-SEMANTICS §4.4).
+# GetRecords returns at most 1,000 records (or 1 MB) per call.
 DYNAMODB_MAX_RECORDS = 1_000
 
 
@@ -43,7 +43,7 @@ class DynamoDBShards:
 
     kind: Literal["dynamodb"] = "dynamodb"
     max_records = DYNAMODB_MAX_RECORDS
-    # Lambda polls DynamoDB shards about four times a second (ESM-SEMANTICS §4.2).
+    # Lambda polls DynamoDB shards about four times a second.
     idle_poll_seconds = 0.25
     supports_at_timestamp = False
     list_permission = "dynamodb:DescribeStream"

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
         ListShardsInputTypeDef,
     )
 
-# GetRecords returns at most 10,000 records per call (ESM-SEMANTICS §4.3).
+# GetRecords returns at most 10,000 records per call.
 KINESIS_MAX_RECORDS = 10_000
 
 
@@ -41,7 +41,7 @@ class KinesisShards:
 
     kind: Literal["kinesis"] = "kinesis"
     max_records = KINESIS_MAX_RECORDS
-    # About one GetRecords per second per shard while idle (ESM-SEMANTICS §4.2); the shard's
+    # About one GetRecords per second per shard while idle, as Lambda polls; the shard's
     # 5 reads/s budget is shared with every other consumer of the stream.
     idle_poll_seconds = 1.0
     supports_at_timestamp = True

@@ -248,7 +248,7 @@ class ShardReader:
         if result.behind_latest is not None:
             context.gauges.behind_latest(self.shard_id, result.behind_latest)
         if not result.records and result.caught_up and not self._watermark.span:
-            # ESM-SEMANTICS §0: an idle, caught-up shard has no age, so lag alerts clear; not
+            # An idle, caught-up shard has no age, so lag alerts clear; not
             # while a batch is still out (retrying), whose age is the lag that matters.
             context.gauges.iterator_age(self.shard_id, 0.0)
             self._status.iterator_age_seconds = 0.0
@@ -339,7 +339,7 @@ class ShardReader:
                 extra=self._extra,
             )
         if self.context.shutdown.is_stopping:
-            self.abandoned = abandoned  # counted in the exit code
+            self.abandoned = abandoned  # `poller run` then exits 1
 
     async def _checkpoint(self, *, final: bool = False) -> bool:
         """Store the end of the settled prefix if it moved; with `final`, also whether the

@@ -20,7 +20,7 @@ from poller.filtering.filter_set import FilterSet
 StreamKind = Literal["kinesis", "dynamodb"]
 IteratorType = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "AFTER_SEQUENCE_NUMBER"]
 
-# ESM-SEMANTICS §0 / issue 3: a shard reader reads ahead while the span behind its checkpoint
+# A shard reader reads ahead while the span behind its checkpoint
 # (records read but not yet checkpointed) is under this many batches, so memory, and the replay
 # after a restart, stay bounded at about this many batches per shard, one stuck key or not.
 MAX_UNSETTLED_BATCHES = 10

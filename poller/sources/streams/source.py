@@ -1,4 +1,4 @@
-"""One Kinesis or DynamoDB Streams mapping (ESM-SEMANTICS §0, §3.3, §4.2–§4.4).
+"""One Kinesis or DynamoDB Streams mapping.
 
 `StreamSource` lists the shards at start and every `shard_discovery_interval_seconds`, starts a
 `ShardReader` for each shard whose parents are finished, and decides where it starts. A reader
@@ -63,7 +63,7 @@ class StreamSource:
         self._backoff = Backoff(SOURCE_CALL.scaled(context.backoff_base))
         self._listing_failed = False
         self._extra = {"mapping": self._name}
-        # Batches still in flight when the drain deadline passed (SPEC §1: exit code 1).
+        # Batches still in flight when the drain deadline passed (`poller run` then exits 1).
         self.abandoned = 0
 
     async def run(self) -> None:
@@ -172,7 +172,7 @@ class StreamSource:
     async def _prepare(self, listing: Sequence[ShardInfo]) -> None:
         """Load the checkpoints; on the mapping's first start, record what "first" means.
 
-        ESM-SEMANTICS §0: `starting_position` applies only to the shards that exist at the
+        `starting_position` applies only to the shards that exist at the
         first start. Each of them gets a checkpoint without a position *before* the start
         time is stored, so a crash in between merely repeats the first start, and a shard
         with no row at all is one that appeared later (it starts at TRIM_HORIZON).
@@ -235,7 +235,7 @@ class StreamSource:
             readers.start_soon(self._run_reader, reader)
 
     async def _start_for(self, shard_id: str) -> _Start | None:
-        """Where a shard without a finished checkpoint starts (ESM-SEMANTICS §0); None when
+        """Where a shard without a finished checkpoint starts; None when
         its checkpoint cannot be read now (tried again at the next pass)."""
         if self.context.leases.exclusive:
             checkpoint = self._checkpoints.get(shard_id)

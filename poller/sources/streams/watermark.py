@@ -1,5 +1,5 @@
 """A shard's checkpoint side: the settled-prefix watermark, and the coalesced writes that store
-it (ESM-SEMANTICS §3.3, §4.2): a checkpoint moves only over a contiguous run of settled
+it: a checkpoint moves only over a contiguous run of settled
 records, and a burst of requests for a write costs one or two writes."""
 
 from __future__ import annotations
