@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from poller.config import settings as config
 from poller.engine.records import StreamRecord
+from poller.engine.windows import OpenWindow
 from poller.events.invocation import invocation_record
 from poller.events.sqs import sqs_record
 from poller.events.streams import dynamodb_record, kinesis_record, stream_record
@@ -266,21 +267,32 @@ def _built() -> dict[str, Any]:
             last_result=failed,
             now=1735732805.12,
         ),
+        "window": json.loads(
+            OpenWindow(1735732800, 60, shard_id="s", source_arn="a", state=b'{"k":1}').event(
+                [], final=True
+            )
+        ),
     }
 
 
-@pytest.mark.parametrize("kind", ["sqs", "kinesis", "dynamodb", "invocation"])
+@pytest.mark.parametrize("kind", ["sqs", "kinesis", "dynamodb", "invocation", "window"])
 def test_every_example_event_has_the_shape_poller_sends(kind: str) -> None:
     examples = [e for e in _examples() if "Records" in e or "requestContext" in e]
+
+    def source(event: Any) -> Any:
+        return (event.get("Records") or [{}])[0].get("eventSource")
+
     by_kind = {
-        "sqs": [e for e in examples if e.get("Records", [{}])[0].get("eventSource") == "aws:sqs"],
-        "kinesis": [
-            e for e in examples if e.get("Records", [{}])[0].get("eventSource") == "aws:kinesis"
-        ],
-        "dynamodb": [
-            e for e in examples if e.get("Records", [{}])[0].get("eventSource") == "aws:dynamodb"
-        ],
+        "sqs": [e for e in examples if source(e) == "aws:sqs" and "window" not in e],
+        "kinesis": [e for e in examples if source(e) == "aws:kinesis" and "window" not in e],
+        "dynamodb": [e for e in examples if source(e) == "aws:dynamodb" and "window" not in e],
         "invocation": [e for e in examples if "requestContext" in e],
+        "window": [e for e in examples if "window" in e],
     }
     (example,) = by_kind[kind]
-    assert shape_differences(example, _built()[kind]) == []
+    built = _built()[kind]
+    if kind == "window":  # the state's keys are the function's own
+        example, built = {**example, "state": {}}, {**built, "state": {}}
+    assert shape_differences(example, built) == []
+    if kind == "window":
+        assert list(example) == list(built)  # Lambda's order
