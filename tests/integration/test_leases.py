@@ -103,6 +103,19 @@ async def keeping(store: DynamoDBCheckpointStore, shards: list[str]) -> AsyncIte
     await manager.aclose()
 
 
+@asynccontextmanager
+async def stalled(store: DynamoDBCheckpointStore, shard: str) -> AsyncIterator[LeaseManager]:
+    """A store that took `shard`'s lease and whose lease loop then stalled (a long pause): it
+    keeps the token without renewing it, so only the table's conditions can refuse its writes."""
+    manager = store.leases("orders", ARN, status_for(), Shutdown())
+    manager.update([ShardInfo(shard)])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(manager.run, lambda: None)
+        await eventually(lambda: manager.state(shard) == "held", timeout=10)
+        tg.cancel_scope.cancel()
+    yield manager
+
+
 # -- the store against the table ---------------------------------------------------------------
 
 
@@ -110,8 +123,8 @@ async def test_a_replica_whose_lease_was_stolen_cannot_write_a_checkpoint(
     dynamodb_front: str, dynamodb: Any
 ) -> None:
     async with store_for(dynamodb_front, "replica-a") as a, store_for(dynamodb_front, "b") as b:
-        async with keeping(a, ["shard-1"]) as manager:
-            await eventually(lambda: manager.state("shard-1") == "held", timeout=10)
+        # Stalled, so no renewal moves the counter between the peer's read and its take.
+        async with stalled(a, "shard-1") as manager:
             await a.put("orders", ARN, "shard-1", Checkpoint("5"))
             # A peer takes the lease (as it would once it judged it expired): a conditional
             # write on the counter it read.
