@@ -5,24 +5,36 @@ and one strongly consistent Query reads everything a mapping's lease loop needs.
 `sk`:
 
 - `shard|{shard id}`: the shard's lease: owner, token, counter, checkpoint, state
-  (`open`/`finished`), parent shard ids;
+  (`open`/`finished`), parent shard ids; with an open tumbling window, also its start
+  (`window_start`) and either its state inline (`window_state`, binary) or how many chunk items
+  hold it (`window_chunks`) and the id of that write (`window_id`);
 - `replica|{id}`: one replica's heartbeat for that mapping: counter, host, pid, stopping;
-- `started`: the mapping's first start (where its LATEST shards start).
+- `started`: the mapping's first start (where its LATEST shards start);
+- `window|{shard id}|{n}`: chunk n (from 0) of a window state too large for the lease item
+  (`data`, binary; `window_id`, the write it belongs to).
+
+Chunk items sort after every other item of the partition ("window|" > "started" > "shard|" >
+"replica|"), so the lease loop's Query stops below them and never reads them.
 
 Every write that depends on who owns a lease is a conditional write: taking one on the counter
 last read, renewing, checkpointing and releasing on the token the take wrote. A token changes
 on every take, so a replica that lost a lease can never move the new owner's checkpoint, even
-after taking the same lease back.
+after taking the same lease back. A checkpoint whose window state is chunked, or replaces one
+that was, is one TransactWriteItems: the lease item's update (under the token) with the chunk
+items written and the left-over ones deleted, so the position and its state move together or
+not at all.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import secrets
 import socket
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 
@@ -36,7 +48,10 @@ if TYPE_CHECKING:
         KeySchemaElementTypeDef,
         QueryInputTypeDef,
         TableDescriptionTypeDef,
+        TransactWriteItemTypeDef,
     )
+
+T = TypeVar("T")
 
 log = logging.getLogger("poller.leases")
 
@@ -51,6 +66,27 @@ KEY_SCHEMA: tuple[KeySchemaElementTypeDef, ...] = (
 START = "START"
 CONDITION_FAILED = "ConditionalCheckFailedException"
 _ACTIVE_WAIT = 300.0
+
+WINDOW_PREFIX = "window|"
+# A window state up to this size stays in its lease item (written with one UpdateItem); a
+# larger one goes to chunk items. The lease item keeps room for its other attributes and key.
+INLINE_STATE_BYTES = 300 * 1024
+# One chunk item's state bytes: under DynamoDB's 400 KB item limit with room for the item's key
+# (a pk may take 2,048 bytes) and attribute names.
+CHUNK_BYTES = 384_000
+# The most chunks a state may take (3 MB, thrice the engine's 1 MiB cap): the transaction then
+# writes and deletes at most this many chunk items besides the lease item, well within
+# TransactWriteItems' 100 actions and 4 MB.
+MAX_CHUNKS = 8
+# The window attributes of a lease item (a checkpoint without a window removes them all).
+_WINDOW_ATTRIBUTES = ("window_start", "window_state", "window_chunks", "window_id")
+# What the lease loop reads of each item (leases._parse): everything but window states.
+LEASE_LOOP_ATTRIBUTES = ("sk", "counter", "owner", "state", "checkpoint", "parents", "stopping")
+# A write meeting a transaction in progress on its item (or a transaction meeting a write) is
+# refused and may be sent again at once; these are the pauses before each new attempt.
+_CONFLICT_PAUSES = (0.02, 0.05, 0.1)
+TRANSACTION_CONFLICT = "TransactionConflictException"
+TRANSACTION_CANCELED = "TransactionCanceledException"
 
 
 class LeaseTableError(StoreUnusable):
@@ -77,18 +113,150 @@ def replica_key(replica: str) -> str:
     return f"replica|{replica}"
 
 
+def window_key(shard_id: str, n: int) -> str:
+    """The `sk` of chunk `n` of a shard's window state."""
+    return f"{WINDOW_PREFIX}{shard_id}|{n}"
+
+
+def _cancellation_codes(exc: BaseException) -> list[str]:
+    """The reason of each action of a cancelled transaction ("None" for the ones that passed)."""
+    if error_code(exc) != TRANSACTION_CANCELED:
+        return []
+    response: Mapping[str, Any] = getattr(exc, "response", {})
+    return [str(reason.get("Code")) for reason in response.get("CancellationReasons", [])]
+
+
 def is_conditional_failure(exc: BaseException) -> bool:
-    """Whether a write was refused because its condition did not hold."""
-    return error_code(exc) == CONDITION_FAILED
+    """Whether a write (or a transaction) was refused because its condition did not hold."""
+    if error_code(exc) == CONDITION_FAILED:
+        return True
+    return "ConditionalCheckFailed" in _cancellation_codes(exc)
 
 
-def checkpoint_of(item: Item) -> Checkpoint | None:
-    """A lease item's checkpoint; None when the shard never had one (it starts at the horizon)."""
+def _is_conflict(exc: BaseException) -> bool:
+    """Whether a write met a transaction on its item (or a transaction a write): nothing was
+    written, and the same request may be sent again."""
+    if error_code(exc) == TRANSACTION_CONFLICT:
+        return True
+    codes = _cancellation_codes(exc)
+    return "TransactionConflict" in codes and "ConditionalCheckFailed" not in codes
+
+
+class TornWindow(Exception):
+    """A lease item's window state is chunked and the chunk items read are not all of the write
+    the lease item names: a write came between the reads (read again)."""
+
+
+def chunks_named(item: Item) -> int:
+    """How many chunk items a lease item's window state takes (0: inline, or no window)."""
+    return int(item.get("window_chunks", {}).get("N", "0"))
+
+
+def position_of(item: Item) -> Checkpoint | None:
+    """A lease item's checkpoint without its window; None when the shard never had one (it
+    starts at the horizon)."""
     stored = item.get("checkpoint", {}).get("S")
     if stored is None:
         return None
     finished = item.get("state", {}).get("S") == "finished"
     return Checkpoint(None if stored == START else stored, finished)
+
+
+def checkpoint_of(item: Item, chunks: Mapping[str, Item]) -> Checkpoint | None:
+    """A lease item's checkpoint with its open window, whose state is inline or put together
+    from `chunks` (chunk items by `sk`; others are ignored). Raises TornWindow when the chunks
+    the lease item names are not all there, of the same write."""
+    position = position_of(item)
+    start = item.get("window_start", {}).get("N")
+    if position is None or start is None:
+        return position
+    count = chunks_named(item)
+    state: bytes | None
+    if count:
+        shard_id = str(item["sk"]["S"]).removeprefix("shard|")
+        written = item.get("window_id", {}).get("S")
+        parts = [chunks.get(window_key(shard_id, n)) for n in range(count)]
+        if written is None or any(
+            part is None or part.get("window_id", {}).get("S") != written for part in parts
+        ):
+            raise TornWindow(f"shard {shard_id}: window chunks of another write than {written}")
+        state = b"".join(bytes(part["data"]["B"]) for part in parts if part is not None)
+    else:
+        inline = item.get("window_state", {}).get("B")
+        state = None if inline is None else bytes(inline)
+    return replace(position, window_start=int(start), window_state=state)
+
+
+def _chunked(checkpoint: Checkpoint) -> list[bytes]:
+    """The chunks a checkpoint's window state is written in; none when it fits inline."""
+    state = checkpoint.window_state
+    if checkpoint.window_start is None or state is None or len(state) <= INLINE_STATE_BYTES:
+        return []
+    if len(state) > MAX_CHUNKS * CHUNK_BYTES:
+        raise ValueError(
+            f"a window state of {len(state)} bytes is over the lease table's "
+            f"{MAX_CHUNKS * CHUNK_BYTES} (the engine caps states at 1 MiB)"
+        )
+    return [state[at : at + CHUNK_BYTES] for at in range(0, len(state), CHUNK_BYTES)]
+
+
+def _lease_update(
+    checkpoint: Checkpoint,
+    token: str,
+    now: float,
+    chunks: int,
+    chunks_before: int,
+    window_id: str,
+) -> tuple[str, dict[str, Any]]:
+    """The lease item's part of a checkpoint write, its UpdateExpression and the rest of the
+    request (condition, names, values): the position, and the window inline, chunked (`chunks`
+    items of write `window_id`) or removed; conditional on `token` and on the `chunks_before`
+    it names."""
+    sets = {"checkpoint": ":checkpoint", "state": ":state", "updated_at": ":now"}
+    values: dict[str, Any] = {
+        ":checkpoint": {"S": checkpoint.sequence_number or START},
+        ":state": {"S": "finished" if checkpoint.finished else "open"},
+        ":now": {"N": f"{now:.3f}"},
+        ":token": {"S": token},
+    }
+    if checkpoint.window_start is not None:
+        sets["window_start"] = ":window_start"
+        values[":window_start"] = {"N": str(checkpoint.window_start)}
+        if chunks:
+            sets.update(window_chunks=":chunks", window_id=":window_id")
+            values.update({":chunks": {"N": str(chunks)}, ":window_id": {"S": window_id}})
+        elif checkpoint.window_state is not None:
+            sets["window_state"] = ":window_state"
+            values[":window_state"] = {"B": checkpoint.window_state}
+    removes = [name for name in _WINDOW_ATTRIBUTES if name not in sets]
+    condition = "#token = :token AND attribute_not_exists(#window_chunks)"
+    if chunks_before:
+        condition = "#token = :token AND #window_chunks = :chunks_before"
+        values[":chunks_before"] = {"N": str(chunks_before)}
+    expression = "SET " + ", ".join(f"#{name} = {value}" for name, value in sets.items())
+    if removes:
+        expression += " REMOVE " + ", ".join(f"#{name}" for name in removes)
+    return expression, {
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": _names(*sets, *removes, "token", "window_chunks"),
+        "ExpressionAttributeValues": values,
+    }
+
+
+def _chunk_writes(
+    table: str, pk: str, shard_id: str, chunks: Sequence[bytes], before: int, window_id: str
+) -> list[dict[str, Any]]:
+    """The transaction's actions on chunk items: a Put of each chunk (of write `window_id`),
+    a Delete of each of the `before` chunks left over beyond them."""
+    actions: list[dict[str, Any]] = []
+    for n, chunk in enumerate(chunks):
+        item: dict[str, Any] = {"pk": {"S": pk}, "sk": {"S": window_key(shard_id, n)}}
+        item.update(data={"B": chunk}, window_id={"S": window_id})
+        actions.append({"Put": {"TableName": table, "Item": item}})
+    for n in range(len(chunks), before):
+        key = {"pk": {"S": pk}, "sk": {"S": window_key(shard_id, n)}}
+        actions.append({"Delete": {"TableName": table, "Key": key}})
+    return actions
 
 
 def _names(*names: str) -> dict[str, str]:
@@ -183,14 +351,48 @@ class LeaseTable:
 
     async def query(self, pk: str) -> list[Item]:
         """Every item of one partition, strongly consistent, following pagination."""
+        return await self._query(
+            {
+                "TableName": self.name,
+                "KeyConditionExpression": "pk = :pk",
+                "ExpressionAttributeValues": {":pk": {"S": pk}},
+                "ConsistentRead": True,
+            }
+        )
+
+    async def lease_loop_items(self, pk: str) -> list[Item]:
+        """What the lease loop reads of one partition: every item but window chunks (the Query
+        stops below them), without window states."""
+        return await self._query(
+            {
+                "TableName": self.name,
+                "KeyConditionExpression": "pk = :pk AND sk < :chunks",
+                "ProjectionExpression": ", ".join(f"#{name}" for name in LEASE_LOOP_ATTRIBUTES),
+                "ExpressionAttributeNames": _names(*LEASE_LOOP_ATTRIBUTES),
+                "ExpressionAttributeValues": {":pk": {"S": pk}, ":chunks": {"S": WINDOW_PREFIX}},
+                "ConsistentRead": True,
+            }
+        )
+
+    async def window_chunks(self, pk: str, shard_id: str) -> dict[str, Item]:
+        """A shard's window chunk items, by `sk`, strongly consistent."""
+        items = await self._query(
+            {
+                "TableName": self.name,
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+                "ExpressionAttributeValues": {
+                    ":pk": {"S": pk},
+                    # The closing "|" keeps shard-1 from reading shard-10's chunks.
+                    ":prefix": {"S": f"{WINDOW_PREFIX}{shard_id}|"},
+                },
+                "ConsistentRead": True,
+            }
+        )
+        return {str(item["sk"]["S"]): item for item in items}
+
+    async def _query(self, request: QueryInputTypeDef) -> list[Item]:
         client = await self.client()
         items: list[Item] = []
-        request: QueryInputTypeDef = {
-            "TableName": self.name,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": pk}},
-            "ConsistentRead": True,
-        }
         while True:
             answer = await client.query(**request)
             items.extend(answer.get("Items", []))
@@ -202,14 +404,22 @@ class LeaseTable:
 
     async def _update(self, pk: str, sk: str, expression: str, **kwargs: Any) -> Item:
         client = await self.client()
-        answer = await client.update_item(
-            TableName=self.name,
-            Key={"pk": {"S": pk}, "sk": {"S": sk}},
-            UpdateExpression=expression,
-            **kwargs,
+        answer = await _conflicts_retried(
+            lambda: client.update_item(
+                TableName=self.name,
+                Key={"pk": {"S": pk}, "sk": {"S": sk}},
+                UpdateExpression=expression,
+                **kwargs,
+            )
         )
         attributes: Item = answer.get("Attributes", {})
         return attributes
+
+    async def _transact(self, actions: Sequence[Mapping[str, Any]]) -> None:
+        client = await self.client()
+        items = cast("list[TransactWriteItemTypeDef]", list(actions))
+        # botocore fills in ClientRequestToken, so its own retries of one call are idempotent.
+        await _conflicts_retried(lambda: client.transact_write_items(TransactItems=items))
 
     async def ensure_lease(self, pk: str, shard_id: str, parents: tuple[str, ...]) -> None:
         """Create a shard's lease item if missing (free, open); never touches an owner."""
@@ -288,22 +498,65 @@ class LeaseTable:
         )
 
     async def checkpoint(
-        self, pk: str, shard_id: str, token: str, checkpoint: Checkpoint, now: float
-    ) -> None:
-        """Store a checkpoint, only while the lease is still held under `token`."""
-        await self._update(
-            pk,
-            shard_key(shard_id),
-            "SET #checkpoint = :checkpoint, #state = :state, #updated_at = :now",
-            ConditionExpression="#token = :token",
-            ExpressionAttributeNames=_names("checkpoint", "state", "updated_at", "token"),
-            ExpressionAttributeValues={
-                ":checkpoint": {"S": checkpoint.sequence_number or START},
-                ":state": {"S": "finished" if checkpoint.finished else "open"},
-                ":now": {"N": f"{now:.3f}"},
-                ":token": {"S": token},
-            },
+        self,
+        pk: str,
+        shard_id: str,
+        token: str,
+        checkpoint: Checkpoint,
+        now: float,
+        *,
+        chunks_before: int = 0,
+    ) -> int:
+        """Store a checkpoint and its window, only while the lease is still held under `token`;
+        how many chunk items its window state takes now.
+
+        `chunks_before` is how many the lease item is believed to name (what the last write or
+        read of it said): the write is conditional on that too, and a wrong belief (a takeover,
+        a write whose answer was lost) is corrected by reading the item and writing again. A
+        refusal because the lease is not held is a conditional failure (nothing was written).
+        """
+        chunks = _chunked(checkpoint)
+        key = {"pk": {"S": pk}, "sk": {"S": shard_key(shard_id)}}
+
+        async def write(before: int) -> None:
+            # One UpdateItem of the lease item when no chunk item is written or deleted, else
+            # a transaction of that update, the chunks' Puts and the left-overs' Deletes.
+            window_id = secrets.token_hex(8)
+            expression, update = _lease_update(
+                checkpoint, token, now, len(chunks), before, window_id
+            )
+            if not chunks and not before:
+                await self._update(pk, shard_key(shard_id), expression, **update)
+                return
+            lease = {"TableName": self.name, "Key": key, "UpdateExpression": expression, **update}
+            chunk_writes = _chunk_writes(self.name, pk, shard_id, chunks, before, window_id)
+            await self._transact([{"Update": lease}, *chunk_writes])
+
+        try:
+            await write(chunks_before)
+        except Exception as exc:
+            if not is_conditional_failure(exc):
+                raise
+            named = await self._chunks_under(pk, shard_id, token)
+            if named is None or named == chunks_before:
+                raise  # the lease is not held under `token` (any more)
+            await write(named)
+        return len(chunks)
+
+    async def _chunks_under(self, pk: str, shard_id: str, token: str) -> int | None:
+        """How many chunk items the lease item names, if it is still held under `token`."""
+        client = await self.client()
+        answer = await client.get_item(
+            TableName=self.name,
+            Key={"pk": {"S": pk}, "sk": {"S": shard_key(shard_id)}},
+            ProjectionExpression="#token, #window_chunks",
+            ExpressionAttributeNames=_names("token", "window_chunks"),
+            ConsistentRead=True,
         )
+        item = answer.get("Item")
+        if item is None or item.get("token", {}).get("S") != token:
+            return None
+        return chunks_named(item)
 
     async def release(self, pk: str, shard_id: str, token: str) -> None:
         """Clear the owner of a lease held under `token`; moving the counter shows it free."""
@@ -359,3 +612,16 @@ class LeaseTable:
         except Exception as exc:
             if not is_conditional_failure(exc):
                 raise
+
+
+async def _conflicts_retried(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, sent again after a short pause while it meets a transaction in progress on its
+    item (a lease renewed while its checkpoint transaction runs, say): nothing was written."""
+    for pause in _CONFLICT_PAUSES:
+        try:
+            return await call()
+        except Exception as exc:
+            if not _is_conflict(exc):
+                raise
+        await anyio.sleep(pause * random.uniform(0.5, 1.5))
+    return await call()

@@ -28,9 +28,9 @@ from poller.checkpoints.lease_table import (
     Item,
     LeaseTable,
     LeaseTableError,
-    checkpoint_of,
     is_conditional_failure,
     partition,
+    position_of,
     replica_key,
 )
 from poller.checkpoints.lineage import ShardInfo, startable
@@ -202,7 +202,7 @@ class LeaseManager:
             # A stopping replica no longer counts as live, so peers take what it releases.
             await self._table.heartbeat(self._pk, self.owner, stopping=stopping, now=self._wall())
             await self._renew_all()
-            leases, replicas = _parse(await self._table.query(self._pk))
+            leases, replicas = _parse(await self._table.lease_loop_items(self._pk))
             self.finished = {shard for shard, lease in leases.items() if lease.finished}
             self._balancer.observe((lease.view for lease in leases.values()), replicas)
             await self._create_missing(leases)
@@ -363,6 +363,8 @@ class LeaseManager:
 
 
 def _parse(items: Sequence[Item]) -> tuple[dict[str, _Scanned], list[ReplicaView]]:
+    # Reads only lease_table.LEASE_LOOP_ATTRIBUTES (the Query projects them); other items
+    # (`started`, window chunks) are not leases.
     leases: dict[str, _Scanned] = {}
     replicas: list[ReplicaView] = []
     for item in items:
@@ -370,7 +372,7 @@ def _parse(items: Sequence[Item]) -> tuple[dict[str, _Scanned], list[ReplicaView
         counter = int(item.get("counter", {}).get("N", "0"))
         if sk.startswith("shard|"):
             shard_id = sk.removeprefix("shard|")
-            checkpoint = checkpoint_of(item)
+            checkpoint = position_of(item)
             owner = item.get("owner", {}).get("S")
             leases[shard_id] = _Scanned(
                 LeaseView(shard_id, None if owner is None else str(owner), counter),

@@ -7,6 +7,7 @@ threaded moto server. Both share moto's state, which the `moto` fixture resets p
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -22,11 +23,19 @@ from poller.aws.clients import AwsClients
 from poller.checkpoints import Checkpoint, LeaseLost
 from poller.checkpoints.base import StoreUnusable
 from poller.checkpoints.dynamodb import DynamoDBCheckpointStore
-from poller.checkpoints.lease_table import is_conditional_failure, partition, shard_key
+from poller.checkpoints.lease_table import (
+    CHUNK_BYTES,
+    INLINE_STATE_BYTES,
+    WINDOW_PREFIX,
+    is_conditional_failure,
+    partition,
+    shard_key,
+)
 from poller.checkpoints.leases import LeaseManager
 from poller.checkpoints.lineage import ShardInfo
 from poller.config.settings import AwsSettings
 from poller.engine.lifecycle import Shutdown
+from poller.engine.windows import MAX_STATE_BYTES
 from poller.ops.metrics import Metrics
 from poller.ops.status import MappingStatus, State
 from tests.support.daemon import metric, running, settings_from
@@ -45,6 +54,7 @@ from tests.support.leases import (
     single_threaded_dynamodb,
     start_fleet,
     stop_fleet,
+    table_items,
 )
 from tests.support.queues import aws_client
 from tests.support.streams import (
@@ -90,9 +100,11 @@ def status_for(mapping: str = "orders") -> MappingStatus:
 
 
 @asynccontextmanager
-async def keeping(store: DynamoDBCheckpointStore, shards: list[str]) -> AsyncIterator[LeaseManager]:
+async def keeping(
+    store: DynamoDBCheckpointStore, shards: list[str], status: MappingStatus | None = None
+) -> AsyncIterator[LeaseManager]:
     """A store's lease loop for mapping `orders` over `shards`, running in the background."""
-    manager = store.leases("orders", ARN, status_for(), Shutdown())
+    manager = store.leases("orders", ARN, status or status_for(), Shutdown())
     manager.update([ShardInfo(shard) for shard in shards])
     async with anyio.create_task_group() as tg:
         tg.start_soon(manager.run, lambda: None)
@@ -103,6 +115,19 @@ async def keeping(store: DynamoDBCheckpointStore, shards: list[str]) -> AsyncIte
     await manager.aclose()
 
 
+@asynccontextmanager
+async def stalled(store: DynamoDBCheckpointStore, shard: str) -> AsyncIterator[LeaseManager]:
+    """A store that took `shard`'s lease and whose lease loop then stalled (a long pause): it
+    keeps the token without renewing it, so only the table's conditions can refuse its writes."""
+    manager = store.leases("orders", ARN, status_for(), Shutdown())
+    manager.update([ShardInfo(shard)])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(manager.run, lambda: None)
+        await eventually(lambda: manager.state(shard) == "held", timeout=10)
+        tg.cancel_scope.cancel()
+    yield manager
+
+
 # -- the store against the table ---------------------------------------------------------------
 
 
@@ -110,8 +135,8 @@ async def test_a_replica_whose_lease_was_stolen_cannot_write_a_checkpoint(
     dynamodb_front: str, dynamodb: Any
 ) -> None:
     async with store_for(dynamodb_front, "replica-a") as a, store_for(dynamodb_front, "b") as b:
-        async with keeping(a, ["shard-1"]) as manager:
-            await eventually(lambda: manager.state("shard-1") == "held", timeout=10)
+        # Stalled, so no renewal moves the counter between the peer's read and its take.
+        async with stalled(a, "shard-1") as manager:
             await a.put("orders", ARN, "shard-1", Checkpoint("5"))
 
             # A peer takes the lease (as it would once it judged it expired): a conditional
@@ -234,6 +259,246 @@ async def test_a_missing_table_is_created_on_demand(dynamodb_front: str, dynamod
     table = (await dynamodb.describe_table(TableName=TABLE))["Table"]
     assert table["TableStatus"] == "ACTIVE"
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+# -- tumbling windows: the open window's state beside the position ------------------------------
+
+WINDOW = 1_735_732_800  # a window's start, epoch seconds
+PK = partition("orders", ARN)
+
+
+def state_of(size: int) -> bytes:
+    """A compact JSON object of exactly `size` (>= 8) bytes, random: two states, or two chunks,
+    never look alike."""
+    filler = os.urandom(size // 2 + 1).hex()[: size - 8]
+    return f'{{"s":"{filler}"}}'.encode()
+
+
+def windowed(sequence: str, size: int) -> Checkpoint:
+    return Checkpoint(sequence, window_start=WINDOW, window_state=state_of(size))
+
+
+@asynccontextmanager
+async def holding(store: DynamoDBCheckpointStore, *shards: str) -> AsyncIterator[LeaseManager]:
+    """`keeping`, once every one of `shards` is held."""
+    async with keeping(store, list(shards)) as manager:
+        await eventually(lambda: all(manager.state(s) == "held" for s in shards), timeout=10)
+        yield manager
+
+
+async def lease_item(dynamodb: Any, shard: str) -> dict[str, Any]:
+    (item,) = [i for i in await table_items(dynamodb) if i["sk"]["S"] == shard_key(shard)]
+    return dict(item)
+
+
+async def chunk_items(dynamodb: Any) -> dict[str, dict[str, Any]]:
+    """Every window chunk item of the table, by `sk`."""
+    items = await table_items(dynamodb)
+    return {i["sk"]["S"]: i for i in items if i["sk"]["S"].startswith(WINDOW_PREFIX)}
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB counts it: names and values (strings, bytes, numbers)."""
+    return sum(len(name) + len(str(next(iter(v.values())))) for name, v in item.items())
+
+
+async def round_trip(front: str, dynamodb: Any, checkpoint: Checkpoint) -> dict[str, Any]:
+    """Write `checkpoint` on shard-1 under its lease, check that `get` and `all` read it back;
+    the lease item as stored."""
+    async with store_for(front, "a") as a, holding(a, "shard-1"):
+        await a.put("orders", ARN, "shard-1", checkpoint)
+        assert await a.get("orders", ARN, "shard-1") == checkpoint
+        assert await a.all("orders", ARN) == {"shard-1": checkpoint}
+        return await lease_item(dynamodb, "shard-1")
+
+
+@pytest.mark.parametrize("size", [8, 10_000, INLINE_STATE_BYTES])
+async def test_a_small_window_state_is_kept_inline_in_the_lease_item(
+    dynamodb_front: str, dynamodb: Any, size: int
+) -> None:
+    checkpoint = windowed("5", size)
+    item = await round_trip(dynamodb_front, dynamodb, checkpoint)
+    assert item["window_start"] == {"N": str(WINDOW)}
+    assert item["window_state"] == {"B": checkpoint.window_state}
+    assert "window_chunks" not in item and "window_id" not in item
+    assert await chunk_items(dynamodb) == {}
+
+
+async def test_a_1_mib_window_state_is_chunked_and_read_back_whole(
+    dynamodb_front: str, dynamodb: Any
+) -> None:
+    checkpoint = windowed("5", MAX_STATE_BYTES)
+    item = await round_trip(dynamodb_front, dynamodb, checkpoint)
+    assert "window_state" not in item
+    assert item["window_start"] == {"N": str(WINDOW)} and item["window_chunks"] == {"N": "3"}
+    chunks = await chunk_items(dynamodb)
+    keys = [f"window|shard-1|{n}" for n in range(3)]
+    assert sorted(chunks) == keys
+    assert b"".join(chunks[key]["data"]["B"] for key in keys) == checkpoint.window_state
+    for chunk in chunks.values():
+        assert chunk["window_id"] == item["window_id"]
+        assert len(chunk["data"]["B"]) <= CHUNK_BYTES and item_size(chunk) < 400_000
+
+
+async def test_a_shrinking_window_state_deletes_the_chunks_it_no_longer_takes(
+    dynamodb_front: str, dynamodb: Any
+) -> None:
+    steps = [(MAX_STATE_BYTES, 3), (500_000, 2), (10_000, 0), (MAX_STATE_BYTES, 3), (8, 0)]
+    async with store_for(dynamodb_front, "a") as a, holding(a, "shard-1"):
+        for n, (size, chunk_count) in enumerate(steps):
+            checkpoint = windowed(str(n), size)
+            await a.put("orders", ARN, "shard-1", checkpoint)
+            assert await a.get("orders", ARN, "shard-1") == checkpoint
+            assert sorted(await chunk_items(dynamodb)) == [
+                f"window|shard-1|{c}" for c in range(chunk_count)
+            ]
+
+
+async def test_a_checkpoint_without_a_window_clears_it_and_its_chunks(
+    dynamodb_front: str, dynamodb: Any
+) -> None:
+    async with store_for(dynamodb_front, "a") as a, holding(a, "shard-1", "shard-2"):
+        await a.put("orders", ARN, "shard-1", windowed("5", MAX_STATE_BYTES))
+        await a.put("orders", ARN, "shard-1", Checkpoint("9"))
+        await a.put("orders", ARN, "shard-2", windowed("5", 100))
+        await a.put("orders", ARN, "shard-2", Checkpoint("9"))
+        await a.put("orders", ARN, "shard-3", Checkpoint(None))  # START: needs no lease
+        for shard in ("shard-1", "shard-2"):
+            assert await a.get("orders", ARN, shard) == Checkpoint("9")
+        # Exactly the layout of a lease that never had a window.
+        never = "pk sk shard_id state counter owner token renewed_at checkpoint updated_at"
+        for shard in ("shard-1", "shard-2"):
+            assert set(await lease_item(dynamodb, shard)) == set(never.split())
+    assert await chunk_items(dynamodb) == {}
+
+
+@pytest.mark.parametrize(
+    ("before", "refused"),
+    [
+        pytest.param(MAX_STATE_BYTES, MAX_STATE_BYTES, id="chunked-over-chunked"),
+        pytest.param(MAX_STATE_BYTES, 1_000, id="inline-over-chunked"),
+        pytest.param(MAX_STATE_BYTES, None, id="no-window-over-chunked"),
+        pytest.param(1_000, MAX_STATE_BYTES, id="chunked-over-inline"),
+        pytest.param(1_000, 1_000, id="inline-over-inline"),
+    ],
+)
+async def test_a_replica_that_lost_the_lease_writes_neither_position_nor_window(
+    dynamodb_front: str, dynamodb: Any, before: int, refused: int | None
+) -> None:
+    kept = windowed("5", before)
+    async with store_for(dynamodb_front, "a") as a, store_for(dynamodb_front, "b") as b:
+        async with stalled(a, "shard-1") as manager:
+            await a.put("orders", ARN, "shard-1", kept)
+            item = await lease_item(dynamodb, "shard-1")
+            await b.table.take(
+                PK,
+                "shard-1",
+                counter=int(item["counter"]["N"]),
+                owner="b",
+                token="peer-token",
+                now=time.time(),
+            )
+            table = await table_items(dynamodb)
+            write = Checkpoint("9") if refused is None else windowed("9", refused)
+            with pytest.raises(LeaseLost, match="taken by another instance"):
+                await a.put("orders", ARN, "shard-1", write)
+            assert manager.state("shard-1") is None
+            assert await table_items(dynamodb) == table  # not one item moved
+        assert await b.get("orders", ARN, "shard-1") == kept
+
+
+@pytest.mark.parametrize("read_first", [True, False], ids=["read-first", "write-first"])
+async def test_a_takeover_hands_the_window_state_to_the_new_owner(
+    dynamodb_front: str, dynamodb: Any, read_first: bool
+) -> None:
+    """The new owner reads the state the old one left; its own first write replaces those
+    chunks, whether or not it read them first (the count it expects is corrected)."""
+    left = windowed("5", MAX_STATE_BYTES)
+    async with store_for(dynamodb_front, "a") as a, store_for(dynamodb_front, "b") as b:
+        async with holding(a, "shard-1"):
+            await a.put("orders", ARN, "shard-1", left)
+        async with holding(b, "shard-1"):  # a released the lease on its way out
+            if read_first:
+                assert await b.get("orders", ARN, "shard-1") == left
+            await b.put("orders", ARN, "shard-1", windowed("6", 500_000))
+            assert sorted(await chunk_items(dynamodb)) == ["window|shard-1|0", "window|shard-1|1"]
+            smaller = windowed("7", 1_000)
+            await b.put("orders", ARN, "shard-1", smaller)
+            assert await b.get("orders", ARN, "shard-1") == smaller
+    assert await chunk_items(dynamodb) == {}
+
+
+async def test_all_returns_the_windows_and_never_a_chunk_item_as_a_shard(
+    dynamodb_front: str,
+) -> None:
+    # shard-1 and shard-10: one's chunk keys are a prefix of the other's but for the "|".
+    expected = {
+        "shard-1": windowed("1", MAX_STATE_BYTES),
+        "shard-10": windowed("10", 700_000),
+        "shard-2": windowed("2", 50),
+        "shard-3": Checkpoint("3"),
+        "shard-4": Checkpoint("4", window_start=WINDOW),  # an open window with no state yet
+    }
+    async with store_for(dynamodb_front, "a") as a, holding(a, *expected):
+        for shard, checkpoint in expected.items():
+            await a.put("orders", ARN, shard, checkpoint)
+        await a.put("orders", ARN, "shard-5", Checkpoint(None))
+        await a.set_mapping_started_at("orders", ARN, 1_735_732_800.25)
+        assert await a.all("orders", ARN) == {**expected, "shard-5": Checkpoint(None)}
+        for shard, checkpoint in expected.items():
+            assert await a.get("orders", ARN, shard) == checkpoint
+
+
+async def test_the_lease_loop_reads_neither_chunk_items_nor_window_states(
+    dynamodb_front: str, dynamodb: Any
+) -> None:
+    shards = ["shard-1", "shard-2"]
+    written = {"shard-1": windowed("1", MAX_STATE_BYTES), "shard-2": windowed("2", 200_000)}
+    async with store_for(dynamodb_front, "a") as a, store_for(dynamodb_front, "b") as b:
+        async with holding(a, *shards):
+            for shard, checkpoint in written.items():
+                await a.put("orders", ARN, shard, checkpoint)
+        assert len(await chunk_items(dynamodb)) == 3
+        statuses = status_for(), status_for()
+        async with (
+            keeping(a, shards, statuses[0]) as first,
+            keeping(b, shards, statuses[1]) as second,
+        ):
+            await eventually(lambda: len(first.held()) == 1 and len(second.held()) == 1, timeout=15)
+            assert sorted(first.held() + second.held()) == shards
+            assert first.finished == set() and second.finished == set()
+            # No chunk item shows up on /status as a shard.
+            assert all(set(status.shards) <= set(shards) for status in statuses)
+            scanned = await a.table.lease_loop_items(PK)
+            assert {i["sk"]["S"] for i in scanned} == {
+                "shard|shard-1",
+                "shard|shard-2",
+                "replica|a",
+                "replica|b",
+            }
+            assert not [i for i in scanned if set(i) & {"window_state", "window_start"}]
+            for store, manager in ((a, first), (b, second)):
+                (shard,) = manager.held()
+                assert await store.get("orders", ARN, shard) == written[shard]
+
+
+async def test_a_window_whose_chunks_are_not_of_one_write_is_never_returned(
+    dynamodb_front: str, dynamodb: Any
+) -> None:
+    checkpoint = windowed("5", MAX_STATE_BYTES)
+    async with store_for(dynamodb_front, "a") as a, holding(a, "shard-1"):
+        await a.put("orders", ARN, "shard-1", checkpoint)
+        # As if a write came between reading the lease item and its chunks: one chunk of
+        # another write.
+        chunk = (await chunk_items(dynamodb))["window|shard-1|1"]
+        await dynamodb.put_item(TableName=TABLE, Item={**chunk, "window_id": {"S": "other"}})
+        with pytest.raises(TimeoutError, match="window state changed during each of 5 reads"):
+            await a.get("orders", ARN, "shard-1")
+        with pytest.raises(TimeoutError):
+            await a.all("orders", ARN)
+        # The owner's next checkpoint writes every chunk anew.
+        await a.put("orders", ARN, "shard-1", checkpoint)
+        assert await a.get("orders", ARN, "shard-1") == checkpoint
 
 
 # -- fleets of replicas --------------------------------------------------------------------------

@@ -149,10 +149,22 @@ async def lease_counters(dynamodb: Any) -> dict[str, int]:
 
 
 async def _shard_items(dynamodb: Any) -> list[dict[str, Any]]:
+    return [item for item in await table_items(dynamodb) if item["sk"]["S"].startswith("shard|")]
+
+
+async def table_items(dynamodb: Any) -> list[dict[str, Any]]:
+    """Every item of the lease table (every page: window chunks fill pages fast), in key order
+    within each partition; none when the table does not exist."""
     if TABLE not in (await dynamodb.list_tables())["TableNames"]:
         return []
-    items = (await dynamodb.scan(TableName=TABLE, ConsistentRead=True))["Items"]
-    return [item for item in items if item["sk"]["S"].startswith("shard|")]
+    items: list[dict[str, Any]] = []
+    request: dict[str, Any] = {"TableName": TABLE, "ConsistentRead": True}
+    while True:
+        answer = await dynamodb.scan(**request)
+        items.extend(answer["Items"])
+        if not answer.get("LastEvaluatedKey"):
+            return items
+        request["ExclusiveStartKey"] = answer["LastEvaluatedKey"]
 
 
 async def owners(dynamodb: Any, shards: Sequence[str] | None = None) -> Counter[str | None]:
