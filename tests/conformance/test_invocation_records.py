@@ -16,7 +16,7 @@ from tests.support.config import config_yaml
 from tests.support.daemon import running, settings_from
 from tests.support.fake_lambda import FakeLambda, Invocation, Reply, invocations
 from tests.support.queues import aws_client, make_queue, receive_all
-from tests.support.streams import backdate_kinesis_records, make_stream, put_records
+from tests.support.streams import backdate_kinesis_records, make_stream, make_table, put_records
 from tests.support.wait import eventually
 
 # Values moto makes differently from AWS, which poller passes on as the API gave them: their
@@ -44,15 +44,9 @@ def behaviour(event: Any, info: Invocation) -> Any:
 
 
 async def _table(dynamodb: Any, name: str) -> str:
-    answer = await dynamodb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "order_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "order_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
-    )
+    stream_arn = await make_table(dynamodb, name, "NEW_IMAGE", key="order_id")
     await dynamodb.put_item(TableName=name, Item={"order_id": {"S": "o-17"}})
-    return str(answer["TableDescription"]["LatestStreamArn"])
+    return stream_arn
 
 
 async def test_invocation_records_have_the_recorded_shapes(

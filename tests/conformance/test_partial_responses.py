@@ -14,7 +14,7 @@ from tests.support.config import config_yaml
 from tests.support.daemon import running, settings_from
 from tests.support.fake_lambda import FakeLambda, Invocation, Reply, invocations
 from tests.support.queues import make_queue, receive_all, send
-from tests.support.streams import make_stream, put_records
+from tests.support.streams import make_stream, make_table, put_records
 from tests.support.wait import eventually
 
 
@@ -45,16 +45,10 @@ def _answer(scenario: dict[str, Any], event: Any) -> Any:
 
 
 async def _table(dynamodb: Any, name: str, items: int) -> str:
-    answer = await dynamodb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "order_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "order_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
-    )
+    stream_arn = await make_table(dynamodb, name, "NEW_IMAGE", key="order_id")
     for n in range(1, items + 1):
         await dynamodb.put_item(TableName=name, Item={"order_id": {"S": f"o-{n}"}})
-    return str(answer["TableDescription"]["LatestStreamArn"])
+    return stream_arn
 
 
 async def test_stream_partial_responses_are_answered_as_aws_answered_them(

@@ -14,7 +14,7 @@ from tests.conformance.facts import Facts, facts
 from tests.support.config import config_yaml
 from tests.support.daemon import running, settings_from
 from tests.support.fake_lambda import FakeLambda, event_records
-from tests.support.streams import make_stream, put_records
+from tests.support.streams import make_stream, make_table, put_records
 from tests.support.wait import eventually
 
 ROLE = "arn:aws:iam::123456789012:role/clicks-consumer"
@@ -57,18 +57,6 @@ async def test_kinesis_records_have_the_recorded_shape(
         assert facts("kinesis").differences(record, moto_gets_wrong=MOTO_KINESIS) == []
 
 
-async def _table(dynamodb: Any, name: str, view_type: str) -> str:
-    """A table keyed by `order_id` (the recorded events' key) with a stream of `view_type`."""
-    answer = await dynamodb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "order_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "order_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": view_type},
-    )
-    return str(answer["TableDescription"]["LatestStreamArn"])
-
-
 VIEWS = {
     "NEW_AND_OLD_IMAGES": "dynamodb_new_and_old_images",
     "NEW_IMAGE": "dynamodb_new_image",
@@ -88,7 +76,7 @@ async def test_dynamodb_records_of_every_view_and_event_have_the_recorded_shapes
     mappings = []
     for view in VIEWS:
         name = view.lower().replace("_", "-")
-        arn = await _table(dynamodb, name, view)
+        arn = await make_table(dynamodb, name, view, key="order_id")
         mappings.append({"name": name, "source": arn, "function": name})
         await dynamodb.put_item(
             TableName=name, Item={"order_id": {"S": "o-17"}, "state": {"S": "new"}}
@@ -115,7 +103,7 @@ async def test_every_attribute_type_keeps_its_recorded_encoding(
     moto: str, dynamodb: Any, state: Path
 ) -> None:
     recorded = facts("dynamodb_attribute_values")
-    arn = await _table(dynamodb, "typed", "NEW_IMAGE")
+    arn = await make_table(dynamodb, "typed", "NEW_IMAGE", key="order_id")
     # One attribute per type, named after its type, holding the recorded value.
     item = {"order_id": {"S": "o-1"}}
     for label, value in recorded.example.items():

@@ -17,6 +17,7 @@ from tests.support.streams import (
     backdate_dynamodb_records,
     backdate_kinesis_records,
     make_stream,
+    make_table,
     put_records,
 )
 from tests.support.wait import eventually
@@ -75,14 +76,8 @@ async def test_kinesis_window_events(moto: str, kinesis: Any, state: Path) -> No
 
 
 async def test_dynamodb_window_events(moto: str, dynamodb: Any, state: Path) -> None:
-    answer = await dynamodb.create_table(
-        TableName="orders",
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
-    )
+    stream_arn = await make_table(dynamodb, "orders", "NEW_IMAGE", key="id")
     await dynamodb.put_item(TableName="orders", Item={"id": {"S": "o-1"}})
     backdate_dynamodb_records("orders", 65)
-    arn = answer["TableDescription"]["LatestStreamArn"]
+    arn = stream_arn
     _hold(await _events(moto, state, arn), "dynamodb_time_window", DynamoDBStreamEvent)

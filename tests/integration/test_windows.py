@@ -17,6 +17,7 @@ from tests.support.streams import (
     backdate_dynamodb_records,
     backdate_kinesis_records,
     make_stream,
+    make_table,
     put_records,
     reshard,
 )
@@ -86,14 +87,8 @@ async def test_kinesis_windows_report_exact_counts(moto: str, kinesis: Any, stat
 
 
 async def test_dynamodb_windows_report_exact_counts(moto: str, dynamodb: Any, state: Path) -> None:
-    answer = await dynamodb.create_table(
-        TableName="clicks",
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
-    )
-    arn = answer["TableDescription"]["LatestStreamArn"]
+    stream_arn = await make_table(dynamodb, "clicks", "NEW_IMAGE", key="id")
+    arn = stream_arn
     n = 0
     for counts in WINDOWS:
         for key in _keys(counts):

@@ -85,12 +85,12 @@ def numbers(records: Sequence[dict[str, Any]]) -> list[int]:
     return [kinesis_data(record)["n"] for record in records]
 
 
-async def make_table(dynamodb: Any, name: str, view_type: str) -> str:
-    """A table keyed by `pk` (S) with a stream of `view_type`; returns the stream ARN."""
+async def make_table(dynamodb: Any, name: str, view_type: str, *, key: str = "pk") -> str:
+    """A table keyed by `key` (S) with a stream of `view_type`; returns the stream ARN."""
     answer = await dynamodb.create_table(
         TableName=name,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
         StreamSpecification={"StreamEnabled": True, "StreamViewType": view_type},
     )
