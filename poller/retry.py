@@ -111,6 +111,11 @@ async def sleep_or_stop(seconds: float, stopping: anyio.Event) -> bool:
     return stopping.is_set()
 
 
+async def _end_when(waiting: Callable[[], Awaitable[object]], scope: anyio.CancelScope) -> None:
+    await waiting()
+    scope.cancel()
+
+
 async def retry_result(
     call: Callable[[], Awaitable[T]],
     *,
@@ -120,13 +125,16 @@ async def retry_result(
     hint: Callable[[T], float | None] | None = None,
     before_sleep: Callable[[T, int, float], None] | None = None,
     max_attempts: int | None = None,
+    wake: Callable[[], Awaitable[object]] | None = None,
 ) -> T:
     """Call until `again(result)` is false, waiting along `curve` in between; the last result.
 
     `before_sleep(result, attempt, delay)` runs before each wait (status, logs); it may raise
-    to stop. A wait raises `Stopped` once `stopping` is set. With `max_attempts`, the result of
-    the last attempt is returned even if it still wants another. `stopping` None: the waits
-    run to their end whatever happens (a shielded write that must finish).
+    to stop. A wait raises `Stopped` once `stopping` is set, and ends early when `wake()`
+    returns (something changed that makes another attempt worth it at once). With
+    `max_attempts`, the result of the last attempt is returned even if it still wants another.
+    `stopping` None: the waits run to their end whatever happens (a shielded write that must
+    finish).
     """
 
     def wait(state: RetryCallState) -> float:
@@ -141,9 +149,18 @@ async def retry_result(
             before_sleep(state.outcome.result(), state.attempt_number, state.upcoming_sleep)
 
     async def sleep(seconds: float) -> None:
-        if stopping is None:
-            await anyio.sleep(seconds)
-        elif await sleep_or_stop(seconds, stopping):
+        if wake is None:
+            if stopping is None:
+                await anyio.sleep(seconds)
+            elif await sleep_or_stop(seconds, stopping):
+                raise Stopped("stopping")
+            return
+        with anyio.move_on_after(seconds):
+            async with anyio.create_task_group() as waits:
+                waits.start_soon(_end_when, wake, waits.cancel_scope)
+                if stopping is not None:
+                    waits.start_soon(_end_when, stopping.wait, waits.cancel_scope)
+        if stopping is not None and stopping.is_set():
             raise Stopped("stopping")
 
     async def attempt() -> T:

@@ -103,6 +103,9 @@ class Invoker:
             stopping=self._shutdown.stopping,
             hint=lambda result: result.retry_after,
             before_sleep=self._on_hold,
+            # Another batch reaching the function opens the gate: every held batch tries
+            # again at once instead of waiting out the back-off it drew during the outage.
+            wake=self.gate.wait_open,
         )
         if not self.gate.is_open:
             self.gate.open()

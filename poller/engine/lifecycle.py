@@ -63,5 +63,10 @@ class Gate:
         if self._open.is_set():
             self._open = anyio.Event()
 
+    @property
+    def waiting(self) -> int:
+        """How many tasks wait for the gate to open (batches held by a throttle or outage)."""
+        return self._open.statistics().tasks_waiting
+
     async def wait_open(self) -> None:
         await self._open.wait()

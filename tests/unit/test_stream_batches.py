@@ -485,3 +485,31 @@ def test_invocation_record_for_dynamodb_and_timeouts() -> None:
         "executedVersion": "$LATEST",
         "functionError": "Unhandled",
     }
+
+
+async def test_held_batches_try_again_once_another_batch_reaches_the_function() -> None:
+    # Two batches held by throttles with a minute of back-off each; then the target takes a
+    # third: the gate opens and both held ones try again at once, not a minute later.
+    answers = iter([THROTTLED, THROTTLED])
+    target = ScriptedTarget(lambda ids: next(answers, OK))
+    metrics = Metrics().for_mapping("orders")
+    status = MappingStatus("orders", "uuid", STREAM, "scripted", metrics)
+    minute = Curve(base=60.0, cap=60.0, jitter=0.0)
+    invoker = Invoker(target, metrics, status, shutdown=Shutdown(), curve=minute)
+    results: list[Outcome] = []
+
+    async def invoke(n: int) -> None:
+        [record] = records(1, start=n)
+        event = b'{"Records":[' + record.serialized + b"]}"
+        results.append((await invoker.invoke(event, 1)).outcome)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(invoke, 1)
+            tasks.start_soon(invoke, 2)
+            while invoker.gate.waiting < 2:
+                await anyio.lowlevel.checkpoint()
+            assert not invoker.gate.is_open
+            await invoke(3)
+    assert results == [Outcome.SUCCESS] * 3
+    assert len(target.calls) == 5
