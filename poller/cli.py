@@ -7,6 +7,7 @@ configuration problems to exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -73,6 +74,17 @@ def _parser() -> argparse.ArgumentParser:
             help=f"json: one JSON object per line; text: for reading (default: {format_default})",
         )
 
+    def daemon_options(sub: argparse.ArgumentParser) -> None:
+        config_option(sub)
+        sub.add_argument(
+            "--url",
+            help="the daemon's address, instead of the configuration's server "
+            f"(without either: {health.DEFAULT_URL})",
+        )
+        sub.add_argument(
+            "--timeout", type=float, default=4.0, metavar="S", help="seconds to wait (default: 4)"
+        )
+
     run = commands.add_parser("run", help="run every enabled mapping until SIGTERM/SIGINT")
     config_option(run)
     log_options(run, "text when stdout is a terminal, json otherwise")
@@ -87,15 +99,17 @@ def _parser() -> argparse.ArgumentParser:
         "healthcheck",
         help="exit 0 when the daemon of the configuration answers /healthz, else 1",
     )
-    config_option(check)
-    check.add_argument(
-        "--url",
-        help="the daemon's address, instead of the configuration's server "
-        f"(without either: {health.DEFAULT_URL})",
+    daemon_options(check)
+    status = commands.add_parser(
+        "status", help="show a running daemon's mappings and shards (its /status)"
     )
-    check.add_argument(
-        "--timeout", type=float, default=4.0, metavar="S", help="seconds to wait (default: 4)"
+    daemon_options(status)
+    status.add_argument(
+        "--json", action="store_true", help="print the /status document as it is (indented)"
     )
+    from poller.ops.commands.arguments import checkpoints_parser
+
+    checkpoints_parser(commands, config_option)
     return parser
 
 
@@ -170,19 +184,25 @@ def demo(args: argparse.Namespace) -> int:
     return run_demo(duration=args.duration, log_level=args.log_level, log_format=args.log_format)
 
 
+def _daemon_url(args: argparse.Namespace) -> str | None:
+    """Where the daemon's endpoints are: `--url`, else the configuration's server, else the
+    default; None (the problem reported) when the configuration does not say."""
+    if args.url is not None or not args.config:
+        return str(args.url or health.DEFAULT_URL)
+    try:
+        return health.ops_url(_load(args.config).server)
+    except ConfigError as error:
+        _report(error)
+    except ValueError as exc:
+        sys.stderr.write(f"{args.config}: {exc}\n")
+    return None
+
+
 def healthcheck(args: argparse.Namespace) -> int:
     # Every failure is 1, a bad configuration too: Docker reserves a health check's exit code 2.
-    url = args.url
-    if url is None and args.config:
-        try:
-            url = health.ops_url(_load(args.config).server)
-        except ConfigError as error:
-            _report(error)
-            return EXIT_FATAL
-        except ValueError as exc:
-            sys.stderr.write(f"{args.config}: {exc}\n")
-            return EXIT_FATAL
-    url = url or health.DEFAULT_URL
+    url = _daemon_url(args)
+    if url is None:
+        return EXIT_FATAL
     problem = health.probe(url, args.timeout)
     if problem:
         sys.stderr.write(f"poller healthcheck: unhealthy: {problem}\n")
@@ -191,12 +211,43 @@ def healthcheck(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def status(args: argparse.Namespace) -> int:
+    from poller.ops.commands.status import Unreachable, fetch, render
+
+    url = _daemon_url(args)
+    if url is None:
+        return EXIT_USAGE
+    try:
+        document = fetch(url, args.timeout)
+    except Unreachable as exc:
+        sys.stderr.write(f"poller status: {exc}\n")
+        return EXIT_FATAL
+    sys.stdout.write(json.dumps(document, indent=2) + "\n" if args.json else render(document))
+    return EXIT_OK
+
+
+def checkpoints(args: argparse.Namespace) -> int:
+    from poller.ops.commands.checkpoints import run_command
+
+    try:
+        settings = _load(args.config)
+    except ConfigError as error:
+        _report(error)
+        return EXIT_USAGE
+    return run_command(settings, args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"run": run, "validate": validate, "demo": demo, "healthcheck": healthcheck}[
-        args.command
-    ]
-    return handler(args)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": run,
+        "validate": validate,
+        "demo": demo,
+        "healthcheck": healthcheck,
+        "status": status,
+        "checkpoints": checkpoints,
+    }
+    return handlers[args.command](args)
 
 
 def entry() -> None:

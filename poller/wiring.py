@@ -333,12 +333,20 @@ class StreamMapping(_Mapping):
             self.abandoned = stream.abandoned
 
     async def _shard_api(self) -> ShardApi:
-        source, clients = self._mapping.source_arn, self._services.clients
-        if source.kind == "kinesis":
-            identity = await self._services.identity(source)
-            client = await clients.client("kinesis")
-            return KinesisShards(client, source, invoke_identity_arn=identity)
-        return DynamoDBShards(await clients.client("dynamodbstreams"), source)
+        source = self._mapping.source_arn
+        identity = await self._services.identity(source) if source.kind == "kinesis" else ""
+        return await shard_api(source, self._services.clients, invoke_identity_arn=identity)
+
+
+async def shard_api(
+    source: SourceArn, clients: AwsClients, *, invoke_identity_arn: str = ""
+) -> ShardApi:
+    """The stream API of a Kinesis or DynamoDB stream source (the identity goes in Kinesis
+    event records; reading positions needs none)."""
+    if source.kind == "kinesis":
+        client = await clients.client("kinesis")
+        return KinesisShards(client, source, invoke_identity_arn=invoke_identity_arn)
+    return DynamoDBShards(await clients.client("dynamodbstreams"), source)
 
 
 def stream_context(

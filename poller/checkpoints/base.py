@@ -77,6 +77,11 @@ class StoreUnusable(Exception):
     """The checkpoint store cannot be used as configured; the message says what to do."""
 
 
+class StoreHeld(StoreUnusable):
+    """A live instance holds the store (a running daemon on the SQLite file); the message
+    says who."""
+
+
 class LeaseLost(Exception):
     """A checkpoint write found the shard's lease held by another instance: nothing was
     written, and the reader must stop (its records are the new owner's to deliver)."""

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
-from poller.checkpoints.base import AllShards, Checkpoint, StoreUnusable
+from poller.checkpoints.base import AllShards, Checkpoint, StoreHeld, StoreUnusable
+from poller.checkpoints.filelock import FileLock
 from poller.engine.lifecycle import Shutdown
 from poller.ops.status import MappingStatus
 
@@ -65,10 +66,16 @@ def _checkpoint(row: tuple[Any, ...]) -> Checkpoint:
 
 
 class SqliteCheckpointStore:
-    """CheckpointStore on a local SQLite file (the default `checkpoints.backend`)."""
+    """CheckpointStore on a local SQLite file (the default `checkpoints.backend`).
 
-    def __init__(self, path: str | Path) -> None:
+    `exclusive` (the daemon's way): the first use takes the file's lock (`filelock`), kept
+    until `aclose()`, so a second daemon, or `poller checkpoints set`, cannot use the file
+    while this one runs; without it (reading positions) the file is read beside its owner.
+    """
+
+    def __init__(self, path: str | Path, *, exclusive: bool = True) -> None:
         self._path = str(path)
+        self._file_lock = FileLock(self._path) if exclusive and self._path != ":memory:" else None
         self._connection: sqlite3.Connection | None = None
         # A thread lock, not an anyio one: it guards the connection inside worker threads,
         # and `_open` may run from any of them.
@@ -114,6 +121,17 @@ class SqliteCheckpointStore:
                     checkpoint.window_state,
                     time.time(),
                 ),
+            )
+
+        await self._run_shielded(write)
+
+    async def clear(self, mapping: str, stream_arn: str, shard_id: str) -> None:
+        """Forget the shard's checkpoint: a reader then starts it at TRIM_HORIZON."""
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "DELETE FROM checkpoints WHERE mapping = ? AND stream_arn = ? AND shard_id = ?",
+                (mapping, stream_arn, shard_id),
             )
 
         await self._run_shielded(write)
@@ -169,6 +187,8 @@ class SqliteCheckpointStore:
                 if self._connection is not None:
                     self._connection.close()
                     self._connection = None
+                if self._file_lock is not None:
+                    self._file_lock.release()
 
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(close)
@@ -197,8 +217,15 @@ class SqliteCheckpointStore:
         if self._connection is not None:
             return self._connection
         try:
+            if self._file_lock is not None:
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+                self._file_lock.acquire()
             db = _connect(self._path)
         except (OSError, sqlite3.Error, StoreUnusable) as exc:
+            if self._file_lock is not None:
+                self._file_lock.release(discard=True)
+            if isinstance(exc, StoreHeld):
+                raise StoreHeld(f"checkpoints.path {self._path!r}: {exc}") from None
             if isinstance(exc, StoreUnusable):
                 problem = str(exc)
             else:

@@ -38,6 +38,8 @@ from poller.engine.lifecycle import Shutdown
 from poller.engine.windows import MAX_STATE_BYTES
 from poller.ops.metrics import Metrics
 from poller.ops.status import MappingStatus, State
+from tests.support.commands import poller
+from tests.support.config import config_yaml
 from tests.support.daemon import metric, running, settings_from
 from tests.support.fake_lambda import FakeLambda, SlowFunction, event_records
 from tests.support.leases import (
@@ -717,3 +719,42 @@ async def test_resharding_under_leases_keeps_parents_before_children_across_repl
         assert_parents_before_children(fake, await list_shards(kinesis, arn))
         # The split's two children were read by the two replicas, one each.
         assert {replica_id(r) for r in replicas} <= seen_owners
+
+
+async def test_checkpoints_set_refuses_while_a_lease_is_held(
+    moto: str, dynamodb_front: str, kinesis: Any, tmp_path: Path, capsys: Any
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+    placed = await put_records(kinesis, arn, [("k", {"n": n}) for n in range(3)])
+    shard, first, last = placed[0][0], placed[0][1], placed[-1][1]
+    config = tmp_path / "poller.yaml"
+    checkpoints = {"backend": "dynamodb", "table": TABLE, "lease_duration_seconds": 30}
+    mapping = {"source": arn, "starting_position": "TRIM_HORIZON", "function": "fn"}
+    config.write_text(
+        config_yaml(moto, [mapping], dynamodb_url=dynamodb_front, checkpoints=checkpoints)
+    )
+    argv = ["-c", str(config), "--mapping", "orders"]
+    async with store_for(dynamodb_front, "replica-a", duration=30) as store:
+        manager = store.leases("orders", arn, status_for(), Shutdown())
+        manager.update([ShardInfo(shard)])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(manager.run, lambda: None)
+            await eventually(lambda: manager.state(shard) == "held")
+            await store.put("orders", arn, shard, Checkpoint(last))
+            refused = await poller(capsys, "checkpoints", "set", *argv, "--sequence", first)
+            held = await poller(capsys, "checkpoints", "list", *argv)
+            tg.cancel_scope.cancel()
+        await manager.aclose()
+    assert refused.code == 1, refused.err
+    assert f"shard {shard}: leased by replica-a until " in refused.err
+    header, row = held.out.splitlines()
+    assert header.split()[:6] == ["MAPPING", "SHARD", "SEQUENCE", "FINISHED", "OWNER", "LEASE"]
+    assert row.split()[:5] == ["orders", shard, last, "no", "replica-a"]
+    moved = await poller(capsys, "checkpoints", "set", *argv, "--sequence", first)
+    assert moved.code == 0, moved.err
+    assert f"orders {shard}: after {last} -> after {first}" in moved.out
+    released = await poller(capsys, "checkpoints", "list", *argv)
+    assert released.out.splitlines()[1].split() == ["orders", shard, first, "no", "-", "-", "-"]
+    # The next owner reads from the new position.
+    async with store_for(dynamodb_front, "replica-b", duration=30) as store:
+        assert await store.get("orders", arn, shard) == Checkpoint(first)

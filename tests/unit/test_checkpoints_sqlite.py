@@ -208,4 +208,5 @@ async def test_usable_paths_have_no_problem(tmp_path: Path) -> None:
     assert path_problem(str(existing)) is None  # while the store has it open
     await store.aclose()
     assert path_problem(str(existing)) is None
-    assert listing(tmp_path) == ["empty.db", "state.db"]
+    # The store's lock file stays: only a live process's flock on it means anything.
+    assert listing(tmp_path) == ["empty.db", "state.db", "state.db.lock"]

@@ -65,6 +65,24 @@ def test_the_readme_links_every_reference_page() -> None:
             assert (page.parent / target).exists(), f"{page.name} links {target}, which is missing"
 
 
+def test_operations_md_has_a_row_for_every_command() -> None:
+    import argparse
+
+    from poller.cli import _parser
+
+    def commands(parser: argparse.ArgumentParser, prefix: str) -> list[str]:
+        found: list[str] = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += commands(sub, f"{prefix} {name}") or [f"{prefix} {name}"]
+        return found
+
+    rows = [line for line in _doc("operations").splitlines() if line.startswith("| `poller ")]
+    for command in commands(_parser(), "poller"):
+        assert any(row.startswith(f"| `{command}") for row in rows), f"no row for {command}"
+
+
 # --- configuration.md ---------------------------------------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""The operator's commands beside `run`: `poller status` and `poller checkpoints`."""

@@ -1,0 +1,263 @@
+"""`poller checkpoints list` and `poller checkpoints set`: stored stream positions, shown and
+moved by an operator (the backends' side is `poller.checkpoints.positions`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+import anyio
+
+from poller.aws.clients import AwsClients
+from poller.aws.errors import AWS_ERRORS, error_code
+from poller.checkpoints.base import Checkpoint, StoreUnusable
+from poller.checkpoints.positions import PositionHeld, Positions, Stored, open_positions
+from poller.config.settings import MappingSettings, Settings
+from poller.events.invocation import iso_timestamp
+from poller.events.streams import stream_record
+from poller.ops.commands.text import NONE, cell, table
+from poller.sources.streams.shards import TRIM_HORIZON, ShardApi, StartAt
+from poller.wiring import shard_api
+
+EXIT_FATAL = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """What stops the command, said to the user; `code` is its exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def run_command(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run `checkpoints list` or `checkpoints set`; its exit code, every problem on stderr."""
+    try:
+        return anyio.run(_run, settings, args, out or sys.stdout)
+    except CommandError as exc:
+        sys.stderr.write(f"poller checkpoints {args.action}: {exc}\n")
+        return exc.code
+
+
+async def _run(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    stored = settings.checkpoints
+    async with AwsClients(settings.aws) as clients:
+        positions = open_positions(
+            stored.backend,
+            path=stored.path,
+            table=stored.table,
+            lease_duration=stored.lease_duration_seconds,
+            clients=clients,
+        )
+        try:
+            if args.action == "list":
+                await list_positions(positions, _stream_mappings(settings, args.mapping), out)
+            else:
+                await set_positions(
+                    positions, clients, _one_mapping(settings, args.mapping), args, out
+                )
+        except PositionHeld as exc:
+            raise CommandError(str(exc), EXIT_FATAL) from None
+        except StoreUnusable as exc:
+            raise CommandError(str(exc), EXIT_FATAL) from None
+        except AWS_ERRORS as exc:
+            raise CommandError(
+                f"{error_code(exc) or type(exc).__name__}: {exc}", EXIT_FATAL
+            ) from None
+        finally:
+            await positions.store.aclose()
+    return 0
+
+
+# -- which mappings ----------------------------------------------------------------------------
+
+
+def _stream_mappings(settings: Settings, name: str | None) -> list[MappingSettings]:
+    if name is not None:
+        return [_one_mapping(settings, name)]
+    return [m for m in settings.mappings if m.source_arn.is_stream]
+
+
+def _one_mapping(settings: Settings, name: str) -> MappingSettings:
+    known = {m.name: m for m in settings.mappings}
+    mapping = known.get(name)
+    if mapping is None:
+        names = ", ".join(known) or "none"
+        raise CommandError(f"no mapping {name!r} in the configuration (its mappings: {names})")
+    if not mapping.source_arn.is_stream:
+        raise CommandError(
+            f"mapping {name} reads an SQS queue: queues have no stored positions "
+            "(only Kinesis and DynamoDB stream mappings do)"
+        )
+    return mapping
+
+
+# -- list --------------------------------------------------------------------------------------
+
+
+async def list_positions(
+    positions: Positions, mappings: Sequence[MappingSettings], out: TextIO
+) -> None:
+    """A row per stored shard position of `mappings`."""
+    header = ["MAPPING", "SHARD", "SEQUENCE", "FINISHED"]
+    if positions.leases:
+        header += ["OWNER", "LEASE EXPIRES"]
+    rows: list[list[str]] = []
+    for mapping in mappings:
+        stored = await positions.read(mapping.name, mapping.source_arn.arn)
+        for shard_id, position in sorted(stored.items()):
+            rows.append([mapping.name, shard_id, *_columns(position, positions.leases)])
+    if not rows:
+        out.write("no stored positions\n")
+        return
+    out.write("\n".join(table([*header, "WINDOW STATE"], rows)) + "\n")
+
+
+def _columns(position: Stored, leases: bool) -> list[str]:
+    checkpoint = position.checkpoint
+    if checkpoint is None:
+        sequence, finished, window = "(none: TRIM_HORIZON)", "no", NONE
+    else:
+        sequence = checkpoint.sequence_number or "(none yet: starting_position)"
+        finished = "yes" if checkpoint.finished else "no"
+        state = checkpoint.window_state
+        window = NONE if state is None else f"{len(state)} B"
+    columns = [sequence, finished]
+    if leases:
+        expires = position.expires_at
+        columns += [cell(position.owner), cell(None if expires is None else iso_timestamp(expires))]
+    return [*columns, window]
+
+
+# -- set ---------------------------------------------------------------------------------------
+
+
+async def set_positions(
+    positions: Positions,
+    clients: AwsClients,
+    mapping: MappingSettings,
+    args: argparse.Namespace,
+    out: TextIO,
+) -> None:
+    """Resolve the new position of each shard through the stream, then write them."""
+    arn = mapping.source_arn.arn
+    api = await shard_api(mapping.source_arn, clients)
+    listed = [shard.shard_id for shard in await api.list_shards()]
+    shards = _chosen(mapping, listed, args)
+    stored = await positions.read(mapping.name, arn)
+    await positions.hold(mapping.name, arn, {s: stored[s] for s in shards if s in stored})
+    stored = await positions.read(mapping.name, arn)  # as it is now the file is ours
+    targets = await _resolve(api, shards, args)
+    store = positions.store
+    if None in targets.values() and await store.mapping_started_at(mapping.name, arn) is None:
+        # As a first start would: the shards left alone keep the mapping's starting_position,
+        # and the ones cleared then start at TRIM_HORIZON (no checkpoint after a first start).
+        for shard_id in listed:
+            if shard_id not in stored and shard_id not in targets:
+                await store.put(mapping.name, arn, shard_id, Checkpoint(None))
+        await store.set_mapping_started_at(mapping.name, arn, time.time())
+    for shard_id, to in targets.items():
+        before = stored.get(shard_id, Stored(None))
+        checkpoint = None if to is None else Checkpoint(to)
+        await positions.write(mapping.name, arn, shard_id, checkpoint, before)
+        out.write(f"{mapping.name} {shard_id}: {_before(before)} -> {_after(to)}\n")
+    count = len(targets)
+    out.write(
+        f"moved {count} shard{'s' if count != 1 else ''}; the next `poller run` reads from there\n"
+    )
+
+
+def _chosen(mapping: MappingSettings, listed: list[str], args: argparse.Namespace) -> list[str]:
+    names = ", ".join(listed) or "none"
+    if args.shard is not None:
+        if args.shard not in listed:
+            raise CommandError(
+                f"mapping {mapping.name}: stream {mapping.source_arn.arn} has no shard "
+                f"{args.shard} (its shards: {names})"
+            )
+        return [args.shard]
+    if args.sequence is not None and len(listed) > 1:
+        raise CommandError(
+            f"mapping {mapping.name}: --sequence names a record of one shard; pass --shard "
+            f"(the stream's shards: {names})"
+        )
+    return listed
+
+
+async def _resolve(
+    api: ShardApi, shards: Sequence[str], args: argparse.Namespace
+) -> dict[str, str | None]:
+    """The new position of each shard: the last record handled, None for no checkpoint."""
+    if args.trim_horizon:
+        return dict.fromkeys(shards)
+    if args.sequence is not None:
+        await _check_sequence(api, shards[0], args.sequence)
+        return {shards[0]: args.sequence}
+    before = None if args.latest else float(args.timestamp)
+    found: dict[str, str | None] = {}
+    reached = False
+    for shard_id in shards:
+        found[shard_id], later = await last_before(api, shard_id, before)
+        reached |= later
+    if before is not None and not reached:
+        raise CommandError(
+            f"nothing in {api.stream_arn} arrived at or after {iso_timestamp(before)}: "
+            "the time is past its newest record (or after what it still keeps)"
+        )
+    return found
+
+
+async def _check_sequence(api: ShardApi, shard_id: str, sequence: str) -> None:
+    problem = None if sequence.isdigit() else "not a sequence number (digits only)"
+    if problem is None:
+        try:
+            await api.iterator(shard_id, StartAt("AFTER_SEQUENCE_NUMBER", sequence))
+        except AWS_ERRORS as exc:
+            if error_code(exc) not in ("InvalidArgumentException", "ValidationException"):
+                raise
+            problem = f"the stream refuses it ({exc})"
+    if problem is not None:
+        raise CommandError(f"shard {shard_id}: --sequence {sequence}: {problem}")
+
+
+async def last_before(
+    api: ShardApi, shard_id: str, before: float | None
+) -> tuple[str | None, bool]:
+    """Read the shard from TRIM_HORIZON: the sequence number of its last record that arrived
+    before `before` (None: no such record; with no `before`, its last record), and whether a
+    record arrived at or after it."""
+    iterator: str | None = await api.iterator(shard_id, TRIM_HORIZON)
+    last: str | None = None
+    while iterator:
+        result = await api.read(iterator, api.max_records)
+        for raw in result.records:
+            record = stream_record(api.event_record(raw, shard_id), kind=api.kind)
+            if before is not None and record.arrival >= before:
+                return last, True
+            last = record.sequence_number
+        if result.caught_up:
+            break
+        iterator = result.next_iterator
+    return last, False
+
+
+def _before(stored: Stored) -> str:
+    checkpoint = stored.checkpoint
+    if checkpoint is None:
+        return "TRIM_HORIZON (no checkpoint)"
+    text = (
+        f"after {checkpoint.sequence_number}" if checkpoint.sequence_number else "starting_position"
+    )
+    if checkpoint.finished:
+        text += " (finished)"
+    if checkpoint.window_state is not None:
+        text += f" (open window, {len(checkpoint.window_state)} B of state, dropped)"
+    return text
+
+
+def _after(sequence: str | None) -> str:
+    return "TRIM_HORIZON (no checkpoint)" if sequence is None else f"after {sequence}"
