@@ -15,9 +15,8 @@ import anyio
 
 from poller.aws.clients import AwsClients
 from poller.checkpoints.base import Checkpoint, LeaseLost
-from poller.checkpoints.lease_table import (
+from poller.checkpoints.lease_items import (
     WINDOW_PREFIX,
-    LeaseTable,
     TornWindow,
     checkpoint_of,
     chunks_named,
@@ -25,6 +24,9 @@ from poller.checkpoints.lease_table import (
     partition,
     replica_id,
     shard_key,
+)
+from poller.checkpoints.lease_table import (
+    LeaseTable,
 )
 from poller.engine.lifecycle import Shutdown
 from poller.ops.status import MappingStatus

@@ -33,235 +33,40 @@ import random
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 
 from poller.aws.clients import AwsClients
-from poller.aws.errors import error_code
-from poller.checkpoints.base import Checkpoint, StoreUnusable
+from poller.checkpoints.base import Checkpoint
+from poller.checkpoints.lease_items import (
+    CONFLICT_PAUSES,
+    LEASE_LOOP_ATTRIBUTES,
+    START,
+    WINDOW_PREFIX,
+    Item,
+    attribute_names,
+    chunk_writes,
+    chunked,
+    chunks_named,
+    is_conditional_failure,
+    is_conflict,
+    lease_update,
+    replica_key,
+    shard_key,
+)
+from poller.checkpoints.lease_schema import ensure_table
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_dynamodb.type_defs import (
-        KeySchemaElementTypeDef,
         QueryInputTypeDef,
-        TableDescriptionTypeDef,
         TransactWriteItemTypeDef,
     )
 
 T = TypeVar("T")
 
 log = logging.getLogger("poller.leases")
-
-Item = Mapping[str, Any]
-
-KEY_SCHEMA: tuple[KeySchemaElementTypeDef, ...] = (
-    {"AttributeName": "pk", "KeyType": "HASH"},
-    {"AttributeName": "sk", "KeyType": "RANGE"},
-)
-# The checkpoint of a shard that existed at the mapping's first start and has no position yet:
-# the mapping's starting_position applies to it.
-START = "START"
-CONDITION_FAILED = "ConditionalCheckFailedException"
-_ACTIVE_WAIT = 300.0
-
-WINDOW_PREFIX = "window|"
-# A window state up to this size stays in its lease item (written with one UpdateItem); a
-# larger one goes to chunk items. The lease item keeps room for its other attributes and key.
-INLINE_STATE_BYTES = 300 * 1024
-# One chunk item's state bytes: under DynamoDB's 400 KB item limit with room for the item's key
-# (a pk may take 2,048 bytes) and attribute names.
-CHUNK_BYTES = 384_000
-# The most chunks a state may take (3 MB, thrice the engine's 1 MiB cap): the transaction then
-# writes and deletes at most this many chunk items besides the lease item, well within
-# TransactWriteItems' 100 actions and 4 MB.
-MAX_CHUNKS = 8
-# The window attributes of a lease item (a checkpoint without a window removes them all).
-_WINDOW_ATTRIBUTES = ("window_start", "window_state", "window_chunks", "window_id")
-# What the lease loop reads of each item (leases._parse): everything but window states.
-LEASE_LOOP_ATTRIBUTES = ("sk", "counter", "owner", "state", "checkpoint", "parents", "stopping")
-# A write meeting a transaction in progress on its item (or a transaction meeting a write) is
-# refused and may be sent again at once; these are the pauses before each new attempt.
-_CONFLICT_PAUSES = (0.02, 0.05, 0.1)
-TRANSACTION_CONFLICT = "TransactionConflictException"
-TRANSACTION_CANCELED = "TransactionCanceledException"
-
-
-class LeaseTableError(StoreUnusable):
-    """The lease table cannot be used as it is; the message names it and says what to do."""
-
-
-def replica_id() -> str:
-    """hostname-pid-random: unique per process, and readable on /status and in the table."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def partition(mapping: str, stream_arn: str) -> str:
-    """The `pk` of one mapping on one stream."""
-    return f"{mapping}|{stream_arn}"
-
-
-def shard_key(shard_id: str) -> str:
-    """The `sk` of a shard's lease."""
-    return f"shard|{shard_id}"
-
-
-def replica_key(replica: str) -> str:
-    """The `sk` of a replica's heartbeat."""
-    return f"replica|{replica}"
-
-
-def window_key(shard_id: str, n: int) -> str:
-    """The `sk` of chunk `n` of a shard's window state."""
-    return f"{WINDOW_PREFIX}{shard_id}|{n}"
-
-
-def _cancellation_codes(exc: BaseException) -> list[str]:
-    """The reason of each action of a cancelled transaction ("None" for the ones that passed)."""
-    if error_code(exc) != TRANSACTION_CANCELED:
-        return []
-    response: Mapping[str, Any] = getattr(exc, "response", {})
-    return [str(reason.get("Code")) for reason in response.get("CancellationReasons", [])]
-
-
-def is_conditional_failure(exc: BaseException) -> bool:
-    """Whether a write (or a transaction) was refused because its condition did not hold."""
-    if error_code(exc) == CONDITION_FAILED:
-        return True
-    return "ConditionalCheckFailed" in _cancellation_codes(exc)
-
-
-def _is_conflict(exc: BaseException) -> bool:
-    """Whether a write met a transaction on its item (or a transaction a write): nothing was
-    written, and the same request may be sent again."""
-    if error_code(exc) == TRANSACTION_CONFLICT:
-        return True
-    codes = _cancellation_codes(exc)
-    return "TransactionConflict" in codes and "ConditionalCheckFailed" not in codes
-
-
-class TornWindow(Exception):
-    """A lease item's window state is chunked and the chunk items read are not all of the write
-    the lease item names: a write came between the reads (read again)."""
-
-
-def chunks_named(item: Item) -> int:
-    """How many chunk items a lease item's window state takes (0: inline, or no window)."""
-    return int(item.get("window_chunks", {}).get("N", "0"))
-
-
-def position_of(item: Item) -> Checkpoint | None:
-    """A lease item's checkpoint without its window; None when the shard never had one (it
-    starts at the horizon)."""
-    stored = item.get("checkpoint", {}).get("S")
-    if stored is None:
-        return None
-    finished = item.get("state", {}).get("S") == "finished"
-    return Checkpoint(None if stored == START else stored, finished)
-
-
-def checkpoint_of(item: Item, chunks: Mapping[str, Item]) -> Checkpoint | None:
-    """A lease item's checkpoint with its open window, whose state is inline or put together
-    from `chunks` (chunk items by `sk`; others are ignored). Raises TornWindow when the chunks
-    the lease item names are not all there, of the same write."""
-    position = position_of(item)
-    start = item.get("window_start", {}).get("N")
-    if position is None or start is None:
-        return position
-    count = chunks_named(item)
-    state: bytes | None
-    if count:
-        shard_id = str(item["sk"]["S"]).removeprefix("shard|")
-        written = item.get("window_id", {}).get("S")
-        parts = [chunks.get(window_key(shard_id, n)) for n in range(count)]
-        if written is None or any(
-            part is None or part.get("window_id", {}).get("S") != written for part in parts
-        ):
-            raise TornWindow(f"shard {shard_id}: window chunks of another write than {written}")
-        state = b"".join(bytes(part["data"]["B"]) for part in parts if part is not None)
-    else:
-        inline = item.get("window_state", {}).get("B")
-        state = None if inline is None else bytes(inline)
-    return replace(position, window_start=int(start), window_state=state)
-
-
-def _chunked(checkpoint: Checkpoint) -> list[bytes]:
-    """The chunks a checkpoint's window state is written in; none when it fits inline."""
-    state = checkpoint.window_state
-    if checkpoint.window_start is None or state is None or len(state) <= INLINE_STATE_BYTES:
-        return []
-    if len(state) > MAX_CHUNKS * CHUNK_BYTES:
-        raise ValueError(
-            f"a window state of {len(state)} bytes is over the lease table's "
-            f"{MAX_CHUNKS * CHUNK_BYTES} (the engine caps states at 1 MiB)"
-        )
-    return [state[at : at + CHUNK_BYTES] for at in range(0, len(state), CHUNK_BYTES)]
-
-
-def _lease_update(
-    checkpoint: Checkpoint,
-    token: str,
-    now: float,
-    chunks: int,
-    chunks_before: int,
-    window_id: str,
-) -> tuple[str, dict[str, Any]]:
-    """The lease item's part of a checkpoint write, its UpdateExpression and the rest of the
-    request (condition, names, values): the position, and the window inline, chunked (`chunks`
-    items of write `window_id`) or removed; conditional on `token` and on the `chunks_before`
-    it names."""
-    sets = {"checkpoint": ":checkpoint", "state": ":state", "updated_at": ":now"}
-    values: dict[str, Any] = {
-        ":checkpoint": {"S": checkpoint.sequence_number or START},
-        ":state": {"S": "finished" if checkpoint.finished else "open"},
-        ":now": {"N": f"{now:.3f}"},
-        ":token": {"S": token},
-    }
-    if checkpoint.window_start is not None:
-        sets["window_start"] = ":window_start"
-        values[":window_start"] = {"N": str(checkpoint.window_start)}
-        if chunks:
-            sets.update(window_chunks=":chunks", window_id=":window_id")
-            values.update({":chunks": {"N": str(chunks)}, ":window_id": {"S": window_id}})
-        elif checkpoint.window_state is not None:
-            sets["window_state"] = ":window_state"
-            values[":window_state"] = {"B": checkpoint.window_state}
-    removes = [name for name in _WINDOW_ATTRIBUTES if name not in sets]
-    condition = "#token = :token AND attribute_not_exists(#window_chunks)"
-    if chunks_before:
-        condition = "#token = :token AND #window_chunks = :chunks_before"
-        values[":chunks_before"] = {"N": str(chunks_before)}
-    expression = "SET " + ", ".join(f"#{name} = {value}" for name, value in sets.items())
-    if removes:
-        expression += " REMOVE " + ", ".join(f"#{name}" for name in removes)
-    return expression, {
-        "ConditionExpression": condition,
-        "ExpressionAttributeNames": _names(*sets, *removes, "token", "window_chunks"),
-        "ExpressionAttributeValues": values,
-    }
-
-
-def _chunk_writes(
-    table: str, pk: str, shard_id: str, chunks: Sequence[bytes], before: int, window_id: str
-) -> list[dict[str, Any]]:
-    """The transaction's actions on chunk items: a Put of each chunk (of write `window_id`),
-    a Delete of each of the `before` chunks left over beyond them."""
-    actions: list[dict[str, Any]] = []
-    for n, chunk in enumerate(chunks):
-        item: dict[str, Any] = {"pk": {"S": pk}, "sk": {"S": window_key(shard_id, n)}}
-        item.update(data={"B": chunk}, window_id={"S": window_id})
-        actions.append({"Put": {"TableName": table, "Item": item}})
-    for n in range(len(chunks), before):
-        key = {"pk": {"S": pk}, "sk": {"S": window_key(shard_id, n)}}
-        actions.append({"Delete": {"TableName": table, "Key": key}})
-    return actions
-
-
-def _names(*names: str) -> dict[str, str]:
-    # Every attribute goes through a placeholder: OWNER, STATE and others are reserved words.
-    return {f"#{name}": name for name in names}
 
 
 class LeaseTable:
@@ -281,62 +86,9 @@ class LeaseTable:
         async with self._lock:
             if self._client is None:
                 client = await self._clients.client("dynamodb", read_timeout=self._timeout)
-                await self._ensure(client)
+                await ensure_table(client, self.name)
                 self._client = client
         return self._client
-
-    async def _ensure(self, client: DynamoDBClient) -> None:
-        try:
-            table = (await client.describe_table(TableName=self.name))["Table"]
-        except Exception as exc:
-            if error_code(exc) != "ResourceNotFoundException":
-                raise
-            table = await self._create(client)
-        with anyio.move_on_after(_ACTIVE_WAIT):
-            while table.get("TableStatus", "ACTIVE") != "ACTIVE":
-                await anyio.sleep(1.0)
-                table = (await client.describe_table(TableName=self.name))["Table"]
-        if table.get("TableStatus", "ACTIVE") != "ACTIVE":
-            raise LeaseTableError(
-                f"checkpoints.table {self.name}: still {table['TableStatus']} after "
-                f"{_ACTIVE_WAIT:.0f}s; check the table in the DynamoDB console"
-            )
-        self._check(table)
-
-    async def _create(self, client: DynamoDBClient) -> TableDescriptionTypeDef:
-        try:
-            answer = await client.create_table(
-                TableName=self.name,
-                KeySchema=list(KEY_SCHEMA),
-                AttributeDefinitions=[
-                    {"AttributeName": "pk", "AttributeType": "S"},
-                    {"AttributeName": "sk", "AttributeType": "S"},
-                ],
-                BillingMode="PAY_PER_REQUEST",
-            )
-            log.info("created the lease table %s (on-demand billing)", self.name)
-            return answer["TableDescription"]
-        except Exception as exc:
-            if error_code(exc) != "ResourceInUseException":
-                raise
-            # Another replica created it first: wait for it like for any table.
-            return (await client.describe_table(TableName=self.name))["Table"]
-
-    def _check(self, table: TableDescriptionTypeDef) -> None:
-        keys = {(k["AttributeName"], k["KeyType"]) for k in table.get("KeySchema", [])}
-        types = {
-            a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])
-        }
-        expected = {(k["AttributeName"], k["KeyType"]) for k in KEY_SCHEMA}
-        if keys != expected or types.get("pk") != "S" or types.get("sk") != "S":
-            found = ", ".join(
-                f"{name} ({kind}, {types.get(name, '?')})" for name, kind in sorted(keys)
-            )
-            raise LeaseTableError(
-                f"checkpoints.table {self.name}: its key is {found or 'unknown'}, not a poller "
-                "lease table's (pk: S, HASH; sk: S, RANGE); set checkpoints.table to a new name "
-                "(poller creates the table) or delete this table"
-            )
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -368,7 +120,7 @@ class LeaseTable:
                 "TableName": self.name,
                 "KeyConditionExpression": "pk = :pk AND sk < :chunks",
                 "ProjectionExpression": ", ".join(f"#{name}" for name in LEASE_LOOP_ATTRIBUTES),
-                "ExpressionAttributeNames": _names(*LEASE_LOOP_ATTRIBUTES),
+                "ExpressionAttributeNames": attribute_names(*LEASE_LOOP_ATTRIBUTES),
                 "ExpressionAttributeValues": {":pk": {"S": pk}, ":chunks": {"S": WINDOW_PREFIX}},
                 "ConsistentRead": True,
             }
@@ -432,11 +184,11 @@ class LeaseTable:
             "SET #counter = if_not_exists(#counter, :zero), "
             "#state = if_not_exists(#state, :open), #shard_id = :id"
         )
-        names = _names("counter", "state", "shard_id")
+        names = attribute_names("counter", "state", "shard_id")
         if parents:
             expression += ", #parents = :parents"
             values[":parents"] = {"SS": list(parents)}
-            names.update(_names("parents"))
+            names.update(attribute_names("parents"))
         await self._update(
             pk,
             shard_key(shard_id),
@@ -453,7 +205,7 @@ class LeaseTable:
             "SET #checkpoint = if_not_exists(#checkpoint, :start), "
             "#counter = if_not_exists(#counter, :zero), #state = if_not_exists(#state, :open), "
             "#shard_id = :id",
-            ExpressionAttributeNames=_names("checkpoint", "counter", "state", "shard_id"),
+            ExpressionAttributeNames=attribute_names("checkpoint", "counter", "state", "shard_id"),
             ExpressionAttributeValues={
                 ":start": {"S": START},
                 ":zero": {"N": "0"},
@@ -471,7 +223,7 @@ class LeaseTable:
             shard_key(shard_id),
             "SET #owner = :owner, #token = :token, #counter = :next, #renewed_at = :now",
             ConditionExpression="#counter = :counter",
-            ExpressionAttributeNames=_names("owner", "token", "counter", "renewed_at"),
+            ExpressionAttributeNames=attribute_names("owner", "token", "counter", "renewed_at"),
             ExpressionAttributeValues={
                 ":owner": {"S": owner},
                 ":token": {"S": token},
@@ -489,7 +241,7 @@ class LeaseTable:
             shard_key(shard_id),
             "SET #renewed_at = :now ADD #counter :one",
             ConditionExpression="#token = :token",
-            ExpressionAttributeNames=_names("token", "counter", "renewed_at"),
+            ExpressionAttributeNames=attribute_names("token", "counter", "renewed_at"),
             ExpressionAttributeValues={
                 ":token": {"S": token},
                 ":one": {"N": "1"},
@@ -515,22 +267,22 @@ class LeaseTable:
         a write whose answer was lost) is corrected by reading the item and writing again. A
         refusal because the lease is not held is a conditional failure (nothing was written).
         """
-        chunks = _chunked(checkpoint)
+        chunks = chunked(checkpoint)
         key = {"pk": {"S": pk}, "sk": {"S": shard_key(shard_id)}}
 
         async def write(before: int) -> None:
             # One UpdateItem of the lease item when no chunk item is written or deleted, else
             # a transaction of that update, the chunks' Puts and the left-overs' Deletes.
             window_id = secrets.token_hex(8)
-            expression, update = _lease_update(
+            expression, update = lease_update(
                 checkpoint, token, now, len(chunks), before, window_id
             )
             if not chunks and not before:
                 await self._update(pk, shard_key(shard_id), expression, **update)
                 return
             lease = {"TableName": self.name, "Key": key, "UpdateExpression": expression, **update}
-            chunk_writes = _chunk_writes(self.name, pk, shard_id, chunks, before, window_id)
-            await self._transact([{"Update": lease}, *chunk_writes])
+            items = chunk_writes(self.name, pk, shard_id, chunks, before, window_id)
+            await self._transact([{"Update": lease}, *items])
 
         try:
             await write(chunks_before)
@@ -550,7 +302,7 @@ class LeaseTable:
             TableName=self.name,
             Key={"pk": {"S": pk}, "sk": {"S": shard_key(shard_id)}},
             ProjectionExpression="#token, #window_chunks",
-            ExpressionAttributeNames=_names("token", "window_chunks"),
+            ExpressionAttributeNames=attribute_names("token", "window_chunks"),
             ConsistentRead=True,
         )
         item = answer.get("Item")
@@ -565,7 +317,7 @@ class LeaseTable:
             shard_key(shard_id),
             "REMOVE #owner, #token ADD #counter :one",
             ConditionExpression="#token = :token",
-            ExpressionAttributeNames=_names("owner", "token", "counter"),
+            ExpressionAttributeNames=attribute_names("owner", "token", "counter"),
             ExpressionAttributeValues={":token": {"S": token}, ":one": {"N": "1"}},
         )
 
@@ -576,7 +328,9 @@ class LeaseTable:
             replica_key(replica),
             "SET #host = :host, #pid = :pid, #stopping = :stopping, #renewed_at = :now "
             "ADD #counter :one",
-            ExpressionAttributeNames=_names("host", "pid", "stopping", "renewed_at", "counter"),
+            ExpressionAttributeNames=attribute_names(
+                "host", "pid", "stopping", "renewed_at", "counter"
+            ),
             ExpressionAttributeValues={
                 ":host": {"S": socket.gethostname()},
                 ":pid": {"N": str(os.getpid())},
@@ -593,7 +347,7 @@ class LeaseTable:
         if counter is not None:
             condition = {
                 "ConditionExpression": "#counter = :counter",
-                "ExpressionAttributeNames": _names("counter"),
+                "ExpressionAttributeNames": attribute_names("counter"),
                 "ExpressionAttributeValues": {":counter": {"N": str(counter)}},
             }
         await client.delete_item(
@@ -617,11 +371,11 @@ class LeaseTable:
 async def _conflicts_retried(call: Callable[[], Awaitable[T]]) -> T:
     """`call()`, sent again after a short pause while it meets a transaction in progress on its
     item (a lease renewed while its checkpoint transaction runs, say): nothing was written."""
-    for pause in _CONFLICT_PAUSES:
+    for pause in CONFLICT_PAUSES:
         try:
             return await call()
         except Exception as exc:
-            if not _is_conflict(exc):
+            if not is_conflict(exc):
                 raise
         await anyio.sleep(pause * random.uniform(0.5, 1.5))
     return await call()

@@ -24,14 +24,16 @@ import anyio
 from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints.balance import Balancer, LeaseView, ReplicaView
 from poller.checkpoints.base import LeaseState
-from poller.checkpoints.lease_table import (
+from poller.checkpoints.lease_items import (
     Item,
-    LeaseTable,
     LeaseTableError,
     is_conditional_failure,
     partition,
     position_of,
     replica_key,
+)
+from poller.checkpoints.lease_table import (
+    LeaseTable,
 )
 from poller.checkpoints.lineage import ShardInfo, startable
 from poller.engine.lifecycle import Shutdown

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from poller.checkpoints.base import Checkpoint, StoreHeld
 from poller.checkpoints.dynamodb import DynamoDBCheckpointStore
-from poller.checkpoints.lease_table import (
-    _WINDOW_ATTRIBUTES,
+from poller.checkpoints.lease_items import (
     START,
+    WINDOW_ATTRIBUTES,
     WINDOW_PREFIX,
     Item,
     TornWindow,
-    _chunk_writes,
-    _names,
+    attribute_names,
     checkpoint_of,
+    chunk_writes,
     chunks_named,
     is_conditional_failure,
     partition,
@@ -168,7 +168,7 @@ class LeaseTablePositions:
         pk = partition(mapping, stream_arn)
         values: dict[str, Any] = {":open": {"S": "open"}, ":id": {"S": shard_id}}
         sets = ["#state = :open", "#shard_id = :id"]
-        removes = list(_WINDOW_ATTRIBUTES)
+        removes = list(WINDOW_ATTRIBUTES)
         if to is None:
             removes.append("checkpoint")
         else:
@@ -187,15 +187,15 @@ class LeaseTablePositions:
             "UpdateExpression": f"SET {', '.join(sets)} REMOVE "
             + ", ".join(f"#{name}" for name in removes),
             "ConditionExpression": condition,
-            "ExpressionAttributeNames": _names(
-                "state", "shard_id", "checkpoint", "counter", *_WINDOW_ATTRIBUTES
+            "ExpressionAttributeNames": attribute_names(
+                "state", "shard_id", "checkpoint", "counter", *WINDOW_ATTRIBUTES
             ),
             "ExpressionAttributeValues": values,
         }
         client = await self._table.client()
         try:
             if seen.chunks:
-                deletes = _chunk_writes(self._table.name, pk, shard_id, [], seen.chunks, "")
+                deletes = chunk_writes(self._table.name, pk, shard_id, [], seen.chunks, "")
                 actions = cast("list[TransactWriteItemTypeDef]", [{"Update": update}, *deletes])
                 await client.transact_write_items(TransactItems=actions)
             else:

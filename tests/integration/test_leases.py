@@ -23,7 +23,7 @@ from poller.aws.clients import AwsClients
 from poller.checkpoints import Checkpoint, LeaseLost
 from poller.checkpoints.base import StoreUnusable
 from poller.checkpoints.dynamodb import DynamoDBCheckpointStore
-from poller.checkpoints.lease_table import (
+from poller.checkpoints.lease_items import (
     CHUNK_BYTES,
     INLINE_STATE_BYTES,
     WINDOW_PREFIX,

@@ -13,15 +13,17 @@ from botocore.exceptions import ClientError
 
 from poller.aws.clients import AwsClients
 from poller.checkpoints import Checkpoint
-from poller.checkpoints.lease_table import (
+from poller.checkpoints.lease_items import (
     CHUNK_BYTES,
     MAX_CHUNKS,
-    LeaseTable,
     TornWindow,
     checkpoint_of,
     is_conditional_failure,
     shard_key,
     window_key,
+)
+from poller.checkpoints.lease_table import (
+    LeaseTable,
 )
 from poller.config.settings import AwsSettings
 
