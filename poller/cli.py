@@ -121,6 +121,17 @@ def _load(path_text: str | None, load: Callable[[Path], Settings] = load_setting
     return load(Path(path_text))
 
 
+def _settings(
+    path_text: str | None, load: Callable[[Path], Settings] = load_settings
+) -> Settings | None:
+    """`_load`, with every problem written to stderr instead: None when there were some."""
+    try:
+        return _load(path_text, load)
+    except ConfigError as error:
+        _report(error)
+        return None
+
+
 def _handlers_from_cwd() -> None:
     # A python target's `module:function` resolves from the working directory, as `python -m`
     # and uvicorn do, so `handler: app.handlers:handle` works without installing the app.
@@ -138,10 +149,8 @@ def validate(args: argparse.Namespace) -> int:
 
     # Targets are built as `run` builds them: handlers import from where `run` would find them.
     _handlers_from_cwd()
-    try:
-        settings = _load(args.config, check_settings)
-    except ConfigError as error:
-        _report(error)
+    settings = _settings(args.config, check_settings)
+    if settings is None:
         return EXIT_USAGE
     count = len(settings.mappings)
     sys.stdout.write(f"ok: {count} mapping{'s' if count != 1 else ''}\n")
@@ -152,10 +161,8 @@ def run(args: argparse.Namespace) -> int:
     from poller.app import App
     from poller.ops.logs import configure_logging
 
-    try:
-        settings = _load(args.config)
-    except ConfigError as error:
-        _report(error)
+    settings = _settings(args.config)
+    if settings is None:
         return EXIT_USAGE
     configure_logging(args.log_level, args.log_format)
     _handlers_from_cwd()
@@ -229,10 +236,8 @@ def status(args: argparse.Namespace) -> int:
 def checkpoints(args: argparse.Namespace) -> int:
     from poller.ops.commands.checkpoints import run_command
 
-    try:
-        settings = _load(args.config)
-    except ConfigError as error:
-        _report(error)
+    settings = _settings(args.config)
+    if settings is None:
         return EXIT_USAGE
     return run_command(settings, args)
 

@@ -236,17 +236,33 @@ class LeaseTable:
 
     async def renew(self, pk: str, shard_id: str, token: str, now: float) -> None:
         """Move the counter of a lease still held under `token`."""
+        await self._update_held(
+            pk,
+            shard_id,
+            token,
+            "SET #renewed_at = :now ADD #counter :one",
+            ("counter", "renewed_at"),
+            {":one": {"N": "1"}, ":now": {"N": f"{now:.3f}"}},
+        )
+
+    async def _update_held(
+        self,
+        pk: str,
+        shard_id: str,
+        token: str,
+        expression: str,
+        names: tuple[str, ...],
+        values: dict[str, Any],
+    ) -> None:
+        """An update of a shard's lease item that applies only while it is held under `token`
+        (a conditional failure otherwise)."""
         await self._update(
             pk,
             shard_key(shard_id),
-            "SET #renewed_at = :now ADD #counter :one",
+            expression,
             ConditionExpression="#token = :token",
-            ExpressionAttributeNames=attribute_names("token", "counter", "renewed_at"),
-            ExpressionAttributeValues={
-                ":token": {"S": token},
-                ":one": {"N": "1"},
-                ":now": {"N": f"{now:.3f}"},
-            },
+            ExpressionAttributeNames=attribute_names("token", *names),
+            ExpressionAttributeValues={":token": {"S": token}, **values},
         )
 
     async def checkpoint(
@@ -312,13 +328,13 @@ class LeaseTable:
 
     async def release(self, pk: str, shard_id: str, token: str) -> None:
         """Clear the owner of a lease held under `token`; moving the counter shows it free."""
-        await self._update(
+        await self._update_held(
             pk,
-            shard_key(shard_id),
+            shard_id,
+            token,
             "REMOVE #owner, #token ADD #counter :one",
-            ConditionExpression="#token = :token",
-            ExpressionAttributeNames=attribute_names("owner", "token", "counter"),
-            ExpressionAttributeValues={":token": {"S": token}, ":one": {"N": "1"}},
+            ("owner", "counter"),
+            {":one": {"N": "1"}},
         )
 
     async def heartbeat(self, pk: str, replica: str, *, stopping: bool, now: float) -> None:
