@@ -12,7 +12,7 @@ import anyio
 
 from tests.support.config import config_yaml
 from tests.support.daemon import DaemonProcess, running, settings_from
-from tests.support.fake_lambda import FakeLambda, Invocation
+from tests.support.fake_lambda import FakeLambda, Invocation, Reply
 from tests.support.streams import (
     backdate_dynamodb_records,
     backdate_kinesis_records,
@@ -203,3 +203,49 @@ async def test_a_reshard_closes_the_parents_window_and_children_start_afresh(
     assert sum(sum(finals[c]["state"].values()) for c in children) == 12
     for child in children:
         assert counter.by_shard[child][0]["state"] == {}  # children start with a fresh state
+
+
+async def test_a_failing_final_invocation_holds_the_shard_until_it_succeeds(
+    moto: str, kinesis: Any, state: Path
+) -> None:
+    # Two windows; the first window's final invocation fails twice. Meanwhile nothing of the
+    # second window reaches the function and the checkpoint stays inside the first window.
+    arn = await make_stream(kinesis, "clicks")
+    first = await put_records(kinesis, arn, [("p", {"key": "a"}), ("p", {"key": "b"})])
+    backdate_kinesis_records("clicks", WINDOW)
+    await put_records(kinesis, arn, [("p", {"key": "c"})])
+    backdate_kinesis_records("clicks", WINDOW + 5)  # both windows ended a while ago
+    counter = Counter()
+    events: list[dict[str, Any]] = []
+    checkpoints_seen: list[str | None] = []
+    failures = 2
+
+    def function(event: Any, info: Invocation) -> Any:
+        nonlocal failures
+        events.append(event)
+        if event["isFinalInvokeForWindow"] and failures:
+            failures -= 1
+            shard = app.mappings[0].status.shards[event["shardId"]]
+            checkpoints_seen.append(shard.checkpoint)
+            return Reply.error("not yet", "RuntimeError")
+        return counter(event, info)
+
+    mapping = {
+        "source": arn,
+        "function": "windowed",
+        "starting_position": "TRIM_HORIZON",
+        "tumbling_window_in_seconds": WINDOW,
+    }
+    async with FakeLambda(function) as fake:
+        text = config_yaml(
+            moto, [mapping], lambda_url=fake.endpoint_url, checkpoints={"path": str(state)}
+        )
+        async with running(settings_from(text)) as app:
+            await eventually(lambda: len(counter.finals) == 2, timeout=30)
+    kinds = ["final" if e["isFinalInvokeForWindow"] else e["window"]["start"] for e in events]
+    first_window, second_window = events[0]["window"]["start"], events[-1]["window"]["start"]
+    # records of window 1, three finals (two failed), records of window 2, its final
+    assert kinds == [first_window, "final", "final", "final", second_window, "final"]
+    assert first_window != second_window
+    assert checkpoints_seen == [first[-1][1], first[-1][1]]  # never past window 1 meanwhile
+    assert [counts for _, counts in counter.finals] == [{"a": 1, "b": 1}, {"c": 1}]
