@@ -187,8 +187,16 @@ class CountingSettler:
         self.done = anyio.Event()
         self.done_at = 0.0
 
+    async def close_window(self, window: Any) -> None:
+        """No tumbling windows here."""
+
     async def settle(
-        self, records: Sequence[StreamRecord], acknowledge: Any, *, scope: str | None = None
+        self,
+        records: Sequence[StreamRecord],
+        acknowledge: Any,
+        *,
+        scope: str | None = None,
+        window: Any = None,
     ) -> None:
         self.settled += len(records)
         if self.settled >= self.expected and not self.done.is_set():
