@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal, get_args, overload
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from poller.aws import calls
 from poller.config.settings import AwsSettings
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ class AwsClients:
     """Creates aiobotocore clients on first use and closes all of them on exit.
 
     `client("lambda", retries=False, read_timeout=900)` gives a client whose SDK retries are off,
-    so every attempt is poller's to count and classify.
+    so every attempt is poller's to count and classify. Every client reports its failed source
+    and checkpoint calls to the mapping that made them (`calls.watch`).
     """
 
     def __init__(self, settings: AwsSettings) -> None:
@@ -114,6 +116,7 @@ class AwsClients:
                 config=config,
             )
         )
+        calls.watch(created, service)
         self._clients[key] = created
         return created
 
