@@ -66,6 +66,17 @@ def errors(samples: Samples, mapping: str) -> dict[str, float]:
     }
 
 
+async def reached(app: App, state: str, *mappings: str) -> Samples:
+    """The samples of the first scrape showing every one of `mappings` in `state`."""
+
+    async def scraped() -> Samples | None:
+        samples = await scrape(app)
+        return samples if all(state_of(samples, m) == {state} for m in mappings) else None
+
+    found: Samples = await eventually(scraped, timeout=40)
+    return found
+
+
 @pytest.fixture
 async def proxy(moto: str) -> AsyncIterator[Proxy]:
     upstream = urlparse(moto)
@@ -104,12 +115,7 @@ async def test_an_unreachable_endpoint_shows_both_mappings_degraded_and_counts_t
 
             await proxy.cut()
 
-            async def both_degraded() -> Samples | None:
-                samples = await scrape(app)
-                states = [state_of(samples, m) for m in ("orders", "events")]
-                return samples if states == [{"degraded"}, {"degraded"}] else None
-
-            during = await eventually(both_degraded, timeout=40)
+            during = await reached(app, "degraded", "orders", "events")
             for mapping in ("orders", "events"):
                 # Still up (degraded is up), which is why the state needs its own alert.
                 assert value(during, "poller_mapping_up", mapping=mapping) == 1
@@ -121,12 +127,7 @@ async def test_an_unreachable_endpoint_shows_both_mappings_degraded_and_counts_t
 
             await proxy.restore()
 
-            async def both_running() -> Samples | None:
-                samples = await scrape(app)
-                states = [state_of(samples, m) for m in ("orders", "events")]
-                return samples if states == [{"running"}, {"running"}] else None
-
-            after = await eventually(both_running, timeout=40)
+            after = await reached(app, "running", "orders", "events")
             for mapping in ("orders", "events"):
                 assert value(after, "poller_mapping_state", mapping=mapping, state="degraded") == 0
                 # A counter: what failed stays counted.
@@ -157,15 +158,11 @@ async def test_an_unreachable_lease_table_counts_checkpoint_errors(
 
             await proxy.cut()
 
-            async def degraded() -> Samples | None:
-                samples = await scrape(app)
-                return samples if state_of(samples, "orders") == {"degraded"} else None
-
-            samples = await eventually(degraded, timeout=40)
+            samples = await reached(app, "degraded", "orders")
             assert errors(samples, "orders")["checkpoint"] >= 1
             assert errors(samples, "orders")["GetRecords"] == 0  # the stream itself is reachable
             await proxy.restore()
-            await eventually(lambda: app.mappings[0].status.state.value == "running", timeout=40)
+            await reached(app, "running", "orders")
 
 
 async def test_on_failure_sends_count_as_delivery_errors_not_source_errors(
