@@ -268,7 +268,7 @@ class SqsMapping(_Mapping):
 
     async def _run(self) -> None:
         mapping, status, services = self._mapping, self._status, self._services
-        client = await services.clients.client("sqs")
+        client = await services.clients.client("sqs", region=mapping.source_arn.region)
         source = sqs_source(
             mapping,
             SqsQueue(client, mapping.source_arn),
@@ -354,9 +354,10 @@ async def shard_api(
     """The stream API of a Kinesis or DynamoDB stream source (the identity goes in Kinesis
     event records; reading positions needs none)."""
     if source.kind == "kinesis":
-        client = await clients.client("kinesis")
+        client = await clients.client("kinesis", region=source.region)
         return KinesisShards(client, source, invoke_identity_arn=invoke_identity_arn)
-    return DynamoDBShards(await clients.client("dynamodbstreams"), source)
+    streams = await clients.client("dynamodbstreams", region=source.region)
+    return DynamoDBShards(streams, source)
 
 
 def stream_context(
