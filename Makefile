@@ -47,7 +47,8 @@ rules: $(DEV_STAMP)
 	@if command -v promtool >/dev/null 2>&1; then $(BIN)/python -m tests.alerts; \
 	else echo "promtool not on PATH: alert rule checks skipped (apt-get install prometheus)"; fi
 
-test: lint rules
+test: lint
+	@$(MAKE) --no-print-directory rules
 	$(BIN)/pytest -q
 
 fmt: $(DEV_STAMP)
