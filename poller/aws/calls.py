@@ -10,7 +10,7 @@ Tasks started inside that context inherit it, as contextvars do.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -36,9 +36,11 @@ SOURCE_CALLS: Mapping[str, frozenset[str]] = {
 }
 # Every call on the lease table counts as `checkpoint`.
 _CHECKPOINT_SERVICE = "dynamodb"
-# Answers of the lease protocol, not failures: a conditional write that found another owner
-# (any call), and the table probed before poller creates it (or another replica did).
-_NOT_FAILED = frozenset({"ConditionalCheckFailedException"})
+# Answers of the lease protocol, not failures: a conditional write (or a transaction, by its
+# cancellation reasons) that found another owner, and the table probed before poller creates
+# it (or another replica did).
+_CONDITION_FAILED = "ConditionalCheckFailed"
+_NOT_FAILED = frozenset({f"{_CONDITION_FAILED}Exception"})
 _NOT_FAILED_OF = frozenset(
     {("DescribeTable", "ResourceNotFoundException"), ("CreateTable", "ResourceInUseException")}
 )
@@ -75,10 +77,14 @@ def failed(operation: str) -> None:
         count(operation)
 
 
-def label_of(service: str, operation: str, code: str | None) -> str | None:
-    """The `operation` label a failed attempt counts under; None when it is not counted."""
+def label_of(
+    service: str, operation: str, code: str | None, reasons: Sequence[str] = ()
+) -> str | None:
+    """The `operation` label a failed attempt counts under; None when it is not counted.
+    `reasons`: the codes of a cancelled transaction's CancellationReasons."""
     if service == _CHECKPOINT_SERVICE:
-        if code in _NOT_FAILED or (operation, code) in _NOT_FAILED_OF:
+        refused = code in _NOT_FAILED or _CONDITION_FAILED in reasons
+        if refused or (operation, code) in _NOT_FAILED_OF:
             return None
         return CHECKPOINT
     calls = SOURCE_CALLS.get(service)
@@ -103,8 +109,10 @@ def watch(client: AioBaseClient, service: str) -> None:
         count = _count.get()
         if count is None:
             return
-        code = (parsed_response or {}).get("Error", {}).get("Code")
-        label = label_of(service, event_name.rsplit(".", 1)[-1], code)
+        parsed = parsed_response or {}
+        code = parsed.get("Error", {}).get("Code")
+        reasons = [str(reason.get("Code")) for reason in parsed.get("CancellationReasons", [])]
+        label = label_of(service, event_name.rsplit(".", 1)[-1], code, reasons)
         if label is not None:
             count(label)
 

@@ -235,3 +235,29 @@ async def test_every_failed_attempt_counts_also_those_the_sdk_retried_by_itself(
                 )
     assert flaky.requests == 2 and answer.get("Messages", []) == []
     assert counted == ["ReceiveMessage"]
+
+
+async def test_refused_lease_writes_are_answers_and_a_failing_table_call_a_checkpoint_error(
+    moto: str, dynamodb: Any
+) -> None:
+    await dynamodb.create_table(
+        TableName="leases",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    held = {"ConditionExpression": "attribute_not_exists(pk)"}
+    counted: list[str] = []
+    async with AwsClients(AwsSettings(region=REGION, endpoint_url=moto)) as clients:
+        table = await clients.client("dynamodb")
+        await table.put_item(TableName="leases", Item={"pk": {"S": "shard-1"}})
+        with calls.charged_to(counted.append):
+            with pytest.raises(table.exceptions.ConditionalCheckFailedException):
+                await table.put_item(TableName="leases", Item={"pk": {"S": "shard-1"}}, **held)
+            with pytest.raises(table.exceptions.TransactionCanceledException):
+                put = {"TableName": "leases", "Item": {"pk": {"S": "shard-1"}}, **held}
+                await table.transact_write_items(TransactItems=[{"Put": put}])
+            assert counted == []
+            with pytest.raises(table.exceptions.ResourceNotFoundException):
+                await table.get_item(TableName="no-such-table", Key={"pk": {"S": "shard-1"}})
+    assert counted == ["checkpoint"]

@@ -108,6 +108,13 @@ def test_which_failed_attempts_count_and_as_what(
     assert calls.label_of(service, operation, code) == label
 
 
+def test_a_transaction_cancelled_by_a_failed_condition_is_an_answer_not_a_failure() -> None:
+    cancelled = ("dynamodb", "TransactWriteItems", "TransactionCanceledException")
+    assert calls.label_of(*cancelled, ["None", "ConditionalCheckFailed"]) is None
+    # One that met another transaction is sent again: that attempt failed.
+    assert calls.label_of(*cancelled, ["TransactionConflict", "None"]) == "checkpoint"
+
+
 def test_failures_count_for_the_context_they_were_made_in() -> None:
     counted: list[str] = []
     calls.failed("GetRecords")  # no mapping's context: nobody to charge
