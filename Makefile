@@ -11,7 +11,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 LOCK_UPGRADE ?= --upgrade
 LOCKS := runtime build demo dev
 
-.PHONY: run test lint fmt bench lock clean $(LOCKS:%=lock-%)
+.PHONY: run test lint rules fmt bench lock clean $(LOCKS:%=lock-%)
 
 # $(1): what is installed, for the message; $(2): the lock file. The message comes first, so a
 # fresh clone shows at once what it is waiting for. poller itself goes in editable, with no
@@ -42,7 +42,13 @@ lint: $(DEV_STAMP)
 	$(BIN)/mypy --strict poller
 	$(BIN)/lint-imports
 
+# promtool checks the alert rules and runs their tests, when it is installed (.ci/run installs it).
+rules: $(DEV_STAMP)
+	@if command -v promtool >/dev/null 2>&1; then $(BIN)/python -m tests.alerts; \
+	else echo "promtool not on PATH: alert rule checks skipped (apt-get install prometheus)"; fi
+
 test: lint
+	@$(MAKE) --no-print-directory rules
 	$(BIN)/pytest -q
 
 fmt: $(DEV_STAMP)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from poller.aws.calls import OPERATIONS_BY_SOURCE
 from poller.aws.clients import AwsClients
 from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints import CheckpointStore, open_checkpoint_store
@@ -77,7 +78,9 @@ class App:
             uuid=mapping.uuid,
             source=mapping.source,
             target=_describe_target(mapping),
-            metrics=self.metrics.for_mapping(mapping.name),
+            metrics=self.metrics.for_mapping(
+                mapping.name, OPERATIONS_BY_SOURCE[mapping.source_arn.kind]
+            ),
         )
         if not mapping.enabled:
             status.set(State.DISABLED)

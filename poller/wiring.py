@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from poller.aws.calls import charged_to
 from poller.aws.clients import AwsClients
 from poller.checkpoints.base import CheckpointStore, ShardLeases
 from poller.config.arns import SourceArn
@@ -252,13 +253,22 @@ class _Mapping:
         self._services = services
         self.abandoned = 0
 
+    async def run(self) -> None:
+        """Run the mapping until shutdown has drained it; the failed source and checkpoint
+        calls of its tasks count as its own (poller_source_errors_total)."""
+        with charged_to(self._status.metrics.source_error):
+            await self._run()
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
 
 class SqsMapping(_Mapping):
     """An SQS mapping, assembled inside the running loop (its client is made there)."""
 
-    async def run(self) -> None:
+    async def _run(self) -> None:
         mapping, status, services = self._mapping, self._status, self._services
-        client = await services.clients.client("sqs")
+        client = await services.clients.client("sqs", region=mapping.source_arn.region)
         source = sqs_source(
             mapping,
             SqsQueue(client, mapping.source_arn),
@@ -297,7 +307,7 @@ def sqs_source(
 class StreamMapping(_Mapping):
     """A Kinesis or DynamoDB Streams mapping, assembled inside the running loop."""
 
-    async def run(self) -> None:
+    async def _run(self) -> None:
         mapping, status, services = self._mapping, self._status, self._services
         store = services.store
         if store is None:
@@ -344,9 +354,10 @@ async def shard_api(
     """The stream API of a Kinesis or DynamoDB stream source (the identity goes in Kinesis
     event records; reading positions needs none)."""
     if source.kind == "kinesis":
-        client = await clients.client("kinesis")
+        client = await clients.client("kinesis", region=source.region)
         return KinesisShards(client, source, invoke_identity_arn=invoke_identity_arn)
-    return DynamoDBShards(await clients.client("dynamodbstreams"), source)
+    streams = await clients.client("dynamodbstreams", region=source.region)
+    return DynamoDBShards(streams, source)
 
 
 def stream_context(

@@ -1,4 +1,8 @@
-"""One aiobotocore session and a cache of clients per (service, options), closed together."""
+"""One aiobotocore session and a cache of clients per (service, region, options), closed together.
+
+What has an ARN (a source, a destination, a function given by ARN) is reached in its ARN's
+region, through `client(service, region=...)`; `aws.region` is the default for the rest.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import TYPE_CHECKING, Literal, get_args, overload
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from poller.aws import calls
 from poller.config.settings import AwsSettings
 
 if TYPE_CHECKING:
@@ -33,17 +38,20 @@ class AwsClients:
     """Creates aiobotocore clients on first use and closes all of them on exit.
 
     `client("lambda", retries=False, read_timeout=900)` gives a client whose SDK retries are off,
-    so every attempt is poller's to count and classify.
+    so every attempt is poller's to count and classify; `region="eu-west-1"` one of that region
+    rather than the default (`region`). Every client reports its failed source
+    and checkpoint calls to the mapping that made them (`calls.watch`).
     """
 
     def __init__(self, settings: AwsSettings) -> None:
         self._settings = settings
         self._session = get_session()
         self._stack = AsyncExitStack()
-        self._clients: dict[tuple[Service, bool, float | None], AioBaseClient] = {}
+        self._clients: dict[tuple[Service, str, bool, float | None], AioBaseClient] = {}
 
     @property
     def region(self) -> str:
+        """The default region: `aws.region`, else AWS_REGION or AWS_DEFAULT_REGION."""
         return (
             self._settings.region
             or os.environ.get("AWS_REGION")
@@ -57,44 +65,86 @@ class AwsClients:
     # One overload per service, so each call site gets its service's typed client.
     @overload
     async def client(
-        self, service: Literal["sqs"], *, retries: bool = ..., read_timeout: float | None = ...
+        self,
+        service: Literal["sqs"],
+        *,
+        region: str | None = ...,
+        retries: bool = ...,
+        read_timeout: float | None = ...,
     ) -> SQSClient: ...
     @overload
     async def client(
-        self, service: Literal["kinesis"], *, retries: bool = ..., read_timeout: float | None = ...
+        self,
+        service: Literal["kinesis"],
+        *,
+        region: str | None = ...,
+        retries: bool = ...,
+        read_timeout: float | None = ...,
     ) -> KinesisClient: ...
     @overload
     async def client(
         self,
         service: Literal["dynamodbstreams"],
         *,
+        region: str | None = ...,
         retries: bool = ...,
         read_timeout: float | None = ...,
     ) -> DynamoDBStreamsClient: ...
     @overload
     async def client(
-        self, service: Literal["dynamodb"], *, retries: bool = ..., read_timeout: float | None = ...
+        self,
+        service: Literal["dynamodb"],
+        *,
+        region: str | None = ...,
+        retries: bool = ...,
+        read_timeout: float | None = ...,
     ) -> DynamoDBClient: ...
     @overload
     async def client(
-        self, service: Literal["lambda"], *, retries: bool = ..., read_timeout: float | None = ...
+        self,
+        service: Literal["lambda"],
+        *,
+        region: str | None = ...,
+        retries: bool = ...,
+        read_timeout: float | None = ...,
     ) -> LambdaClient: ...
     @overload
     async def client(
-        self, service: Literal["sns"], *, retries: bool = ..., read_timeout: float | None = ...
+        self,
+        service: Literal["sns"],
+        *,
+        region: str | None = ...,
+        retries: bool = ...,
+        read_timeout: float | None = ...,
     ) -> SNSClient: ...
     @overload
     async def client(
-        self, service: Literal["s3"], *, retries: bool = ..., read_timeout: float | None = ...
+        self,
+        service: Literal["s3"],
+        *,
+        region: str | None = ...,
+        retries: bool = ...,
+        read_timeout: float | None = ...,
     ) -> S3Client: ...
     @overload
     async def client(
-        self, service: Literal["sts"], *, retries: bool = ..., read_timeout: float | None = ...
+        self,
+        service: Literal["sts"],
+        *,
+        region: str | None = ...,
+        retries: bool = ...,
+        read_timeout: float | None = ...,
     ) -> STSClient: ...
     async def client(
-        self, service: Service, *, retries: bool = True, read_timeout: float | None = None
+        self,
+        service: Service,
+        *,
+        region: str | None = None,
+        retries: bool = True,
+        read_timeout: float | None = None,
     ) -> AioBaseClient:
-        key = (service, retries, read_timeout)
+        region = region or self.region
+        key = (service, region, retries, read_timeout)
         existing = self._clients.get(key)
         if existing is not None:
             return existing
@@ -109,11 +159,12 @@ class AwsClients:
         created = await self._stack.enter_async_context(
             self._session.create_client(
                 service,
-                region_name=self.region,
+                region_name=region,
                 endpoint_url=self.endpoint_for(service),
                 config=config,
             )
         )
+        calls.watch(created, service)
         self._clients[key] = created
         return created
 

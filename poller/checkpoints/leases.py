@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import anyio
 
+from poller.aws import calls
 from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints.balance import Balancer, LeaseView, ReplicaView
 from poller.checkpoints.base import LeaseState
@@ -147,6 +148,8 @@ class LeaseManager:
             with anyio.fail_after(self._duration):
                 await self._table.release(self._pk, shard_id, held.token)
         except AWS_ERRORS as exc:
+            if isinstance(exc, TimeoutError):
+                calls.failed(calls.CHECKPOINT)  # cut short here, so no client saw it fail
             if not is_conditional_failure(exc):
                 log.warning(
                     "could not release the lease on shard %s (%s); it expires within %.0fs",
@@ -185,10 +188,12 @@ class LeaseManager:
             began = self._clock()
             stopping = self._shutdown.is_stopping
             # A hung request must not hold back the next period's renewals.
-            with anyio.move_on_after(self._duration):
+            with anyio.move_on_after(self._duration) as hung:
                 # The first pass only announces and looks: replicas starting together see each
                 # other's heartbeats before anyone takes a lease.
                 await self._tick(balance=not first, stopping=stopping)
+            if hung.cancelled_caught:
+                calls.failed(calls.CHECKPOINT)  # the request cut short failed, unseen by its client
             first = False
             self._expire_unrenewed()
             if self._shutdown.is_stopping and not stopping:

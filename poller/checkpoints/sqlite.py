@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from poller.aws import calls
 from poller.checkpoints.base import AllShards, Checkpoint, StoreHeld, StoreUnusable
 from poller.checkpoints.filelock import FileLock
 from poller.engine.lifecycle import Shutdown
@@ -200,7 +201,11 @@ class SqliteCheckpointStore:
             with self._lock:
                 return work(self._open())
 
-        return await anyio.to_thread.run_sync(call)
+        try:
+            return await anyio.to_thread.run_sync(call)
+        except Exception:
+            calls.failed(calls.CHECKPOINT)
+            raise
 
     async def _run_shielded(self, work: Callable[[sqlite3.Connection], T]) -> T:
         # A write cancelled mid-way would still commit in its thread while the caller believes

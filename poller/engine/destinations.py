@@ -92,7 +92,7 @@ class SqsDestination(_Destination):
         self._url: str | None = None
 
     async def _client(self) -> SQSClient:
-        return await self._clients.client("sqs")
+        return await self._clients.client("sqs", region=self.target.region)
 
     async def deliver(self, record: dict[str, Any], payload: bytes | None) -> None:
         """Send the metadata; SQS never gets the payload, as with Lambda."""
@@ -116,7 +116,7 @@ class SnsDestination(_Destination):
     permission = "sns:Publish"
 
     async def _client(self) -> SNSClient:
-        return await self._clients.client("sns")
+        return await self._clients.client("sns", region=self.target.region)
 
     async def deliver(self, record: dict[str, Any], payload: bytes | None) -> None:
         """Publish the metadata; SNS never gets the payload (as with Lambda): 256 KB fits."""
@@ -147,6 +147,7 @@ class S3Destination(_Destination):
         self.esm_uuid = esm_uuid
 
     async def _client(self) -> S3Client:
+        # A bucket ARN names no region: the default one (botocore follows S3's redirects).
         return await self._clients.client("s3")
 
     def object_key(self, record: dict[str, Any]) -> str:

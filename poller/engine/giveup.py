@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from poller.aws.calls import charged_to
 from poller.engine.destinations import DeliveryError, OnFailureDestination
 from poller.engine.lifecycle import Shutdown
 from poller.engine.records import Record, StreamRecord
@@ -141,7 +142,9 @@ class SendOnFailure:
             try:
                 # Shielded: a send cut in half by shutdown could leave a record behind and
                 # then be sent again after the restart; but never past the drain deadline.
-                with self.shutdown.shielded() as shield:
+                # Its failed calls (an SQS destination's GetQueueUrl) are delivery errors,
+                # counted below, not source errors.
+                with self.shutdown.shielded() as shield, charged_to(None):
                     await destination.deliver(record, payload)
                 if shield.cancelled_caught:
                     raise Stopped("drain deadline passed during an on-failure delivery")

@@ -7,6 +7,7 @@ doubling the series a scrape stores for a timestamp nobody alerts on."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -69,6 +70,14 @@ class Metrics:
         )
         self.batch_size = histogram("poller_batch_size", "Records per invocation", _BATCH_BUCKETS)
         self.mapping_up = gauge("poller_mapping_up", "1 while the mapping runs normally")
+        self.mapping_state = gauge(
+            "poller_mapping_state", "1 for the mapping's current state, 0 for the others", "state"
+        )
+        self.source_errors = counter(
+            "poller_source_errors_total",
+            "Failed calls to the source or the checkpoint store, every attempt",
+            "operation",
+        )
         self.source_backlog = gauge(
             "poller_source_backlog_messages", "SQS queue depth as the queue reports it", "state"
         )
@@ -82,14 +91,16 @@ class Metrics:
             "poller_lease_takeovers_total", "Leases this instance took from another owner"
         )
 
-    def for_mapping(self, mapping: str) -> MappingMetrics:
-        return MappingMetrics(self, mapping)
+    def for_mapping(self, mapping: str, operations: Sequence[str] = ()) -> MappingMetrics:
+        """The mapping's children; `operations` are the source calls it can count as failed,
+        exported at 0 from the start so that a first failure shows as an increase."""
+        return MappingMetrics(self, mapping, operations)
 
 
 class MappingMetrics:
     """The children of one mapping, bound once so the per-batch path does no label lookups."""
 
-    def __init__(self, metrics: Metrics, mapping: str) -> None:
+    def __init__(self, metrics: Metrics, mapping: str, operations: Sequence[str] = ()) -> None:
         self.mapping = mapping
         self._metrics = metrics
         self._events = {stage: metrics.events.labels(mapping, stage) for stage in STAGES}
@@ -102,6 +113,7 @@ class MappingMetrics:
         self.leases_owned = metrics.leases_owned.labels(mapping)
         self.lease_takeovers = metrics.lease_takeovers.labels(mapping)
         self.up.set(0)
+        self._source_errors = {op: metrics.source_errors.labels(mapping, op) for op in operations}
 
     def count(self, stage: str, n: int = 1) -> None:
         if n:
@@ -109,6 +121,19 @@ class MappingMetrics:
 
     def invocation(self, outcome: Outcome) -> None:
         self._invocations[outcome].inc()
+
+    def source_error(self, operation: str) -> None:
+        """Count one failed attempt of a source or checkpoint call (poller_source_errors_total)."""
+        child = self._source_errors.get(operation)
+        if child is None:
+            child = self._source_errors[operation] = self._metrics.source_errors.labels(
+                self.mapping, operation
+            )
+        child.inc()
+
+    def state(self, state: str) -> Gauge:
+        """The poller_mapping_state child of one state."""
+        return self._metrics.mapping_state.labels(self.mapping, state)
 
     def backlog(self, state: str, value: float) -> None:
         self._metrics.source_backlog.labels(self.mapping, state).set(value)

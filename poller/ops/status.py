@@ -1,10 +1,13 @@
-"""Live state of each mapping, as /status, /readyz and poller_mapping_up report it."""
+"""Live state of each mapping, as /status, /readyz, poller_mapping_up and poller_mapping_state
+report it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from prometheus_client import Gauge
 
 from poller.ops.metrics import MappingMetrics
 
@@ -41,12 +44,19 @@ class MappingStatus:
     # Set once the mapping made its first attempt to reach its source (/readyz).
     reached_source: bool = False
     shards: dict[str, ShardStatus] = field(default_factory=dict)
+    _states: dict[State, Gauge] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Every state's series exists from the start: 1 for the current one, 0 for the others.
+        self._states = {state: self.metrics.state(state.value) for state in State}
+        self.set(self.state, self.error)
 
     def set(self, state: State, error: str | None = None) -> None:
         self.state = state
         self.error = error
-        up = state in (State.RUNNING, State.DEGRADED, State.STARTING, State.STOPPING)
-        self.metrics.up.set(1 if up and state is not State.STARTING else 0)
+        self.metrics.up.set(1 if state in (State.RUNNING, State.DEGRADED, State.STOPPING) else 0)
+        for each, gauge in self._states.items():
+            gauge.set(1 if each is state else 0)
 
     def degraded(self, error: str) -> None:
         if self.state is not State.STOPPING:

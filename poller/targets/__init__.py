@@ -64,7 +64,7 @@ def build_target(
     when a `runtime` target sets none; `runtime_init_timeout` is `tuning`'s.
     """
     if isinstance(target, LambdaTargetSettings):
-        return LambdaTarget(target, clients=clients, region=region, account=account)
+        return LambdaTarget(target, clients=clients, account=account)
     if isinstance(target, HttpTargetSettings):
         return HttpTarget(target, mapping_name=mapping_name, region=region, account=account)
     if isinstance(target, PythonTargetSettings):

@@ -66,6 +66,12 @@ def _partition(region: str) -> str:
     return "aws"
 
 
+def function_region(function: str) -> str | None:
+    """The region of a function given by its full ARN; None for a name or a partial ARN."""
+    parts = function.split(":")
+    return parts[3] if function.startswith("arn:") and len(parts) >= 7 else None
+
+
 def function_arn(function: str, qualifier: str | None, region: str, account: str) -> str:
     """The full ARN for a name, `name:alias`, partial ARN or ARN, plus `:qualifier` if set."""
     if function.startswith("arn:"):
@@ -95,16 +101,19 @@ def _is_timeout(payload: bytes) -> bool:
 
 
 class LambdaTarget(AcloseOnExit):
-    """Invokes a Lambda function synchronously (`RequestResponse`) and classifies the answer."""
+    """Invokes a Lambda function synchronously (`RequestResponse`) and classifies the answer.
+
+    A function given by its full ARN is invoked in the ARN's region; one given by name (or a
+    partial ARN) in the default region (`aws.region`), in `account` unless the name says."""
 
     def __init__(
-        self, settings: LambdaTargetSettings, *, clients: AwsClients, region: str, account: str
+        self, settings: LambdaTargetSettings, *, clients: AwsClients, account: str
     ) -> None:
         self._function = settings.function
         self._qualifier = settings.qualifier
         self._clients = clients
-        self._region = region
-        self._arn = function_arn(settings.function, settings.qualifier, region, account)
+        self._region = function_region(settings.function) or clients.region
+        self._arn = function_arn(settings.function, settings.qualifier, self._region, account)
         self._client: LambdaClient | None = None
 
     @property
@@ -121,7 +130,7 @@ class LambdaTarget(AcloseOnExit):
     async def _lambda(self) -> LambdaClient:
         if self._client is None:
             client = await self._clients.client(
-                "lambda", retries=False, read_timeout=READ_TIMEOUT_SECONDS
+                "lambda", region=self._region, retries=False, read_timeout=READ_TIMEOUT_SECONDS
             )
             # unique_id makes this idempotent: several targets share one cached client.
             client.meta.events.register(

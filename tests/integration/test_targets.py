@@ -50,7 +50,7 @@ def lambda_target(
     clients: AwsClients, function: str = "process-orders", qualifier: str | None = None
 ) -> LambdaTarget:
     settings = LambdaTargetSettings(type="lambda", function=function, qualifier=qualifier)
-    return LambdaTarget(settings, clients=clients, region=REGION, account=ACCOUNT)
+    return LambdaTarget(settings, clients=clients, account=ACCOUNT)
 
 
 # --- Lambda: success, request shape, trace header ---------------------------------------------

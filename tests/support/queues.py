@@ -15,9 +15,10 @@ REGION = "us-east-1"
 
 
 @asynccontextmanager
-async def aws_client(service: str, endpoint: str) -> AsyncIterator[Any]:
+async def aws_client(service: str, endpoint: str, region: str = REGION) -> AsyncIterator[Any]:
+    """A client of `service` in `region` (moto serves every region on its one endpoint)."""
     session = get_session()
-    async with session.create_client(service, region_name=REGION, endpoint_url=endpoint) as client:
+    async with session.create_client(service, region_name=region, endpoint_url=endpoint) as client:
         yield client
 
 

@@ -506,7 +506,8 @@ def test_service_monitor_scrapes_the_metrics_port_of_every_shape() -> None:
 
 _METRIC = re.compile(r"poller_[a-z_]+")
 _SUFFIX = re.compile(r"_(bucket|sum|count)$")
-_LABEL_MATCHER = re.compile(r'\b(outcome|stage|state)\s*(?:=~|!~|!=|=)\s*"([^"]*)"')
+_SELECTOR = re.compile(r"(poller_[a-z_]+)\{([^}]*)\}")
+_LABEL_MATCHER = re.compile(r'\b(outcome|stage|state|operation)\s*(?:=~|!~|!=|=)\s*"([^"]*)"')
 
 
 def _exported_metric_names() -> set[str]:
@@ -587,19 +588,30 @@ def test_every_metric_used_by_alerts_keda_and_the_dashboard_is_exported() -> Non
 
 
 def test_label_values_in_queries_are_ones_the_daemon_sets() -> None:
+    from poller.aws.calls import OPERATIONS_BY_SOURCE
     from poller.ops.metrics import BACKLOG_STATES, STAGES
+    from poller.ops.status import State
     from poller.targets.base import Outcome
 
     allowed = {
-        "outcome": {outcome.value for outcome in Outcome},
-        "stage": set(STAGES),
-        "state": set(BACKLOG_STATES),
+        ("poller_invocations_total", "outcome"): {outcome.value for outcome in Outcome},
+        ("poller_events_total", "stage"): set(STAGES),
+        ("poller_source_backlog_messages", "state"): set(BACKLOG_STATES),
+        ("poller_mapping_state", "state"): {state.value for state in State},
+        ("poller_source_errors_total", "operation"): {
+            operation for operations in OPERATIONS_BY_SOURCE.values() for operation in operations
+        },
     }
     queries = [rule["expr"] for rule in _alert_rules()] + _keda_queries() + _dashboard_queries()
+    checked = set()
     for query in queries:
-        for label, values in _LABEL_MATCHER.findall(query):
-            for value in values.split("|"):
-                assert value in allowed[label], f"{label}={value!r} in {query}"
+        for metric, matchers in _SELECTOR.findall(query):
+            for label, values in _LABEL_MATCHER.findall(matchers):
+                assert (metric, label) in allowed, f"{metric} has no label {label}: {query}"
+                for value in values.split("|"):
+                    assert value in allowed[metric, label], f"{label}={value!r} in {query}"
+                checked.add((metric, label))
+    assert ("poller_mapping_state", "state") in checked
 
 
 def test_dashboard_covers_the_spec_metrics() -> None:
@@ -614,6 +626,8 @@ def test_dashboard_covers_the_spec_metrics() -> None:
         "poller_concurrent_executions",
         "poller_source_backlog_messages",
         "poller_mapping_up",
+        "poller_mapping_state",
+        "poller_source_errors_total",
         "poller_leases_owned",
     ):
         assert name in used, f"no dashboard panel shows {name}"
@@ -630,10 +644,27 @@ def test_alerts_cover_the_failure_modes_and_say_what_to_do() -> None:
     assert 'outcome="throttled"' in exprs
     assert "poller_on_failure_delivery_errors_total" in exprs
     assert re.search(r"poller_mapping_up\s*==\s*0", exprs)
+    assert 'poller_mapping_state{state=~"degraded|failed"}' in exprs
+    assert "poller_source_errors_total" in exprs
     for rule in rules:
         assert rule["alert"] and rule["labels"]["severity"] in ("warning", "critical")
         for key in ("summary", "description", "runbook"):
             assert rule["annotations"].get(key, "").strip(), f"{rule['alert']}: no {key}"
+
+
+def test_promtool_tests_cover_each_tested_alert_where_it_fires_and_where_it_does_not() -> None:
+    with (ROOT / "tests" / "alerts" / "alerts-test.yaml").open(encoding="utf-8") as handle:
+        tests = yaml.safe_load(handle)
+    assert tests["rule_files"] == ["alerts.rules.yaml"]  # as tests/alerts/__main__.py writes it
+    names = {rule["alert"] for rule in _alert_rules()}
+    fires: set[str] = set()
+    stays_quiet: set[str] = set()
+    for case in tests["tests"]:
+        for check in case["alert_rule_test"]:
+            assert check["alertname"] in names, check["alertname"]
+            (fires if check["exp_alerts"] else stays_quiet).add(check["alertname"])
+    for alert in ("PollerMappingUnhealthy", "PollerSourceErrors"):
+        assert alert in fires and alert in stays_quiet, alert
 
 
 def test_keda_scales_the_fleet_on_visible_plus_in_flight_backlog() -> None:
