@@ -49,7 +49,7 @@ import anyio
 import anyio.lowlevel
 
 from poller.aws.clients import AwsClients
-from poller.checkpoints.base import AllShards, Checkpoint
+from poller.checkpoints.base import AllShards
 from poller.config.arns import SourceArn, parse_source_arn
 from poller.config.settings import AwsSettings, MappingSettings, TuningSettings
 from poller.engine.lifecycle import Shutdown
@@ -62,6 +62,7 @@ from poller.sources.streams.conversion import SLICE_SECONDS
 from poller.sources.streams.kinesis import KINESIS_MAX_RECORDS, KinesisShards
 from poller.sources.streams.source import StreamSource
 from poller.wiring import Services, stream_context
+from tests.fakes.checkpoints import MemoryStore
 
 RECORDS = int(os.environ.get("BENCH_LAG_RECORDS", str(KINESIS_MAX_RECORDS)))
 REPEATS = int(os.environ.get("BENCH_LAG_REPEATS", "5"))
@@ -147,35 +148,6 @@ class MemoryKinesis:
             self.answered_at = time.perf_counter()
         behind = 0 if end >= len(self.records) else 1_000
         return {"Records": chunk, "NextShardIterator": str(end), "MillisBehindLatest": behind}
-
-
-class MemoryStore:
-    """An instant checkpoint store."""
-
-    def __init__(self) -> None:
-        self.checkpoints: dict[str, Checkpoint] = {}
-        self.started: float | None = None
-
-    async def get(self, mapping: str, stream_arn: str, shard_id: str) -> Checkpoint | None:
-        return self.checkpoints.get(shard_id)
-
-    async def put(self, mapping: str, stream_arn: str, shard_id: str, cp: Checkpoint) -> None:
-        self.checkpoints[shard_id] = cp
-
-    async def all(self, mapping: str, stream_arn: str) -> dict[str, Checkpoint]:
-        return dict(self.checkpoints)
-
-    async def mapping_started_at(self, mapping: str, stream_arn: str) -> float | None:
-        return self.started
-
-    async def set_mapping_started_at(self, mapping: str, stream_arn: str, at: float) -> None:
-        self.started = self.started or at
-
-    def leases(self, *_: Any) -> AllShards:
-        return AllShards()
-
-    async def aclose(self) -> None:
-        pass
 
 
 class CountingSettler:

@@ -28,12 +28,12 @@ from poller.engine.lifecycle import Shutdown
 from poller.ops.status import MappingStatus
 from poller.sources.streams.shards import StartAt
 from poller.sources.streams.source import StreamSource
+from tests.fakes.checkpoints import MemoryStore
 from tests.support.wait import eventually
 from tests.unit.test_shards import (
     FakeApi,
     FakeSettler,
     FakeShard,
-    MemoryStore,
     records,
     shard,
     stream_context,

@@ -40,6 +40,7 @@ from poller.sources.streams.shards import (
 )
 from poller.sources.streams.source import StreamSource
 from poller.sources.streams.watermark import CoalescedWrites, Watermark
+from tests.fakes.checkpoints import MemoryStore
 from tests.support.wait import eventually
 
 ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
@@ -293,32 +294,6 @@ class FakeSettler:
 
     def processed(self, shard_id: str | None = None) -> list[int]:
         return [s for sid, seqs, _ in self.batches if shard_id in (None, sid) for s in seqs]
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.checkpoints: dict[str, Checkpoint] = {}
-        self.started: float | None = None
-        self.puts: list[tuple[str, Checkpoint]] = []  # every checkpoint written, in order
-
-    async def get(self, mapping: str, stream_arn: str, shard_id: str) -> Checkpoint | None:
-        return self.checkpoints.get(shard_id)
-
-    async def put(self, mapping: str, stream_arn: str, shard_id: str, cp: Checkpoint) -> None:
-        self.checkpoints[shard_id] = cp
-        self.puts.append((shard_id, cp))
-
-    async def all(self, mapping: str, stream_arn: str) -> dict[str, Checkpoint]:
-        return dict(self.checkpoints)
-
-    async def mapping_started_at(self, mapping: str, stream_arn: str) -> float | None:
-        return self.started
-
-    async def set_mapping_started_at(self, mapping: str, stream_arn: str, at: float) -> None:
-        self.started = self.started or at
-
-    async def aclose(self) -> None:
-        pass
 
 
 @dataclass
