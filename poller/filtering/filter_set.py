@@ -173,7 +173,21 @@ class FilterSet:
     to check, so callers can skip filtering entirely.
     """
 
-    __slots__ = ("_ddb_roots", "_needs_body", "_needs_data", "_patterns", "_roots")
+    __slots__ = (
+        "_ddb_roots",
+        "_needs_body",
+        "_needs_data",
+        "_patterns",
+        "_roots",
+        "matches_kinesis",
+        "matches_sqs",
+    )
+
+    # Whether a Lambda SQS event record passes (``body`` decoded once, if a pattern reads it);
+    # whether a Kinesis one does, matched on its ``kinesis`` object (``data`` likewise). Built
+    # once per set by `_payload_matcher`, so the per-record path makes no call of its own.
+    matches_sqs: Callable[[Mapping[str, Any]], bool]
+    matches_kinesis: Callable[[Mapping[str, Any]], bool]
 
     def __init__(self, patterns: Sequence[CompiledPattern] = ()) -> None:
         if len(patterns) > MAX_FILTERS:
@@ -187,6 +201,12 @@ class FilterSet:
         # Decode the SQS body / Kinesis data only when some pattern looks at it.
         self._needs_body = any("body" in p.top_keys for p in self._patterns)
         self._needs_data = any("data" in p.top_keys for p in self._patterns)
+        self.matches_sqs = _payload_matcher(
+            self._roots, None, "body", self._needs_body, _decode_sqs_body
+        )
+        self.matches_kinesis = _payload_matcher(
+            self._roots, "kinesis", "data", self._needs_data, _decode_kinesis_data
+        )
 
     @classmethod
     def compile(cls, patterns: Sequence[str], *, source: SourceKind | None = None) -> FilterSet:
@@ -229,42 +249,6 @@ class FilterSet:
     def __repr__(self) -> str:
         return f"FilterSet({[p.text for p in self._patterns]!r})"
 
-    def matches_sqs(self, record: Mapping[str, Any]) -> bool:
-        """Whether a Lambda SQS event record passes (``body`` decoded once if referenced)."""
-        return self._matches_payload(record, "body", self._needs_body, _decode_sqs_body)
-
-    def matches_kinesis(self, record: Mapping[str, Any]) -> bool:
-        """Whether a Lambda Kinesis event record passes, matched on its ``kinesis`` object."""
-        if not self._roots:
-            return True
-        view = record.get("kinesis")
-        if not isinstance(view, Mapping):
-            view = _EMPTY
-        return self._matches_payload(view, "data", self._needs_data, _decode_kinesis_data)
-
-    def _matches_payload(
-        self,
-        view: Mapping[str, Any],
-        key: str,
-        referenced: bool,
-        decode: Callable[[Any], Any],
-    ) -> bool:
-        """Whether `view` passes; its `key` payload is decoded once, and only when `referenced`
-        by a pattern."""
-        roots = self._roots
-        if not roots:
-            return True
-        if not referenced:
-            for root in roots:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
-                if root.match_dict(view):
-                    return True
-            return False
-        payload = decode(view.get(key, MISSING))
-        for root in roots:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
-            if root.match_top(view, key, payload):
-                return True
-        return False
-
     def matches_dynamodb(self, record: Mapping[str, Any]) -> bool:
         """Whether a Lambda DynamoDB Streams event record passes, matched as a whole."""
         roots = self._ddb_roots
@@ -290,3 +274,44 @@ def pattern_problem(pattern: str, source: SourceKind | None = None) -> str | Non
         where = f" (at {exc.path} in the pattern)" if exc.path else ""
         return f"{exc.reason}{where}"
     return None
+
+
+def _payload_matcher(
+    roots: tuple[ObjectNode, ...],
+    within: str | None,
+    key: str,
+    referenced: bool,
+    decode: Callable[[Any], Any],
+) -> Callable[[Mapping[str, Any]], bool]:
+    """The matcher of records whose patterns look at a `key` payload (SQS ``body``, Kinesis
+    ``data``, inside the record's `within` object when given): the payload is decoded once,
+    and only when `referenced` by a pattern."""
+
+    def view_of(record: Mapping[str, Any]) -> Mapping[str, Any]:
+        if within is None:
+            return record
+        view = record.get(within)
+        return view if isinstance(view, Mapping) else _EMPTY
+
+    if not roots:
+        return lambda record: True
+    if not referenced:
+
+        def match(record: Mapping[str, Any]) -> bool:
+            view = record if within is None else view_of(record)
+            for root in roots:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
+                if root.match_dict(view):
+                    return True
+            return False
+
+        return match
+
+    def match_decoded(record: Mapping[str, Any]) -> bool:
+        view = record if within is None else view_of(record)
+        payload = decode(view.get(key, MISSING))
+        for root in roots:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
+            if root.match_top(view, key, payload):
+                return True
+        return False
+
+    return match_decoded
