@@ -1,8 +1,10 @@
-"""The daemon: one task group, one task per mapping, signals, a bounded drain.
+"""The daemon: one task group, one task per mapping, signals, a bounded drain, reloads.
 
 Lifecycle as uvicorn has it: start the ops server, start the mappings, wait for a signal;
 the first signal stops intake and gives in-flight batches `shutdown_timeout_seconds` to settle;
-a second signal exits at once with 128+N.
+a second signal exits at once with 128+N. SIGHUP re-reads the configuration: each mapping has
+its own shutdown, so one can drain and stop (or restart with new settings) while the others
+run on untouched.
 """
 
 from __future__ import annotations
@@ -10,16 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
+from anyio.abc import TaskGroup
 
 from poller.aws.calls import OPERATIONS_BY_SOURCE
 from poller.aws.clients import AwsClients
 from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints import CheckpointStore, open_checkpoint_store
 from poller.config.arns import SourceArn
+from poller.config.changes import changes
+from poller.config.reader import ConfigError
 from poller.config.settings import MappingSettings, Settings
 from poller.engine.lifecycle import Shutdown
 from poller.ops.metrics import Metrics
@@ -30,6 +36,7 @@ from poller.targets import Target
 from poller.wiring import (
     MappingRunner,
     Services,
+    load_settings,
     mapping_runner,
     needs_checkpoint_store,
     target_for,
@@ -43,17 +50,30 @@ _IDENTITY_TIMEOUT = 15.0
 
 @dataclass
 class _Mapping:
+    """One configured mapping: its settings, what /status shows of it, and a shutdown of its
+    own (the process's first signal begins every one; a reload, only those it removes or
+    changes). `stopped` is set once its task has drained and its target is closed."""
+
     settings: MappingSettings
     status: MappingStatus
+    shutdown: Shutdown = field(default_factory=Shutdown)
     target: Target | None = None
     runner: MappingRunner | None = None
+    stopped: anyio.Event = field(default_factory=anyio.Event)
 
 
 class App:
     """Owns the clients, the ops server and every mapping for one `poller run`."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        *,
+        config_path: Path | None = None,
+    ) -> None:
         self.settings = settings
+        self.config_path = config_path  # what a reload (SIGHUP) reads again
         self.metrics = metrics or Metrics()
         self.shutdown = Shutdown()
         self.clients = AwsClients(settings.aws)
@@ -62,7 +82,7 @@ class App:
             settings.server.host,
             settings.server.port,
             self.metrics.registry,
-            [m.status for m in self.mappings],
+            lambda: [m.status for m in self.mappings],
             lambda: self.shutdown.is_stopping,
         )
         self.started = anyio.Event()
@@ -71,6 +91,9 @@ class App:
         self.checkpoints_error = "checkpoint store not opened"
         self._identity: str | None = None
         self._identity_lock = anyio.Lock()
+        self._mapping_tasks: TaskGroup | None = None
+        self._reload_lock = anyio.Lock()
+        self.reloads = 0  # reloads applied, for tests and logs
 
     def _status_for(self, mapping: MappingSettings) -> _Mapping:
         status = MappingStatus(
@@ -89,42 +112,33 @@ class App:
     def build_targets(self) -> None:
         """Create each enabled mapping's target; raises ValueError naming the mapping."""
         for entry in self.mappings:
-            if not entry.settings.enabled:
-                continue
-            entry.target = target_for(entry.settings, self.clients, self.settings.tuning)
-            entry.status.target = entry.target.description
+            if entry.settings.enabled:
+                entry.target = self._target_for(entry.settings)
+                entry.status.target = entry.target.description
+
+    def _target_for(self, mapping: MappingSettings) -> Target:
+        return target_for(mapping, self.clients, self.settings.tuning)
 
     async def run(self, *, handle_signals: bool = True) -> int:
         """Run until signalled (or `stop()`); 0, or 1 when the drain left batches unsettled."""
-        async with self.clients, AsyncExitStack() as targets:
-            # Targets live as long as the run, entered and exited in this task: a runtime target's
-            # task group holds its environments' tasks. Exits shield themselves, as `finally` does.
-            for entry in self.mappings:
-                if entry.target is not None:
-                    await targets.enter_async_context(entry.target)
+        async with self.clients:
             await self.server.start()
             log.info("serving /metrics /healthz /readyz /status on port %d", self.server.port)
-            if needs_checkpoint_store(self.settings):
-                try:
-                    self.checkpoints = open_checkpoint_store(
-                        self.settings.checkpoints, self.clients
-                    )
-                except (NotImplementedError, ValueError, OSError) as exc:
-                    # Stream mappings then fail on their own; SQS mappings still run.
-                    self.checkpoints_error = f"checkpoints: {exc}"
+            self._open_checkpoint_store(self.settings)
             try:
                 async with anyio.create_task_group() as tg:
                     if handle_signals:
-                        tg.start_soon(self._watch_signals)
+                        tg.start_soon(self._watch_signals, tg)
                     async with anyio.create_task_group() as mappings:
+                        self._mapping_tasks = mappings
                         for entry in self.mappings:
-                            if entry.settings.enabled:
-                                mappings.start_soon(self._supervise, entry)
+                            self._start(entry)
                         self.started.set()
                         # Serve until signalled, whatever the mappings do: a daemon that exits
                         # when none is enabled, or when all have failed, is a restart loop in a
                         # container, and /status is where the operator sees why.
                         await self.shutdown.stopping.wait()
+                    self._mapping_tasks = None
                     tg.cancel_scope.cancel()
             finally:
                 with anyio.CancelScope(shield=True):
@@ -138,7 +152,145 @@ class App:
     def stop(self) -> None:
         """Begin a graceful shutdown (what the first SIGTERM does)."""
         log.info("shutting down: draining in-flight batches")
-        self.shutdown.begin(self.settings.shutdown_timeout_seconds)
+        timeout = self.settings.shutdown_timeout_seconds
+        self.shutdown.begin(timeout)
+        for entry in self.mappings:
+            entry.shutdown.begin(timeout)
+
+    async def reload(self) -> bool:
+        """Read the configuration file again and apply its mappings (what SIGHUP does).
+
+        Added mappings start; removed ones drain and stop; a changed one drains, then starts
+        again with its new settings (its checkpoints are in the store, untouched); unchanged
+        ones are not touched. A file that does not load, or a target that cannot be built, is
+        logged and changes nothing. False when nothing was applied.
+        """
+        async with self._reload_lock:
+            if self.shutdown.is_stopping:
+                return False
+            loaded = self._load_for_reload()
+            if loaded is None:
+                return False
+            plan = changes(self.settings, loaded)
+            targets: dict[str, Target] = {}
+            try:
+                for mapping in (*plan.added, *plan.changed):
+                    if mapping.enabled:
+                        targets[mapping.name] = self._target_for(mapping)
+            except ValueError as exc:
+                log.error("reload refused, the running mappings are kept: %s", exc)
+                return False
+            if plan.needs_restart:
+                log.warning(
+                    "reload: %s changed in %s; a restart applies %s, the running values are kept",
+                    ", ".join(plan.needs_restart),
+                    self.config_path,
+                    "it" if len(plan.needs_restart) == 1 else "them",
+                )
+            log.info(
+                "reload: %d mappings added, %d removed, %d changed, %d unchanged",
+                len(plan.added),
+                len(plan.removed),
+                len(plan.changed),
+                len(plan.unchanged),
+            )
+            self._open_checkpoint_store(loaded)
+            await self._apply(loaded, plan.added, plan.removed, plan.changed, targets)
+            self.reloads += 1
+            return True
+
+    def _load_for_reload(self) -> Settings | None:
+        if self.config_path is None:
+            log.warning("reload: this daemon was not started from a file; nothing to reload")
+            return None
+        try:
+            return load_settings(self.config_path)
+        except ConfigError as exc:
+            problems = [problem.format() for problem in exc.problems] or [str(exc)]
+            log.error(
+                "reload refused, the running mappings are kept: %s",
+                "; ".join(problems),
+                extra={"count": len(problems)},
+            )
+            return None
+
+    async def _apply(
+        self,
+        loaded: Settings,
+        added: Sequence[MappingSettings],
+        removed: Sequence[MappingSettings],
+        changed: Sequence[MappingSettings],
+        targets: dict[str, Target],
+    ) -> None:
+        running = {entry.settings.name: entry for entry in self.mappings}
+        leaving = [running[mapping.name] for mapping in (*removed, *changed)]
+        for entry in leaving:
+            entry.shutdown.begin(self.settings.shutdown_timeout_seconds)
+
+        def fresh(mapping: MappingSettings) -> _Mapping:
+            entry = self._status_for(mapping)
+            entry.target = targets.get(mapping.name)
+            if entry.target is not None:
+                entry.status.target = entry.target.description
+            return entry
+
+        # Added mappings start at once; a changed one keeps its old entry (shown `stopping`)
+        # until that has drained, so that two runners never read the same positions.
+        new = {mapping.name: fresh(mapping) for mapping in added}
+        gone = {mapping.name for mapping in removed}
+        self.mappings = [
+            *(new.get(m.name) or running[m.name] for m in loaded.mappings),
+            *(running[name] for name in running if name in gone),
+        ]
+        self.settings = self.settings.model_copy(update={"mappings": loaded.mappings})
+        for entry in new.values():
+            self._start(entry)
+        for entry in leaving:
+            await entry.stopped.wait()
+            if entry.runner is not None and entry.runner.abandoned:
+                log.warning(
+                    "reload: the drain deadline passed with batches unsettled; "
+                    "their records will be delivered again",
+                    extra={"mapping": entry.settings.name, "count": entry.runner.abandoned},
+                )
+            # Its series go with it; a changed mapping's start again from a clean slate.
+            self.metrics.forget(entry.settings.name)
+        restarted = {mapping.name: fresh(mapping) for mapping in changed}
+        self.mappings = [
+            restarted.get(entry.settings.name, entry)
+            for entry in self.mappings
+            if entry.settings.name not in gone
+        ]
+        for entry in restarted.values():
+            self._start(entry)
+
+    def _open_checkpoint_store(self, settings: Settings) -> None:
+        """Open the stream positions' store once a mapping of `settings` needs it."""
+        if self.checkpoints is not None or not needs_checkpoint_store(settings):
+            return
+        try:
+            self.checkpoints = open_checkpoint_store(self.settings.checkpoints, self.clients)
+        except (NotImplementedError, ValueError, OSError) as exc:
+            # Stream mappings then fail on their own; SQS mappings still run.
+            self.checkpoints_error = f"checkpoints: {exc}"
+
+    def _start(self, entry: _Mapping) -> None:
+        """Start an enabled mapping's task; a disabled one, or one too late, is stopped as is."""
+        tasks = self._mapping_tasks
+        if entry.target is None or tasks is None or self.shutdown.is_stopping:
+            entry.stopped.set()
+            return
+        tasks.start_soon(self._run_mapping, entry)
+
+    async def _run_mapping(self, entry: _Mapping) -> None:
+        # The target lives as long as its mapping, entered and exited in this task: a runtime
+        # target's task group holds its environments' tasks. Its exit shields itself.
+        try:
+            if entry.target is not None:
+                async with entry.target:
+                    await self._supervise(entry)
+        finally:
+            entry.stopped.set()
 
     async def invoke_identity(self, source: SourceArn) -> str:
         """The events' `invokeIdentityArn`, resolved once per process:
@@ -168,9 +320,14 @@ class App:
             )
             return fallback
 
-    async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    async def _watch_signals(self, tasks: TaskGroup) -> None:
+        watched = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        with anyio.open_signal_receiver(*watched) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    # In a task of its own: a reload waits for drains, signals must not.
+                    tasks.start_soon(self.reload)
+                    continue
                 if self.shutdown.is_stopping:
                     log.warning("second signal: exiting at once")
                     logging.shutdown()
@@ -180,7 +337,7 @@ class App:
     async def _supervise(self, entry: _Mapping) -> None:
         """Run one mapping; a bug in it is logged and the mapping restarted, never fatal."""
         restarts = Backoff(RESTART)
-        while not self.shutdown.is_stopping:
+        while not entry.shutdown.is_stopping:
             started = anyio.current_time()
             try:
                 entry.runner = self._build_runner(entry)
@@ -196,14 +353,14 @@ class App:
                     delay,
                     extra={"mapping": entry.settings.name},
                 )
-                await sleep_or_stop(delay, self.shutdown.stopping)
+                await sleep_or_stop(delay, entry.shutdown.stopping)
 
     def _build_runner(self, entry: _Mapping) -> MappingRunner:
         if entry.target is None:
             raise RuntimeError("build_targets() must run before run()")
         services = Services(
             clients=self.clients,
-            shutdown=self.shutdown,
+            shutdown=entry.shutdown,
             metrics=self.metrics,
             tuning=self.settings.tuning,
             identity=self.invoke_identity,

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -161,12 +162,15 @@ def run(args: argparse.Namespace) -> int:
     from poller.app import App
     from poller.ops.logs import configure_logging
 
+    # Until the daemon listens for it, a SIGHUP (a reload asked for early) must not end the
+    # process, as its default action would: the file is about to be read anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = _settings(args.config)
     if settings is None:
         return EXIT_USAGE
     configure_logging(args.log_level, args.log_format)
     _handlers_from_cwd()
-    app = App(settings)
+    app = App(settings, config_path=Path(args.config))
     try:
         app.build_targets()
     except ValueError as exc:

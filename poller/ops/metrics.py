@@ -45,15 +45,23 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # Every family, so that a mapping's series can all be dropped together (`forget`).
+        self._families: list[Counter | Gauge | Histogram] = []
 
         def counter(name: str, doc: str, *labels: str) -> Counter:
-            return Counter(name, doc, ["mapping", *labels], registry=r)
+            family = Counter(name, doc, ["mapping", *labels], registry=r)
+            self._families.append(family)
+            return family
 
         def gauge(name: str, doc: str, *labels: str) -> Gauge:
-            return Gauge(name, doc, ["mapping", *labels], registry=r)
+            family = Gauge(name, doc, ["mapping", *labels], registry=r)
+            self._families.append(family)
+            return family
 
         def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
-            return Histogram(name, doc, ["mapping"], buckets=buckets, registry=r)
+            family = Histogram(name, doc, ["mapping"], buckets=buckets, registry=r)
+            self._families.append(family)
+            return family
 
         self.invocations = counter("poller_invocations_total", "Invocations by outcome", "outcome")
         self.invocation_duration = histogram(
@@ -95,6 +103,12 @@ class Metrics:
         """The mapping's children; `operations` are the source calls it can count as failed,
         exported at 0 from the start so that a first failure shows as an increase."""
         return MappingMetrics(self, mapping, operations)
+
+    def forget(self, mapping: str) -> None:
+        """Drop every series of a mapping that is no longer configured (a reload removed it),
+        so that it leaves /metrics rather than staying there at its last values."""
+        for family in self._families:
+            family.remove_by_labels({"mapping": mapping})
 
 
 class MappingMetrics:

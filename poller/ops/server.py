@@ -38,20 +38,21 @@ def _bind_problem(host: str, port: int, exc: OSError) -> str:
 
 
 class OpsServer:
-    """A small aiohttp server; bound before the mappings start so a probe never races it."""
+    """A small aiohttp server; bound before the mappings start so a probe never races it.
+    `statuses` gives the mappings configured now."""
 
     def __init__(
         self,
         host: str,
         port: int,
         registry: CollectorRegistry,
-        statuses: Sequence[MappingStatus],
+        statuses: Callable[[], Sequence[MappingStatus]],
         is_stopping: Callable[[], bool],
     ) -> None:
         self._host = host
         self._port = port
         self._registry = registry
-        self._statuses = statuses
+        self._statuses = statuses  # asked on each request: a reload changes the mappings
         self._is_stopping = is_stopping
         self._runner: web.AppRunner | None = None
         self.port = port
@@ -92,7 +93,9 @@ class OpsServer:
         if self._is_stopping():
             return web.json_response({"ready": False, "reason": "shutting down"}, status=503)
         waiting = [
-            s.name for s in self._statuses if s.state is not State.DISABLED and not s.reached_source
+            s.name
+            for s in self._statuses()
+            if s.state is not State.DISABLED and not s.reached_source
         ]
         if waiting:
             reason = "mappings not started yet: " + ", ".join(waiting)
@@ -100,5 +103,5 @@ class OpsServer:
         return web.json_response({"ready": True})
 
     async def _status(self, request: web.Request) -> web.Response:
-        body = {"mappings": [s.as_json() for s in self._statuses]}
+        body = {"mappings": [s.as_json() for s in self._statuses()]}
         return web.Response(text=json.dumps(body, indent=2), content_type="application/json")

@@ -25,9 +25,10 @@ def settings_from(yaml_text: str) -> Settings:
 
 
 @asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[App]:
-    """The daemon running in this loop; on exit it gets a graceful stop and must finish."""
-    app = App(settings)
+async def running(settings: Settings, *, config_path: Path | None = None) -> AsyncIterator[App]:
+    """The daemon running in this loop; on exit it gets a graceful stop and must finish.
+    `config_path` is the file a reload reads."""
+    app = App(settings, config_path=config_path)
     app.build_targets()
     codes: list[int] = []
 

@@ -89,8 +89,19 @@ def apply() -> None:
             finally:
                 frozen.now = None
 
+    original_delete = models.Queue.delete_message
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        # moto rebuilds the message list without a lock: two deletes at once can undo each
+        # other, and a deleted message comes back after its visibility timeout (a duplicate
+        # that real SQS never makes). Deletes take the receive lock, so no list is rebuilt
+        # while another delete or a receive works on it.
+        with receive_lock:
+            original_delete(self, receipt_handle)
+
     models.unix_time_millis = now_millis
     models.SQSBackend.receive_message = receive_message
+    models.Queue.delete_message = delete_message
     models.Queue.wait_for_messages = wait_for_messages
     _patch_kinesis_resharding()
     _applied = True

@@ -27,7 +27,7 @@ mappings:
 @pytest.fixture
 async def serving() -> AsyncIterator[int]:
     """The daemon's ops server on a free port; yields the port."""
-    server = OpsServer("127.0.0.1", 0, Metrics().registry, [], lambda: False)
+    server = OpsServer("127.0.0.1", 0, Metrics().registry, lambda: [], lambda: False)
     await server.start()
     try:
         yield server.port

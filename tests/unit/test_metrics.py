@@ -10,7 +10,7 @@ from poller.targets.base import Outcome
 
 
 async def _scrape(metrics: Metrics) -> str:
-    server = OpsServer("127.0.0.1", 0, metrics.registry, [], lambda: False)
+    server = OpsServer("127.0.0.1", 0, metrics.registry, lambda: [], lambda: False)
     await server.start()
     try:
         async with (
@@ -37,3 +37,22 @@ async def test_a_scrape_has_no_created_series() -> None:
     assert 'poller_invocations_total{mapping="orders",outcome="success"} 1.0' in text
     assert 'poller_invocation_duration_seconds_count{mapping="orders"} 1.0' in text
     assert "_created" not in text
+
+
+async def test_a_forgotten_mapping_leaves_the_scrape_and_the_others_stay() -> None:
+    metrics = Metrics()
+    for name in ("orders", "audit"):
+        mapping = metrics.for_mapping(name, ["ReceiveMessage"])
+        mapping.invocation(Outcome.SUCCESS)
+        mapping.iterator_age("shardId-0", 1.5)
+        mapping.state("running").set(1)
+    metrics.forget("audit")
+    text = await _scrape(metrics)
+    assert 'mapping="audit"' not in text
+    for family in (
+        "poller_invocations_total",
+        "poller_iterator_age_seconds",
+        "poller_mapping_state",
+        "poller_source_errors_total",
+    ):
+        assert f'{family}{{mapping="orders"' in text, family
