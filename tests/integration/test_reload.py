@@ -247,3 +247,48 @@ async def test_sighup_starts_a_mapping_a_daemon_had_none_of_and_pauses_it_again(
     assert code == 0
     assert bodies(fake, "fn") == ["first"]
     assert any("tuning changed" in msg and "restart" in msg for msg in warnings), warnings
+
+
+async def test_a_stream_mapping_added_to_a_queue_only_daemon_opens_the_checkpoint_store(
+    moto: str, sqs: Any, kinesis: Any, tmp_path: Path
+) -> None:
+    queue = await make_queue(sqs, "orders")
+    arn = await make_stream(kinesis, "clicks")
+    path = tmp_path / "poller.yaml"
+    store = tmp_path / "positions.db"
+    orders = {"source": queue.arn, "function": "orders-fn"}
+    clicks = {
+        "name": "clicks",
+        "source": arn,
+        "function": "clicks-fn",
+        "starting_position": "TRIM_HORIZON",
+    }
+    async with FakeLambda() as fake:
+
+        def write(*mappings: dict[str, Any]) -> None:
+            path.write_text(
+                config_yaml(
+                    moto,
+                    list(mappings),
+                    lambda_url=fake.endpoint_url,
+                    checkpoints={"backend": "sqlite", "path": str(store)},
+                )
+            )
+
+        write(orders)
+        async with running(load_settings(path), config_path=path) as app:
+            assert app.checkpoints is None  # no stream mapping: nothing to keep positions of
+            write(orders, clicks)
+            assert await app.reload()
+            await put_records(kinesis, arn, [("k", {"n": i}) for i in range(3)])
+            await eventually(lambda: len(invocations(fake, "clicks-fn")) >= 1)
+            clicks_status = app.mappings[1].status
+            await eventually(
+                lambda: any(s.checkpoint is not None for s in clicks_status.shards.values())
+            )
+    assert store.exists()
+    assert [n for i in invocations(fake, "clicks-fn") for n in numbers(i.event["Records"])] == [
+        0,
+        1,
+        2,
+    ]
