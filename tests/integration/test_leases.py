@@ -752,9 +752,10 @@ async def test_checkpoints_set_refuses_while_a_lease_is_held(
     assert row.split()[:5] == ["orders", shard, last, "no", "replica-a"]
     moved = await poller(capsys, "checkpoints", "set", *argv, "--sequence", first)
     assert moved.code == 0, moved.err
-    assert f"orders {shard}: after {last} -> after {first}" in moved.out
+    assert f"orders {shard}: after {last} -> at {first} (the next record delivered)" in moved.out
     released = await poller(capsys, "checkpoints", "list", *argv)
-    assert released.out.splitlines()[1].split() == ["orders", shard, first, "no", "-", "-", "-"]
-    # The next owner reads from the new position.
+    row = ["orders", shard, f"at:{first}", "no", "-", "-", "-"]
+    assert released.out.splitlines()[1].split() == row
+    # The next owner starts AT the record named (a start in the item, not a record handled).
     async with store_for(dynamodb_front, "replica-b", duration=30) as store:
-        assert await store.get("orders", arn, shard) == Checkpoint(first)
+        assert await store.get("orders", arn, shard) == Checkpoint(first, at_sequence=True)

@@ -61,7 +61,7 @@ def checkpoints_parser(
     to.add_argument(
         "--sequence",
         metavar="N",
-        help="the last record handled: the mapping resumes with the record AFTER N "
+        help="the next record to deliver: the mapping resumes with record N itself "
         "(needs --shard when the stream has several shards)",
     )
     to.add_argument(
@@ -79,5 +79,5 @@ def checkpoints_parser(
     to.add_argument(
         "--latest",
         action="store_true",
-        help="after each shard's last record now: only records arriving later are delivered",
+        help="now, as a LATEST start: only records arriving from this moment on are delivered",
     )
