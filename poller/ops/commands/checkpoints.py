@@ -18,20 +18,13 @@ from poller.checkpoints.positions import PositionHeld, Positions, Stored, open_p
 from poller.config.settings import MappingSettings, Settings
 from poller.events.invocation import iso_timestamp
 from poller.events.streams import stream_record
+from poller.ops.commands.ranges import CommandError
 from poller.ops.commands.text import NONE, cell, table
 from poller.sources.streams.shards import TRIM_HORIZON, ShardApi, StartAt
 from poller.wiring import shard_api
 
 EXIT_FATAL = 1
 EXIT_USAGE = 2
-
-
-class CommandError(Exception):
-    """What stops the command, said to the user; `code` is its exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def run_command(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
