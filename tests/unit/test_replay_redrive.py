@@ -10,8 +10,11 @@ import pytest
 
 from poller.checkpoints.lineage import ShardInfo
 from poller.cli import _parser
+from poller.filtering.filter_set import FilterSet
+from poller.ops.commands.ranges import RangeEngine
 from poller.ops.commands.redrive import Named, named_by
 from poller.ops.commands.replay import lineage_order
+from poller.sources.streams.shards import StartAt
 from poller.wiring import parse_settings
 
 ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
@@ -101,3 +104,24 @@ def test_redrive_reads_the_shard_and_range_of_its_own_stream_only() -> None:
     assert named_by(json.dumps({"KinesisBatchInfo": other}), _mapping()) is None
     assert named_by("not json", _mapping()) is None
     assert named_by(json.dumps({"KinesisBatchInfo": {"streamArn": ARN}}), _mapping()) is None
+
+
+async def test_a_range_read_goes_on_after_a_throttle_and_an_expired_iterator() -> None:
+    from tests.unit.test_shards import FakeApi, FakeShard, client_error
+
+    shard = FakeShard(ShardInfo("s0"), [(n, "k", 1000.0 + n) for n in range(1, 8)])
+    api = FakeApi([shard])
+    api.max_records = 3
+    api.faults = {
+        2: client_error("ProvisionedThroughputExceededException"),
+        3: client_error("ExpiredIteratorException"),
+    }
+    engine = RangeEngine(_mapping(), api, None, FilterSet.compile([]), None)  # type: ignore[arg-type]
+    seen: list[int] = []
+    async for taken in engine.reads(
+        "s0", StartAt("AT_TIMESTAMP", timestamp=1002.0), before=lambda r: r.arrival < 1006.0
+    ):
+        seen.extend(record.sequence for record, _ in taken)
+    assert seen == [2, 3, 4, 5]  # from 1002 (inclusive) to 1006 (exclusive), once each
+    assert api.starts[-1] == ("s0", StartAt("AFTER_SEQUENCE_NUMBER", "4"))
+    assert engine.tally.read == 4

@@ -12,7 +12,6 @@ runs beside the live daemon.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -33,14 +32,19 @@ from poller.engine.settle import GiveUp, History, Settler
 from poller.filtering.filter_set import FilterSet
 from poller.ops.metrics import Metrics
 from poller.ops.status import MappingStatus
+from poller.retry import SOURCE_CALL, Backoff
 from poller.sources.streams.conversion import convert
-from poller.sources.streams.shards import ShardApi, StartAt
+from poller.sources.streams.shards import ShardApi, StartAt, read_error_kind
 from poller.wiring import shard_api, stream_settler, target_for
-
-log = logging.getLogger("poller.ops")
 
 EXIT_FATAL = 1
 EXIT_USAGE = 2
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+# Reads of a shard that may fail in a row (throttled, iterator expired) before the command does.
+_READ_ATTEMPTS = 8
+# The pause after an empty read of a shard that is not caught up (Kinesis: 5 reads/s a shard).
+_GAP_PAUSE = 0.2
 
 # How long an identity lookup (for Kinesis' invokeIdentityArn) may take before the fallback.
 _IDENTITY_TIMEOUT = 15.0
@@ -175,8 +179,24 @@ async def _reads(
     api = engine.api
     iterator: str | None = await api.iterator(shard_id, start)
     last: int | None = None
+    backoff = Backoff(SOURCE_CALL)
     while iterator:
-        result = await api.read(iterator, api.max_records)
+        try:
+            result = await api.read(iterator, api.max_records)
+        except AWS_ERRORS as exc:
+            # Throttled (the daemon shares the shard's read budget) or an iterator that
+            # expired while a batch was being delivered: wait, or get a new one, and go on.
+            kind = read_error_kind(exc)
+            if kind not in ("throttled", "expired") or backoff.attempts >= _READ_ATTEMPTS:
+                raise
+            delay = backoff.next()
+            if kind == "expired":
+                resume = start if last is None else StartAt("AFTER_SEQUENCE_NUMBER", str(last))
+                iterator = await api.iterator(shard_id, resume)
+            else:
+                await anyio.sleep(delay)
+            continue
+        backoff.reset()
         conversion = await convert(
             api,
             result.records,
@@ -203,6 +223,8 @@ async def _reads(
         if ended or result.caught_up:
             return
         iterator = result.next_iterator
+        if not result.records:
+            await anyio.sleep(_GAP_PAUSE)  # behind, but in a gap: stay within the read budget
 
 
 async def _identity(settings: Settings, mapping: MappingSettings, clients: AwsClients) -> str:

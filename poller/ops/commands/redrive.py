@@ -21,6 +21,7 @@ from poller.config.settings import MappingSettings, Settings
 from poller.engine.lifecycle import Shutdown
 from poller.ops.commands.ranges import (
     EXIT_FATAL,
+    INTERRUPTED,
     CommandError,
     RangeEngine,
     Tally,
@@ -84,6 +85,10 @@ def run_command(settings: Settings, args: argparse.Namespace, out: TextIO | None
     except CommandError as exc:
         sys.stderr.write(f"poller redrive: {exc}\n")
         return exc.code
+    except KeyboardInterrupt:
+        # Invocation records not redriven stay in the queue, made visible again on the way out.
+        sys.stderr.write("poller redrive: interrupted\n")
+        return INTERRUPTED
 
 
 def on_failure_queue(mapping: MappingSettings) -> DestinationArn:

@@ -23,6 +23,7 @@ from poller.engine.records import StreamRecord
 from poller.events.invocation import iso_timestamp
 from poller.ops.commands.ranges import (
     EXIT_FATAL,
+    INTERRUPTED,
     CommandError,
     Progress,
     RangeEngine,
@@ -44,6 +45,10 @@ def run_command(settings: Settings, args: argparse.Namespace, out: TextIO | None
     except CommandError as exc:
         sys.stderr.write(f"poller replay: {exc}\n")
         return exc.code
+    except KeyboardInterrupt:
+        # What was delivered stays delivered; the rest of the range is simply not replayed.
+        sys.stderr.write("poller replay: interrupted\n")
+        return INTERRUPTED
 
 
 async def replay(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
