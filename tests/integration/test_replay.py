@@ -18,12 +18,15 @@ from tests.support.commands import poller
 from tests.support.daemon import running, settings_from
 from tests.support.fake_lambda import FakeLambda, Invocation, Reply, event_records, invocations
 from tests.support.streams import (
+    assert_parents_before_children,
     backdate_dynamodb_records,
     backdate_kinesis_records,
+    list_shards,
     make_stream,
     make_table,
     numbers,
     put_records,
+    reshard,
     stream_yaml,
 )
 from tests.support.wait import eventually
@@ -160,3 +163,34 @@ async def test_replay_usage_errors_exit_2_saying_what_is_wrong(
     assert garbled.code == 2 and "neither ISO 8601" in garbled.err
     for ran in (unknown, queue, old, empty, shard, garbled):
         assert "Traceback" not in ran.err
+
+
+async def test_replay_covers_closed_shards_and_their_children_parents_first(
+    moto: str, kinesis: Any, state: Path, tmp_path: Path, capsys: Any
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+
+    async def put(start: int) -> list[str]:
+        sent = [(f"k{n % 4}", {"key": n % 4, "n": n}) for n in range(start, start + 12)]
+        placed = await put_records(kinesis, arn, sent)
+        if start == 0:
+            backdate_kinesis_records("orders", 600)  # the parent's records: 10 minutes ago
+        return sorted({shard for shard, _ in placed})
+
+    phases = await reshard(kinesis, arn, put)
+    async with FakeLambda() as fake:
+        text = stream_yaml(moto, fake, state, [{"source": arn, "starting_position": "LATEST"}])
+        base = ["replay", "-c", _config(tmp_path, text), "--mapping", "orders"]
+        recent = await poller(capsys, *base, "--from", str(time.time() - 300))
+        assert recent.code == 0, recent.err
+        # The parent is read too (it is closed, and nothing in it is recent): none of it comes.
+        assert sorted(numbers(event_records(fake))) == list(range(12, 36))
+        assert_parents_before_children(fake, await list_shards(kinesis, arn))
+        fake.invocations.clear()
+        everything = await poller(capsys, *base, "--from", str(time.time() - 900))
+        assert everything.code == 0, everything.err
+        assert sorted(numbers(event_records(fake))) == list(range(36))
+        assert_parents_before_children(fake, await list_shards(kinesis, arn))
+    shards = {shard for phase in phases.values() for shard in phase}
+    assert len(shards) == 4
+    assert all(f"orders {shard}:" in everything.out for shard in shards)
