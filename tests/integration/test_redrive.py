@@ -12,7 +12,7 @@ from tests.support.commands import poller
 from tests.support.daemon import events_total, running, settings_from
 from tests.support.fake_lambda import FakeLambda, Invocation, Reply, event_records
 from tests.support.queues import Queue, depth, make_queue, receive_all
-from tests.support.streams import make_stream, numbers, put_records, stream_yaml
+from tests.support.streams import make_stream, make_table, numbers, put_records, stream_yaml
 from tests.support.wait import eventually
 
 FOREIGN = {
@@ -182,3 +182,43 @@ async def test_redrive_usage_errors_exit_2_naming_the_destination(
     assert limit.code == 2 and "not a positive whole number" in limit.err
     for ran in (sns, none, queue, limit):
         assert "Traceback" not in ran.err
+
+
+async def test_redrive_on_dynamodb_streams_delivers_the_named_records_at_their_sequence(
+    moto: str, dynamodb: Any, sqs: Any, state: Path, tmp_path: Path, capsys: Any
+) -> None:
+    stream = await make_table(dynamodb, "orders", "KEYS_ONLY")
+    for key in ("a", "b", "c", "d"):
+        await dynamodb.put_item(TableName="orders", Item={"pk": {"S": key}})
+    failed = await make_queue(sqs, "orders-failed")
+    broken = [True]
+
+    def handler(event: Any, info: Invocation) -> Reply:
+        keys = {r["dynamodb"]["Keys"]["pk"]["S"] for r in event["Records"]}
+        return Reply.error("poison") if broken[0] and "c" in keys else Reply.result()
+
+    def keys(fake: FakeLambda) -> list[str]:
+        return [r["dynamodb"]["Keys"]["pk"]["S"] for r in event_records(fake)]
+
+    async with FakeLambda(handler) as fake:
+        mapping = {
+            "source": stream,
+            "starting_position": "TRIM_HORIZON",
+            "batch_size": 2,
+            "maximum_retry_attempts": 0,
+            "destination_config": {"on_failure": {"destination": failed.arn}},
+        }
+        text = stream_yaml(moto, fake, state, [mapping])
+        async with running(settings_from(text)) as app:
+            await eventually(lambda: events_total(app, "on_failure_delivered") == 2, timeout=20)
+        assert keys(fake) == ["a", "b", "c", "d"]
+        [record] = await _bodies(sqs, failed)
+        assert record["DDBStreamBatchInfo"]["batchSize"] == 2
+        broken[0] = False
+        fake.invocations.clear()
+        argv = ["redrive", "-c", _config(tmp_path, text), "--mapping", "orders"]
+        ran = await poller(capsys, *argv)
+        assert ran.code == 0, ran.err
+        assert keys(fake) == ["c", "d"]
+        assert "2 delivered, 0 sent on failure again; the invocation record is deleted" in ran.out
+        assert await _bodies(sqs, failed) == []
