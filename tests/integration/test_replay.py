@@ -119,12 +119,15 @@ async def test_replay_on_dynamodb_without_to_ends_at_the_start_and_exits_1_on_a_
             "batch_size": 1,
             "maximum_retry_attempts": 0,
             "maximum_record_age_in_seconds": 60,  # every record is older: replay ignores it
+            "tumbling_window_in_seconds": 60,  # replayed as plain batches
         }
         config = _config(tmp_path, stream_yaml(moto, fake, state, [mapping]))
         ran = await poller(
             capsys, "replay", "-c", config, "--mapping", "orders", "--from", str(time.time() - 300)
         )
         delivered = [r["dynamodb"]["Keys"]["pk"]["S"] for r in event_records(fake)]
+        events = [inv.event for inv in invocations(fake)]
+    assert events and all(set(event) == {"Records"} for event in events)  # no window fields
     # new1 failed, was given up with no on-failure destination: dropped, so exit 1.
     assert ran.code == 1, ran.err
     assert delivered == ["new0", "new1", "new2"]
