@@ -3,6 +3,7 @@ what redrive reads of an invocation record."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from poller.checkpoints.lineage import ShardInfo
 from poller.cli import _parser
 from poller.filtering.filter_set import FilterSet
-from poller.ops.commands.ranges import RangeEngine
+from poller.ops.commands.ranges import Progress, RangeEngine
 from poller.ops.commands.redrive import Named, named_by
 from poller.ops.commands.replay import lineage_order
 from poller.sources.streams.shards import StartAt
@@ -125,3 +126,23 @@ async def test_a_range_read_goes_on_after_a_throttle_and_an_expired_iterator() -
     assert seen == [2, 3, 4, 5]  # from 1002 (inclusive) to 1006 (exclusive), once each
     assert api.starts[-1] == ("s0", StartAt("AFTER_SEQUENCE_NUMBER", "4"))
     assert engine.tally.read == 4
+
+
+class _Terminal(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_progress_is_one_line_rewritten_on_a_terminal_and_nothing_elsewhere() -> None:
+    terminal, piped = _Terminal(True), _Terminal(False)
+    for stream in (terminal, piped):
+        progress = Progress(stream)
+        progress.show("s0: 10 read")
+        progress.show("s0: 9")
+        progress.done()
+    assert terminal.getvalue() == "\rs0: 10 read\r" + "s0: 9".ljust(11) + "\r" + " " * 11 + "\r"
+    assert piped.getvalue() == ""

@@ -291,7 +291,7 @@ class Progress:
         if self._on:
             self._stream.write("\r" + text.ljust(self._width))
             self._stream.flush()
-            self._width = len(text)
+            self._width = max(self._width, len(text))  # what the line shows, padding included
 
     def done(self) -> None:
         """End the line, so what follows starts on its own."""
