@@ -14,7 +14,7 @@ from poller.cli import _parser
 from poller.filtering.filter_set import FilterSet
 from poller.ops.commands.ranges import Progress, RangeEngine
 from poller.ops.commands.redrive import Named, named_by
-from poller.ops.commands.replay import lineage_order
+from poller.ops.commands.replay import lineage_order, replay_shards
 from poller.sources.streams.shards import StartAt
 from poller.wiring import parse_settings
 
@@ -146,3 +146,16 @@ def test_progress_is_one_line_rewritten_on_a_terminal_and_nothing_elsewhere() ->
         progress.done()
     assert terminal.getvalue() == "\rs0: 10 read\r" + "s0: 9".ljust(11) + "\r" + " " * 11 + "\r"
     assert piped.getvalue() == ""
+
+
+async def test_a_shard_that_cannot_be_read_stops_the_replay_with_its_own_error() -> None:
+    from botocore.exceptions import ClientError
+
+    from tests.unit.test_shards import FakeApi, FakeShard, client_error
+
+    shards = [FakeShard(ShardInfo(f"s{n}"), [(1, "k", 1000.0)]) for n in range(2)]
+    api = FakeApi(shards)
+    api.faults = {1: client_error("AccessDeniedException")}
+    engine = RangeEngine(_mapping(), api, None, FilterSet.compile([]), None)  # type: ignore[arg-type]
+    with pytest.raises(ClientError, match="AccessDenied"):
+        await replay_shards(engine, [s.info for s in shards], 0.0, 2000.0, Progress())

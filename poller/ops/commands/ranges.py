@@ -98,11 +98,12 @@ class Tally:
 
 @dataclass(eq=False)
 class _Counting:
-    """The mapping's give-up step, counting into `tally` what it sends on failure or drops."""
+    """The mapping's give-up step, counting what it sends on failure or drops into the tally
+    of the shard the records came from (shards are delivered side by side)."""
 
     inner: GiveUp[StreamRecord]
     drops: bool  # no on-failure destination: what is given up is dropped
-    tally: Tally = dataclasses.field(default_factory=Tally)
+    tallies: dict[str | None, Tally] = dataclasses.field(default_factory=dict)
 
     async def __call__(
         self,
@@ -116,10 +117,11 @@ class _Counting:
         settled = await self.inner(
             records, condition=condition, reason=reason, history=history, scope=scope
         )
+        tally = self.tallies.setdefault(scope, Tally())
         if settled and self.drops:
-            self.tally.dropped += len(records)
+            tally.dropped += len(records)
         elif settled:
-            self.tally.sent_on_failure += len(records)
+            tally.sent_on_failure += len(records)
         return settled
 
 
@@ -150,8 +152,8 @@ class RangeEngine:
     async def deliver(self, shard_id: str, records: Sequence[StreamRecord]) -> Tally:
         """Settle `records` (kept by the filters, in shard order) in batches of the mapping's
         batch size, one batch at a time; what became of them. Raises `Stopped` if
-        interrupted."""
-        counts = self.counting.tally = Tally()
+        interrupted. Several shards may be delivered at once, one call per shard at a time."""
+        counts = self.counting.tallies[shard_id] = Tally()
         batcher: Batcher[StreamRecord] = Batcher(BatchLimits(self.mapping.batch_size, 0))
         for record in records:
             batcher.add(record, 0.0)
@@ -163,6 +165,7 @@ class RangeEngine:
 
         while len(batcher):
             await self.settler.settle(batcher.take(), acknowledge, scope=shard_id)
+        del self.counting.tallies[shard_id]
         # A run given up is acknowledged too, once sent on failure (or dropped).
         counts.delivered = acknowledged - counts.sent_on_failure - counts.dropped
         self.tally.add(counts)

@@ -8,7 +8,7 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TextIO
 
@@ -67,11 +67,9 @@ async def replay(settings: Settings, args: argparse.Namespace, out: TextIO) -> i
         try:
             await _check_retention(engine, mapping, clients, since, started)
             shards = _chosen(mapping, lineage_order(await engine.api.list_shards()), args.shard)
-            progress = Progress()
+            counts = await replay_shards(engine, shards, since, until, Progress())
             for shard in shards:
-                counts = await replay_shard(engine, shard.shard_id, since, until, progress)
-                progress.done()
-                out.write(f"{mapping.name} {shard.shard_id}: {counts.summary()}\n")
+                out.write(f"{mapping.name} {shard.shard_id}: {counts[shard.shard_id].summary()}\n")
         except AWS_ERRORS as exc:
             what = f"mapping {mapping.name}: stream {mapping.source_arn.arn}"
             problem = describe(exc, what=what, permission=engine.api.read_permission)
@@ -92,8 +90,54 @@ def _engine(
     return range_engine(settings, mapping, clients, Shutdown())
 
 
+async def replay_shards(
+    engine: RangeEngine,
+    shards: Sequence[ShardInfo],
+    since: float,
+    until: float,
+    progress: Progress,
+) -> dict[str, Tally]:
+    """Replay every shard side by side, each child once its parents are done (so each key's
+    records arrive in order, as the mapping delivers them); what became of each shard's."""
+    done = {shard.shard_id: anyio.Event() for shard in shards}
+    counts = {shard.shard_id: Tally() for shard in shards}
+
+    def show() -> None:
+        finished = sum(event.is_set() for event in done.values())
+        progress.show(f"{finished}/{len(shards)} shards: {engine.tally.summary()}")
+
+    async def one(shard: ShardInfo) -> None:
+        for parent in shard.parents:
+            if parent in done:
+                await done[parent].wait()
+        await replay_shard(engine, shard.shard_id, since, until, counts[shard.shard_id], show)
+        done[shard.shard_id].set()
+        show()
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            for shard in shards:
+                tasks.start_soon(one, shard)
+    except ExceptionGroup as group:
+        # One shard's failure stops the others; the command reports the first one.
+        raise _first(group) from None
+    finally:
+        progress.done()
+    return counts
+
+
+def _first(group: BaseExceptionGroup[Exception]) -> Exception:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
 async def replay_shard(
-    engine: RangeEngine, shard_id: str, since: float, until: float, progress: Progress
+    engine: RangeEngine,
+    shard_id: str,
+    since: float,
+    until: float,
+    counts: Tally,
+    show: Callable[[], None] = lambda: None,
 ) -> Tally:
     """Deliver the shard's records that arrived from `since` (inclusive) to `until`
     (exclusive), in batches of the mapping's batch size."""
@@ -104,7 +148,6 @@ async def replay_shard(
         # DynamoDB Streams has no AT_TIMESTAMP: read from the horizon and skip what is older.
         # Creation times are whole seconds (rounded down), so the start second is kept.
         start, skip_before = TRIM_HORIZON, math.floor(since)
-    counts = Tally()
     waiting: list[StreamRecord] = []
     size = engine.mapping.batch_size
 
@@ -120,7 +163,7 @@ async def replay_shard(
         if whole:
             counts.add(await engine.deliver(shard_id, waiting[:whole]))
             del waiting[:whole]
-        progress.show(f"{shard_id}: {counts.summary()}")
+        show()
     if waiting:
         counts.add(await engine.deliver(shard_id, waiting))
     return counts
