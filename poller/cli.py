@@ -108,9 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--json", action="store_true", help="print the /status document as it is (indented)"
     )
-    from poller.ops.commands.arguments import checkpoints_parser
+    from poller.ops.commands.arguments import checkpoints_parser, stream_commands_parsers
 
     checkpoints_parser(commands, config_option)
+    stream_commands_parsers(commands, config_option)
     return parser
 
 
@@ -246,6 +247,26 @@ def checkpoints(args: argparse.Namespace) -> int:
     return run_command(settings, args)
 
 
+def replay(args: argparse.Namespace) -> int:
+    from poller.ops.commands.replay import run_command
+
+    settings = _settings(args.config)
+    if settings is None:
+        return EXIT_USAGE
+    _handlers_from_cwd()
+    return run_command(settings, args)
+
+
+def redrive(args: argparse.Namespace) -> int:
+    from poller.ops.commands.redrive import run_command
+
+    settings = _settings(args.config)
+    if settings is None:
+        return EXIT_USAGE
+    _handlers_from_cwd()
+    return run_command(settings, args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -255,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "healthcheck": healthcheck,
         "status": status,
         "checkpoints": checkpoints,
+        "replay": replay,
+        "redrive": redrive,
     }
     return handlers[args.command](args)
 

@@ -25,12 +25,48 @@ class Checkpoint:
     everything in it checkpointed, so its children may start. `window_start` and
     `window_state` are the open tumbling window at that position (its start, epoch seconds, and
     the state its invocations handed on, compact JSON), stored with the position in one write.
+
+    An operator's move (`poller checkpoints set`) stores a start rather than a record handled:
+    `at_sequence` makes `sequence_number` the NEXT record to deliver (AT_SEQUENCE_NUMBER), and
+    `at_time` (with no sequence number) starts at the first record arriving at or after it.
+    Finding the record before N would mean reading the shard from its horizon.
     """
 
     sequence_number: str | None
     finished: bool = False
     window_start: int | None = None
     window_state: bytes | None = None
+    at_sequence: bool = False
+    at_time: float | None = None
+
+
+# How a start is written where a position is (a sequence number column or attribute): a plain
+# number is the last record handled, as every store before starts existed holds it.
+_AT = "at:"
+_TIME = "time:"
+
+
+def encode_position(checkpoint: Checkpoint) -> str | None:
+    """The stored text of a checkpoint's position; None for no position yet."""
+    if checkpoint.at_time is not None:
+        return f"{_TIME}{checkpoint.at_time:.3f}"
+    if checkpoint.at_sequence and checkpoint.sequence_number is not None:
+        return _AT + checkpoint.sequence_number
+    return checkpoint.sequence_number
+
+
+def decode_position(
+    text: str | None,
+    finished: bool = False,
+    window_start: int | None = None,
+    window_state: bytes | None = None,
+) -> Checkpoint:
+    """The checkpoint a stored position text holds (`encode_position`'s inverse)."""
+    if text is not None and text.startswith(_TIME):
+        return Checkpoint(None, finished, at_time=float(text.removeprefix(_TIME)))
+    if text is not None and text.startswith(_AT):
+        return Checkpoint(text.removeprefix(_AT), finished, at_sequence=True)
+    return Checkpoint(text, finished, window_start, window_state)
 
 
 class CheckpointStore(Protocol):

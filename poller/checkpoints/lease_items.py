@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from poller.aws.errors import error_code
-from poller.checkpoints.base import Checkpoint, StoreUnusable
+from poller.checkpoints.base import Checkpoint, StoreUnusable, decode_position, encode_position
 
 if TYPE_CHECKING:
     pass
@@ -120,7 +120,7 @@ def position_of(item: Item) -> Checkpoint | None:
     if stored is None:
         return None
     finished = item.get("state", {}).get("S") == "finished"
-    return Checkpoint(None if stored == START else stored, finished)
+    return decode_position(None if stored == START else stored, finished)
 
 
 def checkpoint_of(item: Item, chunks: Mapping[str, Item]) -> Checkpoint | None:
@@ -175,7 +175,7 @@ def lease_update(
     it names."""
     sets = {"checkpoint": ":checkpoint", "state": ":state", "updated_at": ":now"}
     values: dict[str, Any] = {
-        ":checkpoint": {"S": checkpoint.sequence_number or START},
+        ":checkpoint": {"S": encode_position(checkpoint) or START},
         ":state": {"S": "finished" if checkpoint.finished else "open"},
         ":now": {"N": f"{now:.3f}"},
         ":token": {"S": token},

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from poller.checkpoints.base import Checkpoint, StoreHeld
+from poller.checkpoints.base import Checkpoint, StoreHeld, encode_position
 from poller.checkpoints.dynamodb import DynamoDBCheckpointStore
 from poller.checkpoints.lease_items import (
     START,
@@ -173,7 +173,7 @@ class LeaseTablePositions:
             removes.append("checkpoint")
         else:
             sets.append("#checkpoint = :checkpoint")
-            values[":checkpoint"] = {"S": to.sequence_number or START}
+            values[":checkpoint"] = {"S": encode_position(to) or START}
         if seen.counter is None:
             sets.append("#counter = :zero")
             values[":zero"] = {"N": "0"}

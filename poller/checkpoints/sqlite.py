@@ -22,7 +22,14 @@ import anyio
 import anyio.to_thread
 
 from poller.aws import calls
-from poller.checkpoints.base import AllShards, Checkpoint, StoreHeld, StoreUnusable
+from poller.checkpoints.base import (
+    AllShards,
+    Checkpoint,
+    StoreHeld,
+    StoreUnusable,
+    decode_position,
+    encode_position,
+)
 from poller.checkpoints.filelock import FileLock
 from poller.engine.lifecycle import Shutdown
 from poller.ops.status import MappingStatus
@@ -61,9 +68,9 @@ _COLUMNS = "sequence_number, finished, window_start, window_state"
 
 
 def _checkpoint(row: tuple[Any, ...]) -> Checkpoint:
-    """A row of `_COLUMNS` as a Checkpoint."""
+    """A row of `_COLUMNS` as a Checkpoint (the position column may hold a start: "at:N")."""
     sequence, finished, start, state = row
-    return Checkpoint(sequence, bool(finished), start, None if state is None else bytes(state))
+    return decode_position(sequence, bool(finished), start, None if state is None else bytes(state))
 
 
 class SqliteCheckpointStore:
@@ -116,7 +123,7 @@ class SqliteCheckpointStore:
                     mapping,
                     stream_arn,
                     shard_id,
-                    checkpoint.sequence_number,
+                    encode_position(checkpoint),
                     int(checkpoint.finished),
                     checkpoint.window_start,
                     checkpoint.window_state,

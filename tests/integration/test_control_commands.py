@@ -108,8 +108,11 @@ async def test_set_moves_a_shard_back_and_the_next_run_redelivers_from_there(
         # LATEST: nothing is read until a position says otherwise.
         moved = await poller(capsys, *base, "--sequence", sequences[1])
         assert moved.code == 0, moved.err
-        assert f"orders {shard}: TRIM_HORIZON (no checkpoint) -> after {sequences[1]}" in moved.out
-        assert await _run_again(fake, text, shard, sequences[-1], 4) == [2, 3, 4, 5]
+        # N is the next record delivered, not the last one handled.
+        assert f"orders {shard}: TRIM_HORIZON (no checkpoint) -> at {sequences[1]}" in moved.out
+        listed = await poller(capsys, "checkpoints", "list", "-c", config)
+        assert listed.out.splitlines()[1].split()[:3] == ["orders", shard, f"at:{sequences[1]}"]
+        assert await _run_again(fake, text, shard, sequences[-1], 5) == [1, 2, 3, 4, 5]
 
         listed = await poller(capsys, "checkpoints", "list", "-c", config)
         assert listed.code == 0
@@ -117,15 +120,15 @@ async def test_set_moves_a_shard_back_and_the_next_run_redelivers_from_there(
 
         moved = await poller(capsys, *base, "--shard", shard, "--sequence", sequences[3])
         assert moved.code == 0, moved.err
-        assert f"after {sequences[-1]} -> after {sequences[3]}" in moved.out
-        assert await _run_again(fake, text, shard, sequences[-1], 2) == [4, 5]
+        assert f"after {sequences[-1]} -> at {sequences[3]}" in moved.out
+        assert await _run_again(fake, text, shard, sequences[-1], 3) == [3, 4, 5]
 
         moved = await poller(capsys, *base, "--trim-horizon")
         assert moved.code == 0, moved.err
         assert await _run_again(fake, text, shard, sequences[-1], 6) == list(range(6))
 
 
-async def test_set_by_timestamp_puts_each_shard_before_its_first_record_from_then(
+async def test_set_by_timestamp_puts_each_shard_at_its_first_record_from_then(
     moto: str, kinesis: Any, state: Path, tmp_path: Path, capsys: Any
 ) -> None:
     arn = await make_stream(kinesis, "orders")
@@ -142,13 +145,45 @@ async def test_set_by_timestamp_puts_each_shard_before_its_first_record_from_the
         then = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 300))
         moved = await poller(capsys, *base, "--timestamp", then)
         assert moved.code == 0, moved.err
-        assert f"-> after {old[-1][1]}" in moved.out
+        assert f"-> at {new[0][1]} (the next record delivered)" in moved.out
         assert await _run_again(fake, text, shard, new[-1][1], 2) == [3, 4]
 
         before_all = await poller(capsys, *base, "--timestamp", str(time.time() - 3600))
-        assert f"after {new[-1][1]} -> TRIM_HORIZON (no checkpoint)" in before_all.out
-        latest = await poller(capsys, *base, "--latest")
-        assert f"TRIM_HORIZON (no checkpoint) -> after {new[-1][1]}" in latest.out
+        assert f"after {new[-1][1]} -> at {old[0][1]}" in before_all.out
+        assert await _run_again(fake, text, shard, new[-1][1], 5) == [0, 1, 2, 3, 4]
+
+
+async def test_set_latest_stores_now_and_the_next_run_delivers_only_what_came_after(
+    moto: str, kinesis: Any, state: Path, tmp_path: Path, capsys: Any
+) -> None:
+    arn = await make_stream(kinesis, "orders", shards=2)
+    await put_records(kinesis, arn, [(f"k{n}", {"n": n}) for n in range(6)])
+    async with FakeLambda() as fake:
+        text = stream_yaml(
+            moto, fake, state, [{"source": arn, "starting_position": "TRIM_HORIZON"}]
+        )
+        config = _config(tmp_path, text)
+        before = time.time()
+        latest = await poller(
+            capsys, "checkpoints", "set", "-c", config, "--mapping", "orders", "--latest"
+        )
+        assert latest.code == 0, latest.err
+        # A LATEST start at the command's time, not a record number read from the stream.
+        assert latest.out.count("TRIM_HORIZON (no checkpoint) -> at 20") == 2
+        listed = await poller(capsys, "checkpoints", "list", "-c", config)
+        rows = [line.split() for line in listed.out.splitlines()[1:]]
+        assert [row[2].startswith("at:20") for row in rows] == [True, True]
+        stored = await SqliteCheckpointStore(state, exclusive=False).all("orders", arn)
+        assert all(
+            cp.at_time is not None and cp.at_time >= before - 0.001 for cp in stored.values()
+        )
+        later = await put_records(kinesis, arn, [(f"k{n}", {"n": n}) for n in range(6, 10)])
+        fake.invocations.clear()
+        async with running(settings_from(text)) as app:
+            await _delivered(fake, 4)
+            for shard, sequence in {shard: seq for shard, seq in later}.items():
+                await _checkpointed(app, shard, sequence)
+    assert sorted(numbers(event_records(fake))) == [6, 7, 8, 9]
 
 
 async def test_set_refuses_while_a_daemon_holds_the_file(
@@ -224,13 +259,14 @@ async def test_dynamodb_positions_by_timestamp_and_latest_and_the_window_size_li
     base = ["checkpoints", "set", "-c", config, "--mapping", "orders"]
     latest = await poller(capsys, *base, "--latest")
     assert latest.code == 0, latest.err
-    last = latest.out.split(" -> after ")[1].split()[0]
+    assert "TRIM_HORIZON (no checkpoint) -> at 20" in latest.out
     moved = await poller(capsys, *base, "--timestamp", str(time.time() - 300))
     assert moved.code == 0, moved.err
-    third = moved.out.split(" -> after ")[1].split()[0]
-    assert int(third) < int(last)
+    # DynamoDB Streams has no AT_TIMESTAMP: the shard is read to the first record from then.
+    first = moved.out.split(" -> at ")[1].split()[0]
     listed = await poller(capsys, "checkpoints", "list", "-c", config)
-    assert listed.out.splitlines()[1].split()[2:] == [third, "no", "-"]
+    assert listed.out.splitlines()[1].split()[2:] == [f"at:{first}", "no", "-"]
+    third = first
     # What a windowed run leaves: the open window's state beside the position.
     store = SqliteCheckpointStore(state)
     shard = listed.out.splitlines()[1].split()[1]

@@ -752,9 +752,36 @@ async def test_checkpoints_set_refuses_while_a_lease_is_held(
     assert row.split()[:5] == ["orders", shard, last, "no", "replica-a"]
     moved = await poller(capsys, "checkpoints", "set", *argv, "--sequence", first)
     assert moved.code == 0, moved.err
-    assert f"orders {shard}: after {last} -> after {first}" in moved.out
+    assert f"orders {shard}: after {last} -> at {first} (the next record delivered)" in moved.out
     released = await poller(capsys, "checkpoints", "list", *argv)
-    assert released.out.splitlines()[1].split() == ["orders", shard, first, "no", "-", "-", "-"]
-    # The next owner reads from the new position.
+    row = ["orders", shard, f"at:{first}", "no", "-", "-", "-"]
+    assert released.out.splitlines()[1].split() == row
+    # The next owner starts AT the record named (a start in the item, not a record handled).
     async with store_for(dynamodb_front, "replica-b", duration=30) as store:
-        assert await store.get("orders", arn, shard) == Checkpoint(first)
+        assert await store.get("orders", arn, shard) == Checkpoint(first, at_sequence=True)
+
+
+async def test_replay_leaves_every_lease_item_as_it_was(
+    moto: str, dynamodb_front: str, dynamodb: Any, kinesis: Any, tmp_path: Path, capsys: Any
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+    placed = await put_records(kinesis, arn, [("k", {"n": n}) for n in range(4)])
+    async with FakeLambda() as fake:
+        text = fleet_yaml(moto, dynamodb_front, fake, arn, lease_duration=30)
+        config = tmp_path / "poller.yaml"
+        config.write_text(text)
+        async with running(settings_from(text)) as app:
+            status = app.mappings[0].status
+            shard, last = placed[-1]
+            await eventually(
+                lambda: shard in status.shards and status.shards[shard].checkpoint == last,
+                timeout=20,
+            )
+        before = await table_items(dynamodb)
+        fake.invocations.clear()
+        argv = ["replay", "-c", str(config), "--mapping", "orders"]
+        ran = await poller(capsys, *argv, "--from", str(time.time() - 600))
+        after = await table_items(dynamodb)
+    assert ran.code == 0, ran.err
+    assert sorted(numbers(event_records(fake))) == [0, 1, 2, 3]
+    assert after == before and any(i["sk"]["S"] == f"shard|{shard}" for i in before)

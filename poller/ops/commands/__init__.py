@@ -1,1 +1,1 @@
-"""The operator's commands beside `run`: `poller status` and `poller checkpoints`."""
+"""The operator's commands beside `run`: `status`, `checkpoints`, `replay` and `redrive`."""

@@ -61,7 +61,7 @@ def checkpoints_parser(
     to.add_argument(
         "--sequence",
         metavar="N",
-        help="the last record handled: the mapping resumes with the record AFTER N "
+        help="the next record to deliver: the mapping resumes with record N itself "
         "(needs --shard when the stream has several shards)",
     )
     to.add_argument(
@@ -79,5 +79,76 @@ def checkpoints_parser(
     to.add_argument(
         "--latest",
         action="store_true",
-        help="after each shard's last record now: only records arriving later are delivered",
+        help="now, as a LATEST start: only records arriving from this moment on are delivered",
     )
+
+
+REPLAY_DESCRIPTION = (
+    "Deliver again the records a stream mapping's stream received in a time range (by arrival "
+    "time), to the mapping's target with its filters, batch size, retries, bisect and "
+    "on-failure destination, but without maximum_record_age_in_seconds and without tumbling "
+    "windows. The mapping's checkpoints are neither read nor moved: it runs beside the daemon. "
+    "Exit 0 when every record was delivered, filtered out or sent on failure, 1 when some were "
+    "dropped (no on-failure destination)."
+)
+REDRIVE_DESCRIPTION = (
+    "Read the invocation records in a stream mapping's on-failure SQS queue, fetch the records "
+    "each one names from the stream and invoke the target with them; an invocation record is "
+    "deleted once its records were delivered (or sent on failure again, as a new one). Records "
+    "the stream no longer holds are reported and their invocation record is left in the queue; "
+    "so are the records of other mappings. Exit 1 when some were left."
+)
+
+
+def stream_commands_parsers(
+    commands: Any, config_option: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    """Add `replay` and `redrive` to the command parsers `commands`."""
+    replay = commands.add_parser(
+        "replay",
+        help="deliver a time range of a stream mapping's stream again",
+        description=REPLAY_DESCRIPTION,
+    )
+    config_option(replay)
+    replay.add_argument("--mapping", metavar="M", required=True, help="the stream mapping")
+    replay.add_argument(
+        "--from",
+        dest="from_",
+        metavar="T",
+        required=True,
+        type=parse_time,
+        help="the first arrival time, inclusive: ISO 8601 (no offset: UTC) or epoch seconds",
+    )
+    replay.add_argument(
+        "--to",
+        metavar="T",
+        type=parse_time,
+        help="the end of the range, exclusive (default: when the command started)",
+    )
+    replay.add_argument(
+        "--shard", metavar="S", help="only this shard (default: every shard of the stream)"
+    )
+    redrive = commands.add_parser(
+        "redrive",
+        help="deliver again the records a stream mapping sent on failure",
+        description=REDRIVE_DESCRIPTION,
+    )
+    config_option(redrive)
+    redrive.add_argument("--mapping", metavar="M", required=True, help="the stream mapping")
+    redrive.add_argument(
+        "--limit",
+        metavar="N",
+        type=_positive,
+        help="redrive at most N invocation records (default: every one in the queue)",
+    )
+    redrive.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be redriven and leave every invocation record in the queue",
+    )
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)

@@ -18,20 +18,13 @@ from poller.checkpoints.positions import PositionHeld, Positions, Stored, open_p
 from poller.config.settings import MappingSettings, Settings
 from poller.events.invocation import iso_timestamp
 from poller.events.streams import stream_record
+from poller.ops.commands.ranges import CommandError
 from poller.ops.commands.text import NONE, cell, table
 from poller.sources.streams.shards import TRIM_HORIZON, ShardApi, StartAt
 from poller.wiring import shard_api
 
 EXIT_FATAL = 1
 EXIT_USAGE = 2
-
-
-class CommandError(Exception):
-    """What stops the command, said to the user; `code` is its exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def run_command(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -123,6 +116,10 @@ def _columns(position: Stored, leases: bool) -> list[str]:
         sequence, finished, window = "(none: TRIM_HORIZON)", "no", NONE
     else:
         sequence = checkpoint.sequence_number or "(none yet: starting_position)"
+        if checkpoint.at_time is not None:
+            sequence = f"at:{iso_timestamp(checkpoint.at_time)}"  # a start, not a record handled
+        elif checkpoint.at_sequence:
+            sequence = f"at:{checkpoint.sequence_number}"
         finished = "yes" if checkpoint.finished else "no"
         state = checkpoint.window_state
         window = NONE if state is None else f"{len(state)} B"
@@ -162,9 +159,8 @@ async def set_positions(
         await store.set_mapping_started_at(mapping.name, arn, time.time())
     for shard_id, to in targets.items():
         before = stored.get(shard_id, Stored(None))
-        checkpoint = None if to is None else Checkpoint(to)
-        await positions.write(mapping.name, arn, shard_id, checkpoint, before)
-        out.write(f"{mapping.name} {shard_id}: {_before(before)} -> {_after(to)}\n")
+        await positions.write(mapping.name, arn, shard_id, to, before)
+        out.write(f"{mapping.name} {shard_id}: {_before(before)} -> {describe_start(to)}\n")
     count = len(targets)
     out.write(
         f"moved {count} shard{'s' if count != 1 else ''}; the next `poller run` reads from there\n"
@@ -190,22 +186,30 @@ def _chosen(mapping: MappingSettings, listed: list[str], args: argparse.Namespac
 
 async def _resolve(
     api: ShardApi, shards: Sequence[str], args: argparse.Namespace
-) -> dict[str, str | None]:
-    """The new position of each shard: the last record handled, None for no checkpoint."""
+) -> dict[str, Checkpoint | None]:
+    """The new start of each shard; None for no checkpoint (TRIM_HORIZON)."""
     if args.trim_horizon:
         return dict.fromkeys(shards)
     if args.sequence is not None:
         await _check_sequence(api, shards[0], args.sequence)
-        return {shards[0]: args.sequence}
-    before = None if args.latest else float(args.timestamp)
-    found: dict[str, str | None] = {}
-    reached = False
+        return {shards[0]: Checkpoint(args.sequence, at_sequence=True)}
+    if args.latest:
+        # "Now" as a LATEST start: what arrives from this moment on, and nothing before it.
+        now = time.time()
+        return {shard_id: Checkpoint(None, at_time=now) for shard_id in shards}
+    since = float(args.timestamp)
+    found: dict[str, Checkpoint | None] = {}
     for shard_id in shards:
-        found[shard_id], later = await last_before(api, shard_id, before)
-        reached |= later
-    if before is not None and not reached:
+        first = await first_from(api, shard_id, since)
+        # No record from then in this shard (yet): it starts at that time.
+        found[shard_id] = (
+            Checkpoint(None, at_time=since)
+            if first is None
+            else Checkpoint(first, at_sequence=True)
+        )
+    if all(to is not None and to.at_time is not None for to in found.values()):
         raise CommandError(
-            f"nothing in {api.stream_arn} arrived at or after {iso_timestamp(before)}: "
+            f"nothing in {api.stream_arn} arrived at or after {iso_timestamp(since)}: "
             "the time is past its newest record (or after what it still keeps)"
         )
     return found
@@ -215,7 +219,7 @@ async def _check_sequence(api: ShardApi, shard_id: str, sequence: str) -> None:
     problem = None if sequence.isdigit() else "not a sequence number (digits only)"
     if problem is None:
         try:
-            await api.iterator(shard_id, StartAt("AFTER_SEQUENCE_NUMBER", sequence))
+            await api.iterator(shard_id, StartAt("AT_SEQUENCE_NUMBER", sequence))
         except AWS_ERRORS as exc:
             if error_code(exc) not in ("InvalidArgumentException", "ValidationException"):
                 raise
@@ -224,40 +228,44 @@ async def _check_sequence(api: ShardApi, shard_id: str, sequence: str) -> None:
         raise CommandError(f"shard {shard_id}: --sequence {sequence}: {problem}")
 
 
-async def last_before(
-    api: ShardApi, shard_id: str, before: float | None
-) -> tuple[str | None, bool]:
-    """Read the shard from TRIM_HORIZON: the sequence number of its last record that arrived
-    before `before` (None: no such record; with no `before`, its last record), and whether a
-    record arrived at or after it."""
-    iterator: str | None = await api.iterator(shard_id, TRIM_HORIZON)
-    last: str | None = None
+async def first_from(api: ShardApi, shard_id: str, since: float) -> str | None:
+    """The sequence number of the shard's first record that arrived at or after `since`;
+    None when there is none yet. Kinesis starts the search there (AT_TIMESTAMP); DynamoDB
+    Streams has no such iterator, so its shard is read from TRIM_HORIZON."""
+    start = StartAt("AT_TIMESTAMP", timestamp=since) if api.supports_at_timestamp else TRIM_HORIZON
+    iterator: str | None = await api.iterator(shard_id, start)
     while iterator:
         result = await api.read(iterator, api.max_records)
         for raw in result.records:
             record = stream_record(api.event_record(raw, shard_id), kind=api.kind)
-            if before is not None and record.arrival >= before:
-                return last, True
-            last = record.sequence_number
+            if record.arrival >= since:
+                return record.sequence_number
         if result.caught_up:
             break
         iterator = result.next_iterator
-    return last, False
+    return None
+
+
+def describe_start(checkpoint: Checkpoint | None) -> str:
+    """A stored position in words, as `checkpoints set` and `list` print it."""
+    if checkpoint is None:
+        return "TRIM_HORIZON (no checkpoint)"
+    if checkpoint.at_time is not None:
+        return f"at {iso_timestamp(checkpoint.at_time)} (first record arriving from then)"
+    if checkpoint.at_sequence:
+        return f"at {checkpoint.sequence_number} (the next record delivered)"
+    if checkpoint.sequence_number:
+        return f"after {checkpoint.sequence_number}"
+    return "starting_position"
 
 
 def _before(stored: Stored) -> str:
     checkpoint = stored.checkpoint
     if checkpoint is None:
         return "TRIM_HORIZON (no checkpoint)"
-    text = (
-        f"after {checkpoint.sequence_number}" if checkpoint.sequence_number else "starting_position"
-    )
+    text = describe_start(checkpoint)
     if checkpoint.finished:
         text += " (finished)"
     if checkpoint.window_state is not None:
         text += f" (open window, {len(checkpoint.window_state)} B of state, dropped)"
     return text
-
-
-def _after(sequence: str | None) -> str:
-    return "TRIM_HORIZON (no checkpoint)" if sequence is None else f"after {sequence}"

@@ -18,7 +18,9 @@ from poller.checkpoints.lineage import ShardInfo
 from poller.filtering.filter_set import FilterSet
 
 StreamKind = Literal["kinesis", "dynamodb"]
-IteratorType = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "AFTER_SEQUENCE_NUMBER"]
+IteratorType = Literal[
+    "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"
+]
 
 # A shard reader reads ahead while the span behind its checkpoint
 # (records read but not yet checkpointed) is under this many batches, so memory, and the replay

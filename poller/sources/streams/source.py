@@ -251,6 +251,12 @@ class StreamSource:
                     extra={**self._extra, "shard": shard_id},
                 )
                 return None
+        if checkpoint is not None and checkpoint.at_time is not None:
+            return self._at_time(checkpoint.at_time)  # an operator's --latest or --timestamp
+        if checkpoint is not None and checkpoint.at_sequence and checkpoint.sequence_number:
+            # An operator's --sequence N: N is the next record. The reader holds no position
+            # until a record settles, so nothing is stored before then and N is not skipped.
+            return _Start(StartAt("AT_SEQUENCE_NUMBER", checkpoint.sequence_number))
         if checkpoint is not None and checkpoint.sequence_number is not None:
             at = StartAt("AFTER_SEQUENCE_NUMBER", checkpoint.sequence_number)
             window = None
