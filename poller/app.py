@@ -21,7 +21,7 @@ from anyio.abc import TaskGroup
 
 from poller.aws.calls import OPERATIONS_BY_SOURCE
 from poller.aws.clients import AwsClients
-from poller.aws.errors import AWS_ERRORS, describe
+from poller.aws.identity import caller_identity
 from poller.checkpoints import CheckpointStore, open_checkpoint_store
 from poller.config.arns import SourceArn
 from poller.config.changes import changes
@@ -43,9 +43,6 @@ from poller.wiring import (
 )
 
 log = logging.getLogger("poller.app")
-
-# GetCallerIdentity must not hold a Kinesis mapping back for long when STS is unreachable.
-_IDENTITY_TIMEOUT = 15.0
 
 
 @dataclass
@@ -299,26 +296,8 @@ class App:
             return self.settings.aws.invoke_identity_arn
         async with self._identity_lock:
             if self._identity is None:
-                self._identity = await self._caller_identity(source)
+                self._identity = await caller_identity(self.clients, source)
         return self._identity
-
-    async def _caller_identity(self, source: SourceArn) -> str:
-        try:
-            with anyio.fail_after(_IDENTITY_TIMEOUT):
-                sts = await self.clients.client("sts", retries=False, read_timeout=10)
-                answer = await sts.get_caller_identity()
-            return role_arn(str(answer["Arn"]))
-        except AWS_ERRORS as exc:
-            fallback = f"arn:{source.partition}:iam::{source.account}:root"
-            action = "sts:GetCallerIdentity"
-            problem = describe(exc, what=action, permission=action)
-            log.warning(
-                "cannot tell which identity poller runs as (%s); Kinesis events carry "
-                "invokeIdentityArn %s; set aws.invoke_identity_arn to choose it",
-                problem.message,
-                fallback,
-            )
-            return fallback
 
     async def _watch_signals(self, tasks: TaskGroup) -> None:
         watched = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -368,16 +347,6 @@ class App:
             store_error=self.checkpoints_error,
         )
         return mapping_runner(entry.settings, entry.target, entry.status, services)
-
-
-def role_arn(caller_arn: str) -> str:
-    """An STS assumed-role ARN as the IAM role it stands for (what Lambda puts in events);
-    any other caller ARN is returned as it is."""
-    prefix, _, resource = caller_arn.partition(":assumed-role/")
-    if not resource or ":sts::" not in prefix:
-        return caller_arn
-    role = resource.split("/", 1)[0]
-    return f"{prefix.replace(':sts::', ':iam::')}:role/{role}"
 
 
 def _describe_target(mapping: MappingSettings) -> str:

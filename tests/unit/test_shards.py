@@ -16,7 +16,7 @@ import anyio.lowlevel
 import pytest
 from botocore.exceptions import ClientError
 
-from poller.app import role_arn
+from poller.aws.identity import role_arn
 from poller.checkpoints.base import Checkpoint
 from poller.checkpoints.lineage import ShardInfo, startable
 from poller.config.arns import parse_source_arn

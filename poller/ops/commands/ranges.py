@@ -22,6 +22,7 @@ import anyio
 
 from poller.aws.clients import AwsClients
 from poller.aws.errors import AWS_ERRORS
+from poller.aws.identity import caller_identity
 from poller.config.settings import MappingSettings, Settings
 from poller.engine.batcher import Batcher, BatchLimits
 from poller.engine.destinations import destination_for
@@ -45,9 +46,6 @@ INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 _READ_ATTEMPTS = 8
 # The pause after an empty read of a shard that is not caught up (Kinesis: 5 reads/s a shard).
 _GAP_PAUSE = 0.2
-
-# How long an identity lookup (for Kinesis' invokeIdentityArn) may take before the fallback.
-_IDENTITY_TIMEOUT = 15.0
 
 
 class CommandError(Exception):
@@ -236,16 +234,7 @@ async def _identity(settings: Settings, mapping: MappingSettings, clients: AwsCl
         return ""
     if settings.aws.invoke_identity_arn:
         return settings.aws.invoke_identity_arn
-    from poller.app import role_arn
-
-    source = mapping.source_arn
-    try:
-        with anyio.fail_after(_IDENTITY_TIMEOUT):
-            sts = await clients.client("sts", retries=False, read_timeout=10)
-            answer = await sts.get_caller_identity()
-        return role_arn(str(answer["Arn"]))
-    except AWS_ERRORS:  # TimeoutError is an OSError
-        return f"arn:{source.partition}:iam::{source.account}:root"
+    return await caller_identity(clients, mapping.source_arn, warn=False)
 
 
 @asynccontextmanager
