@@ -91,6 +91,9 @@ class App:
         self._mapping_tasks: TaskGroup | None = None
         self._reload_lock = anyio.Lock()
         self.reloads = 0  # reloads applied, for tests and logs
+        # Batches left unsettled by mappings a reload drained while the daemon was stopping:
+        # their entries are gone from `mappings` by the time the exit code is counted.
+        self._abandoned_by_reloads = 0
 
     def _status_for(self, mapping: MappingSettings) -> _Mapping:
         status = MappingStatus(
@@ -142,7 +145,9 @@ class App:
                     await self.server.stop()
                     if self.checkpoints is not None:
                         await self.checkpoints.aclose()
-        abandoned = sum(e.runner.abandoned for e in self.mappings if e.runner is not None)
+        abandoned = self._abandoned_by_reloads + sum(
+            e.runner.abandoned for e in self.mappings if e.runner is not None
+        )
         log.info("stopped", extra={"count": abandoned})
         return 1 if abandoned else 0
 
@@ -169,6 +174,12 @@ class App:
             if loaded is None:
                 return False
             plan = changes(self.settings, loaded)
+            needs_restart = plan.needs_restart
+            # No store open yet: nothing depends on the old `checkpoints`, so the new file's is
+            # the one its first stream mapping opens, not a restart's business.
+            adopt_store = self.checkpoints is None and needs_checkpoint_store(loaded)
+            if adopt_store:
+                needs_restart = tuple(key for key in needs_restart if key != "checkpoints")
             targets: dict[str, Target] = {}
             try:
                 for mapping in (*plan.added, *plan.changed):
@@ -177,12 +188,12 @@ class App:
             except ValueError as exc:
                 log.error("reload refused, the running mappings are kept: %s", exc)
                 return False
-            if plan.needs_restart:
+            if needs_restart:
                 log.warning(
                     "reload: %s changed in %s; a restart applies %s, the running values are kept",
-                    ", ".join(plan.needs_restart),
+                    ", ".join(needs_restart),
                     self.config_path,
-                    "it" if len(plan.needs_restart) == 1 else "them",
+                    "it" if len(needs_restart) == 1 else "them",
                 )
             log.info(
                 "reload: %d mappings added, %d removed, %d changed, %d unchanged",
@@ -191,7 +202,11 @@ class App:
                 len(plan.changed),
                 len(plan.unchanged),
             )
-            self._open_checkpoint_store(loaded)
+            if adopt_store:
+                self.settings = self.settings.model_copy(
+                    update={"checkpoints": loaded.checkpoints}
+                )
+                self._open_checkpoint_store(loaded)
             await self._apply(loaded, plan.added, plan.removed, plan.changed, targets)
             self.reloads += 1
             return True
@@ -245,6 +260,8 @@ class App:
         for entry in leaving:
             await entry.stopped.wait()
             if entry.runner is not None and entry.runner.abandoned:
+                if self.shutdown.is_stopping:
+                    self._abandoned_by_reloads += entry.runner.abandoned
                 log.warning(
                     "reload: the drain deadline passed with batches unsettled; "
                     "their records will be delivered again",

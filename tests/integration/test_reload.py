@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 
 from poller.wiring import load_settings
@@ -249,13 +250,12 @@ async def test_sighup_starts_a_mapping_a_daemon_had_none_of_and_pauses_it_again(
     assert any("tuning changed" in msg and "restart" in msg for msg in warnings), warnings
 
 
-async def test_a_stream_mapping_added_to_a_queue_only_daemon_opens_the_checkpoint_store(
-    moto: str, sqs: Any, kinesis: Any, tmp_path: Path
+async def test_a_stream_mapping_added_to_a_queue_only_daemon_opens_the_store_the_new_file_names(
+    moto: str, sqs: Any, kinesis: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     queue = await make_queue(sqs, "orders")
     arn = await make_stream(kinesis, "clicks")
     path = tmp_path / "poller.yaml"
-    store = tmp_path / "positions.db"
     orders = {"source": queue.arn, "function": "orders-fn"}
     clicks = {
         "name": "clicks",
@@ -265,30 +265,63 @@ async def test_a_stream_mapping_added_to_a_queue_only_daemon_opens_the_checkpoin
     }
     async with FakeLambda() as fake:
 
-        def write(*mappings: dict[str, Any]) -> None:
+        def write(store: Path, *mappings: dict[str, Any]) -> None:
+            checkpoints = {"backend": "sqlite", "path": str(store)}
             path.write_text(
                 config_yaml(
-                    moto,
-                    list(mappings),
-                    lambda_url=fake.endpoint_url,
-                    checkpoints={"backend": "sqlite", "path": str(store)},
+                    moto, list(mappings), lambda_url=fake.endpoint_url, checkpoints=checkpoints
                 )
             )
 
-        write(orders)
+        write(tmp_path / "old.db", orders)
         async with running(load_settings(path), config_path=path) as app:
             assert app.checkpoints is None  # no stream mapping: nothing to keep positions of
-            write(orders, clicks)
-            assert await app.reload()
+            # No store was open, so the new `checkpoints` section applies without a restart.
+            write(tmp_path / "new.db", orders, clicks)
+            with caplog.at_level(logging.WARNING, logger="poller.app"):
+                assert await app.reload()
             await put_records(kinesis, arn, [("k", {"n": i}) for i in range(3)])
             await eventually(lambda: len(invocations(fake, "clicks-fn")) >= 1)
             clicks_status = app.mappings[1].status
             await eventually(
                 lambda: any(s.checkpoint is not None for s in clicks_status.shards.values())
             )
-    assert store.exists()
-    assert [n for i in invocations(fake, "clicks-fn") for n in numbers(i.event["Records"])] == [
-        0,
-        1,
-        2,
-    ]
+    assert (tmp_path / "new.db").exists()
+    assert not (tmp_path / "old.db").exists()
+    assert not [r for r in caplog.records if "restart" in r.getMessage()]
+    delivered = [n for i in invocations(fake, "clicks-fn") for n in numbers(i.event["Records"])]
+    assert delivered == [0, 1, 2]
+
+
+async def test_a_stop_during_a_reloads_drain_exits_1_when_that_drain_leaves_a_batch(
+    moto: str, sqs: Any, tmp_path: Path
+) -> None:
+    queue = await make_queue(sqs, "slow")
+    path = tmp_path / "poller.yaml"
+    started = asyncio.Event()
+
+    async def stuck(event: Any, info: Invocation) -> Reply:
+        started.set()
+        await asyncio.sleep(30)  # longer than the drain allows
+        return Reply()
+
+    async with FakeLambda(stuck) as fake:
+        path.write_text(
+            config_yaml(
+                moto,
+                [{"name": "slow", "source": queue.arn, "function": "slow-fn"}],
+                lambda_url=fake.endpoint_url,
+                shutdown_timeout=2,
+            )
+        )
+        async with running(load_settings(path), config_path=path) as app:
+            await send(sqs, queue.url, ["held"])
+            await started.wait()
+            entry = app.mappings[0]
+            other = {"name": "other", "source": queue.arn, "function": "x", "enabled": False}
+            path.write_text(config_yaml(moto, [other], lambda_url=fake.endpoint_url))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(app.reload)
+                await eventually(lambda: entry.status.state.value == "stopping")
+                app.stop()  # SIGTERM while the reload drains the removed mapping
+    assert app.exit_code == 1  # type: ignore[attr-defined]
