@@ -22,7 +22,14 @@ import anyio
 import anyio.to_thread
 
 from poller.aws import calls
-from poller.checkpoints.base import AllShards, Checkpoint, StoreHeld, StoreUnusable
+from poller.checkpoints import guard
+from poller.checkpoints.base import (
+    AllShards,
+    Checkpoint,
+    StoreHeld,
+    StoreUnavailable,
+    StoreUnusable,
+)
 from poller.checkpoints.filelock import FileLock
 from poller.engine.lifecycle import Shutdown
 from poller.ops.status import MappingStatus
@@ -78,6 +85,7 @@ class SqliteCheckpointStore:
         self._path = str(path)
         self._file_lock = FileLock(self._path) if exclusive and self._path != ":memory:" else None
         self._connection: sqlite3.Connection | None = None
+        self._identity: guard.Identity | None = None  # the file opened, to notice it swapped
         # A thread lock, not an anyio one: it guards the connection inside worker threads,
         # and `_open` may run from any of them.
         self._lock = threading.Lock()
@@ -199,7 +207,13 @@ class SqliteCheckpointStore:
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
             with self._lock:
-                return work(self._open())
+                db = self._open()
+                try:
+                    return work(db)
+                except sqlite3.Error as exc:
+                    # On an open store: a disk full or gone read-only, which may pass.
+                    failed = guard.failed_call(exc)
+                    raise StoreUnavailable(f"checkpoints.path {self._path!r}: {failed}") from exc
 
         try:
             return await anyio.to_thread.run_sync(call)
@@ -217,15 +231,19 @@ class SqliteCheckpointStore:
     def _open(self) -> sqlite3.Connection:
         """The connection, opened and migrated on first use (called with the lock held).
 
-        StoreUnusable, naming the path and what to do, when the file cannot be poller's store.
+        StoreUnusable, naming the path and what to do, when the file cannot be poller's store,
+        is missing beside its marker, or was deleted or replaced since it was opened.
         """
         if self._connection is not None:
+            guard.check_same_file(self._path, self._identity)
             return self._connection
         try:
+            guard.check_not_lost(self._path)
             if self._file_lock is not None:
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
                 self._file_lock.acquire()
             db = _connect(self._path)
+            self._identity = guard.opened(db, self._path, mark=self._file_lock is not None)
         except (OSError, sqlite3.Error, StoreUnusable) as exc:
             if self._file_lock is not None:
                 self._file_lock.release(discard=True)

@@ -208,5 +208,6 @@ async def test_usable_paths_have_no_problem(tmp_path: Path) -> None:
     assert path_problem(str(existing)) is None  # while the store has it open
     await store.aclose()
     assert path_problem(str(existing)) is None
-    # The store's lock file stays: only a live process's flock on it means anything.
-    assert listing(tmp_path) == ["empty.db", "state.db", "state.db.lock"]
+    # The store's lock file stays: only a live process's flock on it means anything; its
+    # marker stays too: it says a store was there (see test_checkpoint_guard.py).
+    assert listing(tmp_path) == ["empty.db", "state.db", "state.db.lock", "state.db.marker"]
