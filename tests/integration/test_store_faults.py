@@ -4,6 +4,7 @@ under it, or missing beside its marker at a restart, fails the mapping naming th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -105,3 +106,71 @@ async def test_a_refused_checkpoint_write_degrades_retries_and_reads_nothing_twi
         finally:
             daemon.kill()
     assert "Traceback" not in daemon.logs()
+
+
+def _remove_store(state: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{state}{suffix}")
+
+
+def _exists(path: str | Path) -> bool:
+    return os.path.exists(path)
+
+
+async def _is_running(port: int) -> bool:
+    return await _state(port) == "running"
+
+
+async def _failed_with(port: int) -> str | None:
+    status = await mapping_status(port)
+    return str(status["error"]) if status and status["state"] == "failed" else None
+
+
+async def test_a_store_deleted_under_the_daemon_fails_the_mapping_and_a_restart_names_both(
+    moto: str, kinesis: Any, tmp_path: Path
+) -> None:
+    stream = await make_stream(kinesis, "orders")
+    state, port = tmp_path / "state.db", free_port()
+    async with FakeLambda() as fake:
+        config = tmp_path / "poller.yaml"
+        config.write_text(_config(moto, fake, state, stream, port))
+        daemon = PipedDaemon(config, tmp_path / "first.log")
+        daemon.start()
+        try:
+            placed = await put_records(kinesis, stream, [("k", {"n": n}) for n in range(3)])
+            await eventually(lambda: _checkpoint_is(port, placed[-1][1]), timeout=30)
+            assert _exists(f"{state}.marker")  # written at the first start
+
+            _remove_store(state)
+            await put_records(kinesis, stream, [("k", {"n": n}) for n in range(3, 6)])
+            error = await eventually(lambda: _failed_with(port), timeout=30)
+            assert str(state) in error and "deleted" in error, error
+            assert await daemon.stop() == 0, daemon.logs()
+        finally:
+            daemon.kill()
+        assert "Traceback" not in daemon.logs()
+
+        # A restart finds the marker but no store: refused, naming both, rather than a
+        # silent first start.
+        _remove_store(state)
+        restarted = PipedDaemon(config, tmp_path / "second.log")
+        restarted.start()
+        try:
+            error = await eventually(lambda: _failed_with(port), timeout=30)
+            assert str(state) in error and f"{state}.marker" in error, error
+            assert not _exists(state)
+            assert await restarted.stop() == 0, restarted.logs()
+        finally:
+            restarted.kill()
+
+        # Both deleted: starting over on purpose is a first start, which runs.
+        os.unlink(f"{state}.marker")
+        fresh = PipedDaemon(config, tmp_path / "third.log")
+        fresh.start()
+        try:
+            await eventually(lambda: _is_running(port), timeout=30)
+            assert _exists(state) and _exists(f"{state}.marker")
+            assert await fresh.stop() == 0, fresh.logs()
+        finally:
+            fresh.kill()
