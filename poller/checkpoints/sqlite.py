@@ -328,7 +328,7 @@ def path_problem(path_text: str) -> str | None:
     try:
         mode = path.stat().st_mode
     except (FileNotFoundError, NotADirectoryError):
-        return _directory_problem(path.parent)
+        return guard.lost_store_problem(path_text) or _directory_problem(path.parent)
     except OSError as exc:
         return f"cannot be reached ({exc.strerror or exc}); {_ANOTHER_DIRECTORY}"
     if stat.S_ISDIR(mode):

@@ -12,8 +12,8 @@ import pytest
 
 from poller.checkpoints import Checkpoint
 from poller.checkpoints.base import StoreUnavailable, StoreUnusable
-from poller.checkpoints.guard import failed_call, marker_path
-from poller.checkpoints.sqlite import SqliteCheckpointStore
+from poller.checkpoints.guard import failed_call, lost_store_problem, marker_path
+from poller.checkpoints.sqlite import SqliteCheckpointStore, path_problem
 
 STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 
@@ -59,6 +59,7 @@ async def test_a_store_missing_beside_its_marker_is_refused_naming_both(tmp_path
     assert str(path) in message and marker_path(str(path)) in message, message
     assert "delete" in message
     assert not path.exists()  # refused before SQLite could create an empty one
+    assert path_problem(str(path)) == lost_store_problem(str(path))  # `poller validate` too
 
     os.unlink(marker_path(str(path)))  # starting over on purpose: both gone
     store = SqliteCheckpointStore(path)
