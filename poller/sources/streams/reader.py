@@ -147,8 +147,7 @@ class ShardReader:
         return finished
 
     def hand_back(self, deadline: float) -> None:
-        """The lease is being given up: stop reading, let the batches in flight finish until
-        `deadline` (monotonic), then write the final checkpoint."""
+        """The lease is being given up: stop reading, finish in flight until `deadline`."""
         self.handed_back = True
         self._stop_reading(deadline)
 
@@ -284,8 +283,7 @@ class ShardReader:
         return result.caught_up or (self._last is not None and self._last >= self.ending)
 
     async def _on_error(self, exc: BaseException) -> ErrorAction:
-        """Handle a failed iterator or read call: "keep" the iterator, "refresh" it, or the
-        shard is "gone"."""
+        """A failed iterator or read call: "keep" the iterator, "refresh" it, or "gone"."""
         kind = read_error_kind(exc)
         if kind == "expired":
             log.info("shard iterator expired; getting a new one", extra=self._extra)
@@ -346,11 +344,12 @@ class ShardReader:
 
     async def _final_checkpoint(self) -> bool:
         """The last write; at a shard's end retried until stored (its children wait for it)."""
-        while True:
-            finished = await self._checkpoint(final=True)
-            if not (self.writes.failing and self.ended and not self._stop.is_set()):
-                return finished
-            await self.writes.wait_retry(self._stop)
+        shutdown = self.context.shutdown
+        return await self.writes.last(
+            lambda: self._checkpoint(final=True),
+            again=lambda: self.ended and not (self._stop.is_set() or shutdown.is_stopping),
+            stopping=shutdown.stopping,
+        )
 
     async def _checkpoint(self, *, final: bool = False) -> bool:
         """Store the end of the settled prefix if it moved; with `final`, also whether the

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 
@@ -88,6 +88,21 @@ class WriteHealth:
     async def wait_retry(self, stop: anyio.Event) -> bool:
         """Sleep until the next write may be tried; False when `stop` came first."""
         return not await sleep_or_stop(max(0.0, self._retry_at - anyio.current_time()), stop)
+
+    async def last(
+        self,
+        write: Callable[[], Awaitable[bool]],
+        *,
+        again: Callable[[], bool],
+        stopping: anyio.Event,
+    ) -> bool:
+        """A reader's last write, tried again after each back-off step while it fails and
+        `again()` holds (a shard's end, which its children wait for); what `write` returned."""
+        while True:
+            result = await write()
+            if not (self.failing and again()):
+                return result
+            await self.wait_retry(stopping)
 
     async def retries(self, stop: anyio.Event, ask: Callable[[], object]) -> None:
         """After each failed write, call `ask()` (a new write) once its back-off step passed:
