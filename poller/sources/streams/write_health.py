@@ -11,7 +11,7 @@ import anyio
 
 from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints.base import StoreUnavailable
-from poller.ops.status import MappingStatus
+from poller.ops.status import MappingStatus, State
 from poller.retry import SOURCE_CALL, Backoff, sleep_or_stop
 
 log = logging.getLogger("poller.streams")
@@ -81,9 +81,9 @@ class WriteHealth:
         """The reader is gone (done, lease lost or handed over) with its writes failing: the
         degraded state was its own to clear, and no write of its own will; a next reader of
         the shard reports its own failures."""
-        if self.failing:
-            self.failing = False
+        if self.failing and self._status.state is State.DEGRADED:
             self._status.recovered()
+        self.failing = False
 
     async def wait_retry(self, stop: anyio.Event) -> bool:
         """Sleep until the next write may be tried; False when `stop` came first."""
