@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from poller.app import role_arn
 from poller.checkpoints.base import Checkpoint, StoreUnavailable, StoreUnusable
@@ -734,15 +734,24 @@ class FailingStore(MemoryStore):
         await super().put(mapping, stream_arn, shard_id, cp)
 
 
-async def test_failed_checkpoint_writes_degrade_retry_and_read_nothing_twice() -> None:
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (None, "disk full"),  # the SQLite file refusing
+        (EndpointConnectionError(endpoint_url="http://leases"), "cannot reach http://leases"),
+    ],
+)
+async def test_failed_checkpoint_writes_degrade_retry_and_read_nothing_twice(
+    error: Exception | None, words: str
+) -> None:
     api = FakeApi([FakeShard(shard("a", ending=40), records(range(1, 41)))])
-    store = FailingStore()
+    store = FailingStore(error)
     store.failing = True
     async with streaming(api, store=store, batch_size=5) as h:
         await eventually(lambda: h.settler.processed() == list(range(1, 41)))
         await eventually(lambda: store.refused >= 3)  # retried, with back-off, while refused
         assert h.status.state is State.DEGRADED
-        assert "disk full" in (h.status.error or "")
+        assert words in (h.status.error or "")
         assert "a" not in store.checkpoints or store.checkpoints["a"].sequence_number is None
         store.failing = False
         # The shard's end is stored once the store takes writes again: its children may start.
