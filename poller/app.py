@@ -203,9 +203,7 @@ class App:
                 len(plan.unchanged),
             )
             if adopt_store:
-                self.settings = self.settings.model_copy(
-                    update={"checkpoints": loaded.checkpoints}
-                )
+                self.settings = self.settings.model_copy(update={"checkpoints": loaded.checkpoints})
                 self._open_checkpoint_store(loaded)
             await self._apply(loaded, plan.added, plan.removed, plan.changed, targets)
             self.reloads += 1

@@ -6,19 +6,46 @@ whose call it is running; the calling task can. A mapping runs its tasks under
 attempt of a source or checkpoint call, the SDK's own retries and timeouts included, to the
 `count` of the task that made it, by operation (`ReceiveMessage`, `GetRecords`, `checkpoint`...).
 Tasks started inside that context inherit it, as contextvars do.
+
+`bounded` gives each source call a deadline of its own: an endpoint that accepts connections
+and never answers would otherwise hold a call for the SDK's read timeout (60 s per attempt).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
 
 if TYPE_CHECKING:
     from aiobotocore.client import AioBaseClient
 
+T = TypeVar("T")
+
 CHECKPOINT = "checkpoint"
+
+# How long a source call may take, the SDK's own retries included (three at most, its waits
+# between them 7 s at most), before poller gives up on it: GetRecords, GetShardIterator,
+# ListShards, DescribeStream, DeleteMessageBatch, ChangeMessageVisibilityBatch, GetQueueUrl...
+CALL_SECONDS = 10.0
+# A long poll (ReceiveMessage) may wait its WaitTimeSeconds, up to 20 s, and then this more.
+LONG_POLL_MARGIN = 10.0
+
+
+class CallTimedOut(TimeoutError):
+    """A source call got no answer within its deadline (a TimeoutError, so every caller
+    treats it as the passing source error it is)."""
+
+    def __init__(self, operation: str, seconds: float) -> None:
+        super().__init__(
+            f"{operation} got no answer within {seconds:g}s (the endpoint accepts connections "
+            "but does not answer); check the endpoint and the network"
+        )
+        self.operation = operation
+
 
 # The calls each source makes, by client service name; each counts under its own name.
 SOURCE_CALLS: Mapping[str, frozenset[str]] = {
@@ -75,6 +102,20 @@ def failed(operation: str) -> None:
     count = _count.get()
     if count is not None:
         count(operation)
+
+
+async def bounded(operation: str, call: Awaitable[T], *, seconds: float = CALL_SECONDS) -> T:
+    """Await `call` (a coroutine of `operation`); CallTimedOut, counted as one failed call of
+    that operation, if it has not answered within `seconds`.
+
+    A deadline per call, not a read timeout per client: one client per service serves every
+    call (ReceiveMessage's long poll and DeleteMessageBatch alike), and the deadline covers the
+    SDK's retries and a server that trickles bytes, which a socket read timeout does not.
+    """
+    with anyio.move_on_after(seconds):
+        return await call
+    failed(operation)
+    raise CallTimedOut(operation, seconds)
 
 
 def label_of(

@@ -55,7 +55,7 @@ def store_problem(settings: CheckpointSettings) -> str | None:
     only AWS could tell (the lease table)."""
     if settings.backend != "sqlite":
         return None
-    from poller.checkpoints.sqlite import path_problem
+    from poller.checkpoints.sqlite_file import path_problem
 
     problem = path_problem(settings.path)
     return None if problem is None else f"{settings.path!r}: {problem}"

@@ -113,6 +113,12 @@ class StoreUnusable(Exception):
     """The checkpoint store cannot be used as configured; the message says what to do."""
 
 
+class StoreUnavailable(Exception):
+    """A call on an open store failed for a reason that may pass (disk full, a read-only file
+    system): the caller keeps its positions in memory and tries again with back-off; the
+    message names the file and the reason."""
+
+
 class StoreHeld(StoreUnusable):
     """A live instance holds the store (a running daemon on the SQLite file); the message
     says who."""

@@ -8,10 +8,7 @@ lets a shard move on the moment `put` returns (killing the daemon loses no recor
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -22,21 +19,29 @@ import anyio
 import anyio.to_thread
 
 from poller.aws import calls
+from poller.checkpoints import guard
 from poller.checkpoints.base import (
     AllShards,
     Checkpoint,
     StoreHeld,
+    StoreUnavailable,
     StoreUnusable,
     decode_position,
     encode_position,
 )
 from poller.checkpoints.filelock import FileLock
+from poller.checkpoints.sqlite_file import (
+    ANOTHER_DIRECTORY,
+    SCHEMA_VERSION,
+    path_problem,
+    schema,
+    schema_problem,
+)
 from poller.engine.lifecycle import Shutdown
 from poller.ops.status import MappingStatus
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
 
 # Each entry takes the schema from version N-1 to N; future migrations append here.
 _MIGRATIONS: tuple[str, ...] = (
@@ -85,6 +90,7 @@ class SqliteCheckpointStore:
         self._path = str(path)
         self._file_lock = FileLock(self._path) if exclusive and self._path != ":memory:" else None
         self._connection: sqlite3.Connection | None = None
+        self._identity: guard.Identity | None = None  # the file opened, to notice it swapped
         # A thread lock, not an anyio one: it guards the connection inside worker threads,
         # and `_open` may run from any of them.
         self._lock = threading.Lock()
@@ -206,7 +212,13 @@ class SqliteCheckpointStore:
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
             with self._lock:
-                return work(self._open())
+                db = self._open()
+                try:
+                    return work(db)
+                except sqlite3.Error as exc:
+                    # On an open store: a disk full or gone read-only, which may pass.
+                    failed = guard.failed_call(exc)
+                    raise StoreUnavailable(f"checkpoints.path {self._path!r}: {failed}") from exc
 
         try:
             return await anyio.to_thread.run_sync(call)
@@ -224,15 +236,19 @@ class SqliteCheckpointStore:
     def _open(self) -> sqlite3.Connection:
         """The connection, opened and migrated on first use (called with the lock held).
 
-        StoreUnusable, naming the path and what to do, when the file cannot be poller's store.
+        StoreUnusable, naming the path and what to do, when the file cannot be poller's store,
+        is missing beside its marker, or was deleted or replaced since it was opened.
         """
         if self._connection is not None:
+            guard.check_same_file(self._path, self._identity)
             return self._connection
         try:
+            guard.check_not_lost(self._path)
             if self._file_lock is not None:
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
                 self._file_lock.acquire()
             db = _connect(self._path)
+            self._identity = guard.opened(db, self._path, mark=self._file_lock is not None)
         except (OSError, sqlite3.Error, StoreUnusable) as exc:
             if self._file_lock is not None:
                 self._file_lock.release(discard=True)
@@ -257,8 +273,8 @@ def _connect(path: str) -> sqlite3.Connection:
     try:
         db.execute("PRAGMA busy_timeout=5000")
         # Before anything writes: another program's database is left as it was.
-        tables, version = _schema(db)
-        problem = _schema_problem(tables, version)
+        tables, version = schema(db)
+        problem = schema_problem(tables, version)
         if problem is not None:
             raise StoreUnusable(problem)
         db.execute("PRAGMA journal_mode=WAL")
@@ -268,15 +284,6 @@ def _connect(path: str) -> sqlite3.Connection:
         db.close()
         raise
     return db
-
-
-def _schema(db: sqlite3.Connection) -> tuple[set[str], int | None]:
-    """The file's tables, and its poller schema version (None without a schema_version table)."""
-    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if "schema_version" not in tables:
-        return tables, None
-    row = db.execute("SELECT version FROM schema_version").fetchone()
-    return tables, 0 if row is None else int(row[0])
 
 
 def _migrate(db: sqlite3.Connection, current: int) -> None:
@@ -296,90 +303,6 @@ def _migrate(db: sqlite3.Connection, current: int) -> None:
         db.execute("COMMIT")
 
 
-# -- what keeps a path from being poller's store ---------------------------------------------
-
-_SQLITE_HEADER = b"SQLite format 3\x00"
-_ANOTHER_FILE = "point checkpoints.path at a new file or at one poller created"
-_ANOTHER_DIRECTORY = "point checkpoints.path at a file in a directory poller can write"
-
-
-def path_problem(path_text: str) -> str | None:
-    """What keeps `path_text` from holding poller's checkpoints, in words a user can act on;
-    None when poller can create the file there, or the file is poller's.
-
-    Nothing is created or changed, but for a probe file made and removed at once in the
-    directory (only trying tells whether a directory takes files: root passes every access
-    check, and /proc refuses anyway).
-    """
-    if path_text == ":memory:":
-        return None
-    path = Path(path_text)
-    try:
-        mode = path.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        return _directory_problem(path.parent)
-    except OSError as exc:
-        return f"cannot be reached ({exc.strerror or exc}); {_ANOTHER_DIRECTORY}"
-    if stat.S_ISDIR(mode):
-        return f"a directory, not a file; name a file in it, e.g. {path / 'poller-state.db'}"
-    if not stat.S_ISREG(mode):
-        return f"not a regular file; {_ANOTHER_FILE}"
-    return _directory_problem(path.parent) or _file_problem(path)
-
-
-def _directory_problem(directory: Path) -> str | None:
-    # A missing directory is created by the store: what matters is the nearest one that exists.
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is not a directory; {_ANOTHER_DIRECTORY}"
-    try:
-        handle, probe = tempfile.mkstemp(dir=existing, prefix=".poller-probe-")
-    except OSError as exc:
-        return f"cannot create files in {existing} ({exc.strerror or exc}); {_ANOTHER_DIRECTORY}"
-    os.close(handle)
-    os.unlink(probe)
-    return None
-
-
-def _file_problem(path: Path) -> str | None:
-    try:
-        with path.open("r+b") as file:
-            header = file.read(len(_SQLITE_HEADER))
-    except OSError as exc:
-        return f"cannot be opened for writing ({exc.strerror or exc}); {_ANOTHER_FILE}"
-    if not header:
-        return None  # an empty file: SQLite makes it a database
-    if header != _SQLITE_HEADER:
-        return f"not a poller checkpoint file (not an SQLite database); {_ANOTHER_FILE}"
-    try:
-        db = sqlite3.connect(path)
-        try:
-            db.execute("PRAGMA query_only=1")
-            tables, version = _schema(db)
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        return f"cannot be read as an SQLite database ({exc}); {_ANOTHER_FILE}"
-    return _schema_problem(tables, version)
-
-
-def _schema_problem(tables: set[str], version: int | None) -> str | None:
-    if version is None and tables:
-        names = ", ".join(sorted(tables)[:5])
-        return (
-            f"an SQLite database of another program (tables {names}), not poller's "
-            f"checkpoints; {_ANOTHER_FILE}"
-        )
-    if version is not None and version > SCHEMA_VERSION:
-        return (
-            f"written by a newer poller (schema {version}, this one knows "
-            f"{SCHEMA_VERSION}); upgrade poller or point checkpoints.path at another file"
-        )
-    return None
-
-
 def _open_failed(exc: OSError | sqlite3.Error) -> str:
     if getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED"):
         return (
@@ -387,4 +310,4 @@ def _open_failed(exc: OSError | sqlite3.Error) -> str:
             "instance its own checkpoints.path, or share shards through the dynamodb backend"
         )
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return f"cannot be opened ({reason}); {_ANOTHER_DIRECTORY}"
+    return f"cannot be opened ({reason}); {ANOTHER_DIRECTORY}"

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
+import anyio
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,6 +20,7 @@ from poller.app import App
 from poller.aws import calls
 from poller.aws.clients import AwsClients
 from poller.config.settings import AwsSettings
+from poller.sources.sqs.source import LONG_POLL_SECONDS
 from tests.support.config import config_yaml
 from tests.support.daemon import metric, running, settings_from
 from tests.support.fake_lambda import FakeLambda, Reply, event_records
@@ -133,6 +135,53 @@ async def test_an_unreachable_endpoint_shows_both_mappings_degraded_and_counts_t
                 # A counter: what failed stays counted.
                 for operation, count in errors(during, mapping).items():
                     assert errors(after, mapping)[operation] >= count
+
+
+@pytest.mark.timeout(180)  # the long poll's deadline is 30 s; ~55 s on an idle machine
+async def test_a_source_that_never_answers_degrades_both_mappings_within_their_deadlines(
+    moto: str, sqs: Any, kinesis: Any, proxy: Proxy, state: Path
+) -> None:
+    """A blackhole (connections taken, nothing answered): each call's own deadline, not the
+    SDK's 60 s read timeout, ends the wait, counts the call failed and degrades the mapping."""
+    queue = await make_queue(sqs, "orders")
+    stream = await make_stream(kinesis, "events")
+    async with FakeLambda() as fake:
+        mappings = [
+            {"name": "orders", "source": queue.arn, "function": "orders-fn"},
+            {
+                "name": "events",
+                "source": stream,
+                "function": "events-fn",
+                "starting_position": "TRIM_HORIZON",
+            },
+        ]
+        config = config_yaml(
+            proxy.url, mappings, lambda_url=fake.endpoint_url, checkpoints={"path": str(state)}
+        )
+        async with running(settings_from(config)) as app:
+            await send(sqs, queue.url, ["before"])
+            await put_records(kinesis, stream, [("k", {"n": 1})])
+            await fake.wait_for(2)
+            assert state_of(await scrape(app), "events") == {"running"}
+
+            proxy.blackhole()
+            started = anyio.current_time()
+
+            async def degraded(mapping: str) -> Samples | None:
+                samples = await scrape(app)
+                return samples if state_of(samples, mapping) == {"degraded"} else None
+
+            # A read's deadline is 10 s; a long poll's its 20 s wait plus 10 s.
+            events = await eventually(lambda: degraded("events"), timeout=calls.CALL_SECONDS + 15)
+            reads = errors(events, "events")
+            assert reads["GetRecords"] + reads["GetShardIterator"] >= 1, reads
+            limit = LONG_POLL_SECONDS + calls.LONG_POLL_MARGIN + 15
+            orders = await eventually(lambda: degraded("orders"), timeout=limit)
+            assert errors(orders, "orders")["ReceiveMessage"] >= 1, errors(orders, "orders")
+            assert anyio.current_time() - started < LONG_POLL_SECONDS + 60  # not 4 x 60 s
+
+            await proxy.restore()
+            await reached(app, "running", "orders", "events")
 
 
 async def test_an_unreachable_lease_table_counts_checkpoint_errors(

@@ -13,7 +13,8 @@ import pytest
 from poller.aws.clients import AwsClients
 from poller.checkpoints import Checkpoint, open_checkpoint_store
 from poller.checkpoints.base import StoreUnusable
-from poller.checkpoints.sqlite import SCHEMA_VERSION, SqliteCheckpointStore, path_problem
+from poller.checkpoints.sqlite import SqliteCheckpointStore
+from poller.checkpoints.sqlite_file import SCHEMA_VERSION, path_problem
 from poller.config.settings import AwsSettings, CheckpointSettings
 
 STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
@@ -208,5 +209,6 @@ async def test_usable_paths_have_no_problem(tmp_path: Path) -> None:
     assert path_problem(str(existing)) is None  # while the store has it open
     await store.aclose()
     assert path_problem(str(existing)) is None
-    # The store's lock file stays: only a live process's flock on it means anything.
-    assert listing(tmp_path) == ["empty.db", "state.db", "state.db.lock"]
+    # The store's lock file stays: only a live process's flock on it means anything; its
+    # marker stays too: it says a store was there (see test_checkpoint_guard.py).
+    assert listing(tmp_path) == ["empty.db", "state.db", "state.db.lock", "state.db.marker"]

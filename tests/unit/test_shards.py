@@ -14,10 +14,10 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from poller.aws.identity import role_arn
-from poller.checkpoints.base import Checkpoint
+from poller.checkpoints.base import Checkpoint, StoreUnavailable, StoreUnusable
 from poller.checkpoints.lineage import ShardInfo, startable
 from poller.config.arns import parse_source_arn
 from poller.config.settings import MappingSettings
@@ -26,7 +26,7 @@ from poller.engine.records import StreamRecord
 from poller.events.streams import kinesis_record
 from poller.filtering.filter_set import FilterSet
 from poller.ops.metrics import Metrics, ShardGauges
-from poller.ops.status import MappingStatus
+from poller.ops.status import MappingStatus, State
 from poller.sources.streams.context import StreamContext
 from poller.sources.streams.dynamodb import DynamoDBShards
 from poller.sources.streams.kinesis import KinesisShards
@@ -715,3 +715,58 @@ def test_an_assumed_role_identity_is_reported_as_its_role() -> None:
     assumed = "arn:aws:sts::123456789012:assumed-role/consumer-role/session-1"
     assert role_arn(assumed) == "arn:aws:iam::123456789012:role/consumer-role"
     assert role_arn("arn:aws:iam::123456789012:user/moto") == "arn:aws:iam::123456789012:user/moto"
+
+
+class FailingStore(MemoryStore):
+    """Writes of a position fail while `failing` holds: StoreUnavailable (the file system
+    refusing) by default, or `error` when given; every attempt counted."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        super().__init__()
+        self.failing = False
+        self.error = error
+        self.refused = 0
+
+    async def put(self, mapping: str, stream_arn: str, shard_id: str, cp: Checkpoint) -> None:
+        if cp.sequence_number is not None and self.failing:
+            self.refused += 1
+            raise self.error or StoreUnavailable("checkpoints.path 'state.db': disk full")
+        await super().put(mapping, stream_arn, shard_id, cp)
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (None, "disk full"),  # the SQLite file refusing
+        (EndpointConnectionError(endpoint_url="http://leases"), "cannot reach http://leases"),
+    ],
+)
+async def test_failed_checkpoint_writes_degrade_retry_and_read_nothing_twice(
+    error: Exception | None, words: str
+) -> None:
+    api = FakeApi([FakeShard(shard("a", ending=40), records(range(1, 41)))])
+    store = FailingStore(error)
+    store.failing = True
+    async with streaming(api, store=store, batch_size=5) as h:
+        await eventually(lambda: h.settler.processed() == list(range(1, 41)))
+        await eventually(lambda: store.refused >= 3)  # retried, with back-off, while refused
+        assert h.status.state is State.DEGRADED
+        assert words in (h.status.error or "")
+        assert "a" not in store.checkpoints or store.checkpoints["a"].sequence_number is None
+        store.failing = False
+        # The shard's end is stored once the store takes writes again: its children may start.
+        await eventually(lambda: store.checkpoints.get("a") == Checkpoint("40", True))
+        await eventually(lambda: h.status.state is State.RUNNING)
+    assert h.settler.processed() == list(range(1, 41))  # the position stayed in memory
+
+
+async def test_a_store_gone_unusable_under_a_reader_fails_the_mapping() -> None:
+    api = FakeApi([FakeShard(shard("a"), records(range(1, 11)))])
+    gone = StoreUnusable("checkpoints.path 'state.db': the file was deleted while poller ran")
+    store = FailingStore(gone)
+    async with streaming(api, store=store, batch_size=5) as h:
+        await eventually(lambda: api.read_upto.get("a") == 10)
+        store.failing = True
+        api.shards["a"].records += records(range(11, 16))
+        await eventually(lambda: h.status.state is State.FAILED)
+        assert "deleted" in (h.status.error or "") and "state.db" in (h.status.error or "")

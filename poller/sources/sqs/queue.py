@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from poller.aws import calls
 from poller.aws.errors import AWS_ERRORS
 from poller.config.arns import SourceArn
 from poller.retry import DELETE_ENTRY, retry_result
@@ -14,7 +15,10 @@ from poller.retry import DELETE_ENTRY, retry_result
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.literals import QueueAttributeFilterType
-    from types_aiobotocore_sqs.type_defs import MessageTypeDef
+    from types_aiobotocore_sqs.type_defs import (
+        ChangeMessageVisibilityBatchRequestEntryTypeDef,
+        MessageTypeDef,
+    )
 
 log = logging.getLogger("poller.sqs")
 
@@ -85,26 +89,35 @@ class SqsQueue:
 
     async def resolve(self) -> None:
         """Find the queue URL (sqs:GetQueueUrl) and its visibility timeout."""
-        answer = await self.client.get_queue_url(
-            QueueName=self.arn.name, QueueOwnerAWSAccountId=self.arn.account
+        answer = await calls.bounded(
+            "GetQueueUrl",
+            self.client.get_queue_url(
+                QueueName=self.arn.name, QueueOwnerAWSAccountId=self.arn.account
+            ),
         )
         self.url = answer["QueueUrl"]
         attributes = await self.attributes(["VisibilityTimeout"])
         self.visibility_timeout = int(attributes.get("VisibilityTimeout", "30"))
 
     async def attributes(self, names: list[QueueAttributeFilterType]) -> dict[str, str]:
-        answer = await self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=names)
+        answer = await calls.bounded(
+            "GetQueueAttributes",
+            self.client.get_queue_attributes(QueueUrl=self.url, AttributeNames=names),
+        )
         # A copy keyed by plain str: the stubs' Literal keys would not fit `dict[str, str]`.
         return {name: value for name, value in answer.get("Attributes", {}).items()}
 
     async def receive(self, max_messages: int, wait_seconds: int) -> list[MessageTypeDef]:
-        answer = await self.client.receive_message(
+        receiving = self.client.receive_message(
             QueueUrl=self.url,
             MaxNumberOfMessages=max_messages,
             WaitTimeSeconds=wait_seconds,
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
+        # The long poll may wait its full WaitTimeSeconds before answering empty.
+        seconds = wait_seconds + calls.LONG_POLL_MARGIN
+        answer = await calls.bounded("ReceiveMessage", receiving, seconds=seconds)
         return answer.get("Messages", [])
 
     async def delete(self, receipts: Sequence[Receipt]) -> int:
@@ -152,9 +165,12 @@ class SqsQueue:
     async def _delete_once(self, pending: dict[str, Receipt]) -> int:
         """One DeleteMessageBatch of what is pending; removes what needs no retry, returns
         how many SQS confirmed (or reported gone)."""
-        answer = await self.client.delete_message_batch(
-            QueueUrl=self.url,
-            Entries=[{"Id": k, "ReceiptHandle": r.receipt_handle} for k, r in pending.items()],
+        answer = await calls.bounded(
+            "DeleteMessageBatch",
+            self.client.delete_message_batch(
+                QueueUrl=self.url,
+                Entries=[{"Id": k, "ReceiptHandle": r.receipt_handle} for k, r in pending.items()],
+            ),
         )
         done = 0
         for entry in answer.get("Successful", []):
@@ -174,16 +190,13 @@ class SqsQueue:
         """Hide these messages for `seconds` more from now; entries already gone are ignored."""
         for chunk in _chunks(receipts):
             try:
-                answer = await self.client.change_message_visibility_batch(
-                    QueueUrl=self.url,
-                    Entries=[
-                        {
-                            "Id": str(i),
-                            "ReceiptHandle": r.receipt_handle,
-                            "VisibilityTimeout": seconds,
-                        }
-                        for i, r in enumerate(chunk)
-                    ],
+                entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
+                    {"Id": str(i), "ReceiptHandle": r.receipt_handle, "VisibilityTimeout": seconds}
+                    for i, r in enumerate(chunk)
+                ]
+                answer = await calls.bounded(
+                    "ChangeMessageVisibilityBatch",
+                    self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries),
                 )
             except AWS_ERRORS as exc:
                 log.warning("could not extend visibility: %s", exc, extra={"queue": self.arn.name})

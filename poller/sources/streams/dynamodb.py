@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from poller.aws import calls
 from poller.checkpoints.lineage import ShardInfo
 from poller.config.arns import SourceArn
 from poller.events.streams import dynamodb_record
@@ -62,7 +63,8 @@ class DynamoDBShards:
             request: DescribeStreamInputTypeDef = {"StreamArn": self.stream_arn}
             if last:
                 request["ExclusiveStartShardId"] = last
-            description = (await self._client.describe_stream(**request))["StreamDescription"]
+            answer = await calls.bounded("DescribeStream", self._client.describe_stream(**request))
+            description = answer["StreamDescription"]
             shards.extend(shard_info(shard) for shard in description.get("Shards", []))
             following = description.get("LastEvaluatedShardId")
             # An emulator that ignores ExclusiveStartShardId would page forever otherwise.
@@ -79,12 +81,14 @@ class DynamoDBShards:
         }
         if start.sequence_number is not None:
             request["SequenceNumber"] = start.sequence_number
-        answer = await self._client.get_shard_iterator(**request)
+        answer = await calls.bounded("GetShardIterator", self._client.get_shard_iterator(**request))
         return str(answer["ShardIterator"])
 
     async def read(self, iterator: str, limit: int) -> ReadResult:
         """One GetRecords call."""
-        answer = await self._client.get_records(ShardIterator=iterator, Limit=limit)
+        answer = await calls.bounded(
+            "GetRecords", self._client.get_records(ShardIterator=iterator, Limit=limit)
+        )
         records = answer.get("Records", [])
         # No MillisBehindLatest here: an empty read is the only sign of being caught up.
         return ReadResult(

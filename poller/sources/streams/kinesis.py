@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from poller.aws import calls
 from poller.checkpoints.lineage import ShardInfo
 from poller.config.arns import SourceArn
 from poller.events.streams import kinesis_record
@@ -65,7 +66,7 @@ class KinesisShards:
             request: ListShardsInputTypeDef = (
                 {"NextToken": token} if token else {"StreamARN": self.stream_arn}
             )
-            page = await self._client.list_shards(**request)
+            page = await calls.bounded("ListShards", self._client.list_shards(**request))
             shards.extend(shard_info(shard) for shard in page.get("Shards", []))
             token = page.get("NextToken")
             if not token:
@@ -82,13 +83,16 @@ class KinesisShards:
             request["StartingSequenceNumber"] = start.sequence_number
         if start.timestamp is not None:
             request["Timestamp"] = datetime.fromtimestamp(start.timestamp, tz=UTC)
-        answer = await self._client.get_shard_iterator(**request)
+        answer = await calls.bounded("GetShardIterator", self._client.get_shard_iterator(**request))
         return str(answer["ShardIterator"])
 
     async def read(self, iterator: str, limit: int) -> ReadResult:
         """One GetRecords call."""
-        answer = await self._client.get_records(
-            ShardIterator=iterator, Limit=limit, StreamARN=self.stream_arn
+        answer = await calls.bounded(
+            "GetRecords",
+            self._client.get_records(
+                ShardIterator=iterator, Limit=limit, StreamARN=self.stream_arn
+            ),
         )
         behind = answer.get("MillisBehindLatest")
         return ReadResult(

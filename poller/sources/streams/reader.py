@@ -33,6 +33,7 @@ from poller.sources.streams.shards import (
 )
 from poller.sources.streams.watermark import CoalescedWrites, Watermark
 from poller.sources.streams.windowing import ShardWindows
+from poller.sources.streams.write_health import WRITE_ERRORS, WriteHealth
 
 log = logging.getLogger("poller.streams")
 
@@ -53,7 +54,8 @@ class ShardReader:
     and the replay after a restart stay at about 10 batches per shard, stuck key or not.
 
     Checkpoints: a writer task stores the settled prefix's end. Reading never waits for it; a
-    lane waits for its batch's, so a refused write (LeaseLost) stops the lane's next batch too.
+    lane waits for its batch's, so a refused write (LeaseLost) stops the lane's next batch too;
+    a failed one is `WriteHealth`'s (degraded, retried); StoreUnusable ends the reader.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class ShardReader:
         self._status = ShardStatus(shard.shard_id, context.leases.owner, checkpoint)
         context.status.shards[shard.shard_id] = self._status
         self._extra = {"mapping": mapping.name, "shard": shard.shard_id}
+        self.writes = WriteHealth(context.backoff_base, context.status, self._extra)
         self._lanes = ShardLanes(
             BatchLimits(mapping.batch_size, mapping.maximum_batching_window_in_seconds),
             mapping.parallelization_factor,
@@ -118,8 +121,7 @@ class ShardReader:
         )
 
     async def run(self) -> bool:
-        """Read until the shard ends, shutdown begins or the lease goes; True once it is
-        finished for good."""
+        """Read until the shard ends, shutdown begins or the lease goes; True if finished."""
         finished = False
         try:
             with anyio.CancelScope() as self._scope:
@@ -128,6 +130,7 @@ class ShardReader:
                 async with anyio.create_task_group() as tasks:
                     tasks.start_soon(self._wake_on_stop)
                     tasks.start_soon(self._checkpoints.serve, self._checkpoint)
+                    tasks.start_soon(self.writes.retries, self._stop, self._checkpoints.request)
                     for lane in range(len(self._lanes)):
                         tasks.start_soon(self._lanes.run, lane, self._stop)
                     await self._read_loop()
@@ -140,12 +143,11 @@ class ShardReader:
         finally:
             if not self.revoked:
                 with self.context.shutdown.shielded():
-                    finished = await self._checkpoint(final=True)
+                    finished = await self._final_checkpoint()
         return finished
 
     def hand_back(self, deadline: float) -> None:
-        """The lease is being given up: stop reading, let the batches in flight finish until
-        `deadline` (monotonic), then write the final checkpoint."""
+        """The lease is being given up: stop reading, finish in flight until `deadline`."""
         self.handed_back = True
         self._stop_reading(deadline)
 
@@ -281,8 +283,7 @@ class ShardReader:
         return result.caught_up or (self._last is not None and self._last >= self.ending)
 
     async def _on_error(self, exc: BaseException) -> ErrorAction:
-        """Handle a failed iterator or read call: "keep" the iterator, "refresh" it, or the
-        shard is "gone"."""
+        """A failed iterator or read call: "keep" the iterator, "refresh" it, or "gone"."""
         kind = read_error_kind(exc)
         if kind == "expired":
             log.info("shard iterator expired; getting a new one", extra=self._extra)
@@ -341,6 +342,15 @@ class ShardReader:
         if self.context.shutdown.is_stopping:
             self.abandoned = abandoned  # `poller run` then exits 1
 
+    async def _final_checkpoint(self) -> bool:
+        """The last write; at a shard's end retried until stored (its children wait for it)."""
+        shutdown = self.context.shutdown
+        return await self.writes.last(
+            lambda: self._checkpoint(final=True),
+            again=lambda: self.ended and not (self._stop.is_set() or shutdown.is_stopping),
+            stopping=shutdown.stopping,
+        )
+
     async def _checkpoint(self, *, final: bool = False) -> bool:
         """Store the end of the settled prefix if it moved; with `final`, also whether the
         shard is finished (read to its end, everything settled). Returns that.
@@ -360,16 +370,11 @@ class ShardReader:
             else:
                 checkpoint = self._windows.checkpoint(self._done, finished)
                 self._status.window = self._windows.status()
-            if (
-                (self._done, checkpoint.window_start)
-                == (
-                    self._stored,
-                    self._stored_window,
-                )
-                and not finished
-                and checkpoint.window_state is None
-            ):
+            unchanged = (self._done, checkpoint.window_start) == (self._stored, self._stored_window)
+            if unchanged and not finished and checkpoint.window_state is None:
                 return False
+            if not final and not self.writes.may_write():
+                return False  # backing off after a failed write: `retries` asks again
             mapping, arn = self.context.mapping.name, self.context.api.stream_arn
             try:
                 # Shielded: a checkpoint cut short by shutdown would replay settled records;
@@ -385,13 +390,11 @@ class ShardReader:
                 log.error("%s; stopping, buffered records dropped", exc, extra=self._extra)
                 self.revoke()
                 return False
-            except AWS_ERRORS as exc:
-                if final and self.ended and not self._stop.is_set():
-                    raise  # a shard's end must be stored before its children start: restart
-                log.warning(
-                    "checkpoint not stored (%r); the next one retries", exc, extra=self._extra
-                )
+            except WRITE_ERRORS as exc:
+                retried = not final or (self.ended and not self._stop.is_set())
+                self.writes.failed(exc, self._done, degrade=retried)
                 return False
+            self.writes.stored()
             self._stored, self._stored_window = self._done, checkpoint.window_start
             self._status.checkpoint = self._done
             return finished

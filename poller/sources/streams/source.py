@@ -21,7 +21,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from poller.aws.errors import AWS_ERRORS, describe
-from poller.checkpoints.base import Checkpoint, StoreUnusable
+from poller.checkpoints.base import Checkpoint, StoreUnavailable, StoreUnusable
 from poller.checkpoints.lineage import ShardInfo, startable
 from poller.engine.signals import Signal
 from poller.engine.windows import WindowMark
@@ -33,7 +33,7 @@ from poller.sources.streams.shards import LATEST, TRIM_HORIZON, StartAt
 
 log = logging.getLogger("poller.streams")
 
-_STORE_ERRORS: tuple[type[BaseException], ...] = (*AWS_ERRORS, StoreUnusable)
+_STORE_ERRORS: tuple[type[BaseException], ...] = (*AWS_ERRORS, StoreUnavailable, StoreUnusable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +104,15 @@ class StreamSource:
                             leases.update(listing)
                     self.context.status.set(State.STOPPING)
                 keeper.cancel_scope.cancel()
+        except* StoreUnusable as lost:
+            # The store went from under a reader (its file deleted or replaced): no checkpoint
+            # can be trusted any more, so the mapping stops, failed, until a person looks.
+            first: BaseException = lost
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            problem = f"mapping {self._name}: {first}"
+            self.context.status.set(State.FAILED, problem)
+            log.error("checkpoints unusable, mapping stopped: %s", problem, extra=self._extra)
         finally:
             await leases.aclose()
         self.abandoned = sum(reader.abandoned for reader in self._readers.values())
@@ -161,6 +170,8 @@ class StreamSource:
             except _STORE_ERRORS as exc:
                 if isinstance(exc, StoreUnusable):
                     status.set(State.FAILED, f"mapping {self._name}: {exc}")
+                elif isinstance(exc, StoreUnavailable):
+                    status.degraded(f"mapping {self._name}: {exc}")
                 else:
                     what = f"mapping {self._name}: checkpoint store"
                     permission = "the lease table actions of deploy/iam/lease-table.json"
@@ -291,6 +302,7 @@ class StreamSource:
         try:
             finished = await reader.run()
         finally:
+            reader.writes.ended()
             if not reader.revoked:
                 # After the final checkpoint, so the next owner starts where this one stopped.
                 # Not past the drain deadline: a lease not released expires on its own.
