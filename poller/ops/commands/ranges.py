@@ -133,6 +133,7 @@ class RangeEngine:
     filters: FilterSet
     counting: _Counting
     tally: Tally = dataclasses.field(default_factory=Tally)
+    function_arn: str = ""  # the target's, as on-failure records name it
 
     def reads(
         self,
@@ -267,7 +268,9 @@ async def range_engine(
         plan = dataclasses.replace(settler.plan, max_record_age=-1)
         settler = dataclasses.replace(settler, plan=plan, give_up=counting)
         filters = FilterSet.compile(mapping.filter_patterns, source=api.kind)
-        yield RangeEngine(mapping, api, settler, filters, counting)
+        yield RangeEngine(
+            mapping, api, settler, filters, counting, function_arn=target.function_arn
+        )
 
 
 class Progress:

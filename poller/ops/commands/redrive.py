@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
@@ -55,9 +56,10 @@ class Named:
         return f"{self.shard_id} {self.start}..{self.end} ({self.size} records)"
 
 
-def named_by(body: str, mapping: MappingSettings) -> Named | None:
+def named_by(body: str, mapping: MappingSettings, function_arn: str | None = None) -> Named | None:
     """The records an invocation record (an SQS message body) names, when it is one of this
-    mapping's stream; None otherwise."""
+    mapping's stream (and, given `function_arn`, was sent on failure by that function's
+    mapping: its requestContext.functionArn); None otherwise."""
     try:
         record = json.loads(body)
     except ValueError:
@@ -67,6 +69,10 @@ def named_by(body: str, mapping: MappingSettings) -> Named | None:
     info = record.get("KinesisBatchInfo") or record.get("DDBStreamBatchInfo")
     if not isinstance(info, Mapping) or info.get("streamArn") != mapping.source_arn.arn:
         return None
+    if function_arn is not None:
+        context = record.get("requestContext")
+        if not isinstance(context, Mapping) or context.get("functionArn") != function_arn:
+            return None
     try:
         return Named(
             str(info["shardId"]),
@@ -124,7 +130,15 @@ async def redrive(settings: Settings, args: argparse.Namespace, out: TextIO) -> 
             problem = describe(exc, what=f"queue {queue.arn}", permission="sqs:GetQueueUrl")
             raise CommandError(f"mapping {mapping.name}: {problem.message}", EXIT_FATAL) from None
         async with range_engine(settings, mapping, clients, Shutdown()) as engine:
-            run = _Redrive(mapping, engine, sqs, url, args, out)
+            # Another mapping reading the same stream may share the queue: its records are
+            # told apart by the function that failed them. Alone on its stream, a mapping takes
+            # every record of the stream, so one whose target was renamed since still redrives.
+            shared = any(
+                other.name != mapping.name and other.source_arn.arn == mapping.source_arn.arn
+                for other in settings.mappings
+            )
+            function_arn = engine.function_arn if shared else None
+            run = _Redrive(mapping, engine, sqs, url, args, out, function_arn)
             try:
                 await run.all()
             except AWS_ERRORS as exc:
@@ -148,13 +162,19 @@ class _Redrive:
         url: str,
         args: argparse.Namespace,
         out: TextIO,
+        function_arn: str | None,
     ) -> None:
         self.mapping, self.engine, self.sqs, self.url, self.out = mapping, engine, sqs, url, out
+        self.function_arn = function_arn
         self.limit: int | None = args.limit
         self.dry_run: bool = args.dry_run
         self.held: dict[str, str] = {}  # message id -> receipt handle, made visible at the end
         self.seen: set[str] = set()
-        self.handled = self.redriven = self.left = self.others = 0
+        self.handled = self.redriven = self.left = self.others = self.later = 0
+        # Only what was in the queue when the command started is redriven: a batch that fails
+        # again is sent on failure as a new invocation record, at once visible in this queue,
+        # and redriving that too would go on for as long as the function fails.
+        self.started_ms = int(time.time() * 1000)
 
     async def all(self) -> None:
         """Receive until the queue has nothing new (or the limit is reached)."""
@@ -164,6 +184,7 @@ class _Redrive:
                 MaxNumberOfMessages=10,
                 VisibilityTimeout=HOLD_SECONDS,
                 WaitTimeSeconds=1,
+                MessageSystemAttributeNames=["SentTimestamp"],
             )
             fresh = [m for m in answer.get("Messages", []) if m["MessageId"] not in self.seen]
             if not fresh:
@@ -174,20 +195,25 @@ class _Redrive:
     async def _one(self, message: Mapping[str, Any]) -> None:
         message_id, receipt = str(message["MessageId"]), str(message["ReceiptHandle"])
         self.seen.add(message_id)
-        named = named_by(str(message.get("Body", "")), self.mapping)
+        # Held from the start: an error or Ctrl-C while its records are delivered leaves it
+        # to the shielded hand-back at the end, visible again at once, not hidden for
+        # HOLD_SECONDS.
+        self.held[message_id] = receipt
+        sent = message.get("Attributes", {}).get("SentTimestamp")
+        if sent is not None and int(sent) > self.started_ms:
+            self.later += 1  # sent since the command started (by this run, maybe): left
+            return
+        named = named_by(str(message.get("Body", "")), self.mapping, self.function_arn)
         if named is None:
             self.others += 1
-            self.held[message_id] = receipt
             return
         if self.limit is not None and self.handled >= self.limit:
-            self.held[message_id] = receipt
             return
         self.handled += 1
         if await self._redriven(named):
             await self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
+            del self.held[message_id]
             self.redriven += 1
-        else:
-            self.held[message_id] = receipt
 
     async def _redriven(self, named: Named) -> bool:
         """Deliver the records `named`; False when they are not all in the stream any more
@@ -255,8 +281,15 @@ class _Redrive:
             )
             return EXIT_FATAL if self.left else 0
         others = f"; {self.others} of other mappings left as they were" if self.others else ""
+        later = (
+            f"; {self.later} sent since the command started left for a next run"
+            if self.later
+            else ""
+        )
         self.out.write(
             f"redrove {self.redriven} invocation record(s) of mapping {self.mapping.name}, "
-            f"{self.left} left in the queue{others}\n"
+            f"{self.left} left in the queue{others}{later}\n"
         )
-        return EXIT_FATAL if self.left or self.engine.tally.dropped else 0
+        tally = self.engine.tally
+        # A batch sent on failure again was not redriven: its new invocation record waits.
+        return EXIT_FATAL if self.left or tally.dropped or tally.sent_on_failure else 0
