@@ -17,6 +17,7 @@ from tests.support.ports import free_port
 from tests.support.streams import (
     backdate_dynamodb_records,
     backdate_kinesis_records,
+    dynamodb_gaps,
     make_stream,
     make_table,
     numbers,
@@ -204,6 +205,27 @@ async def test_dynamodb_set_by_a_fractional_timestamp_keeps_the_second_it_falls_
     assert moved.code == 0, moved.err
     first = moved.out.split(" -> at ")[1].split()[0]
     assert first == shard.items[-1].record["dynamodb"]["SequenceNumber"]
+
+
+async def test_dynamodb_set_by_timestamp_reads_past_empty_pages_to_the_first_record(
+    moto: str, dynamodb: Any, state: Path, tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    stream = await make_table(dynamodb, "orders", "KEYS_ONLY")
+    for n in range(3):
+        await dynamodb.put_item(TableName="orders", Item={"pk": {"S": f"a{n}"}})
+    backdate_dynamodb_records("orders", 600)
+    await dynamodb.put_item(TableName="orders", Item={"pk": {"S": "b"}})
+    empties = dynamodb_gaps(monkeypatch, empty=4, page=2)  # empty pages before each page
+    async with FakeLambda() as fake:
+        text = stream_yaml(moto, fake, state, [{"source": stream, "starting_position": "LATEST"}])
+    base = ["checkpoints", "set", "-c", _config(tmp_path, text), "--mapping", "orders"]
+    moved = await poller(capsys, *base, "--timestamp", str(time.time() - 300))
+    assert moved.code == 0, moved.err
+    from moto.dynamodb.models import dynamodb_backends
+
+    shard = dynamodb_backends["123456789012"]["us-east-1"].tables["orders"].stream_shard
+    assert f"-> at {shard.items[-1].record['dynamodb']['SequenceNumber']} (the next" in moved.out
+    assert empties[0] == 8  # before each of the two pages read
 
 
 async def test_set_latest_stores_now_and_the_next_run_delivers_only_what_came_after(

@@ -13,12 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from tests.support.commands import poller
 from tests.support.daemon import events_total, running, settings_from
 from tests.support.fake_lambda import FakeLambda, Invocation, Reply, event_records
 from tests.support.queues import Queue, depth, make_queue, receive_all
-from tests.support.streams import make_stream, make_table, numbers, put_records, stream_yaml
+from tests.support.streams import (
+    dynamodb_gaps,
+    make_stream,
+    make_table,
+    numbers,
+    put_records,
+    stream_yaml,
+)
 from tests.support.wait import eventually
 
 FOREIGN = {
@@ -315,8 +323,16 @@ async def test_redrive_usage_errors_exit_2_naming_the_destination(
         assert "Traceback" not in ran.err
 
 
+@pytest.mark.parametrize("gaps", [False, True], ids=["pages", "empty-pages-first"])
 async def test_redrive_on_dynamodb_streams_delivers_the_named_records_at_their_sequence(
-    moto: str, dynamodb: Any, sqs: Any, state: Path, tmp_path: Path, capsys: Any
+    moto: str,
+    dynamodb: Any,
+    sqs: Any,
+    state: Path,
+    tmp_path: Path,
+    capsys: Any,
+    monkeypatch: Any,
+    gaps: bool,
 ) -> None:
     stream = await make_table(dynamodb, "orders", "KEYS_ONLY")
     for key in ("a", "b", "c", "d"):
@@ -347,6 +363,9 @@ async def test_redrive_on_dynamodb_streams_delivers_the_named_records_at_their_s
         assert record["DDBStreamBatchInfo"]["batchSize"] == 2
         broken[0] = False
         fake.invocations.clear()
+        if gaps:
+            # Empty pages before each record (see dynamodb_gaps): the named ones are still there.
+            dynamodb_gaps(monkeypatch, empty=3, page=1)
         argv = ["redrive", "-c", _config(tmp_path, text), "--mapping", "orders"]
         ran = await poller(capsys, *argv)
         assert ran.code == 0, ran.err

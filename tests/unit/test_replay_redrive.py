@@ -159,3 +159,20 @@ async def test_a_shard_that_cannot_be_read_stops_the_replay_with_its_own_error()
     engine = RangeEngine(_mapping(), api, None, FilterSet.compile([]), None)  # type: ignore[arg-type]
     with pytest.raises(ClientError, match="AccessDenied"):
         await replay_shards(engine, [s.info for s in shards], 0.0, 2000.0, Progress())
+
+
+def test_a_dynamodb_tip_is_a_bounded_run_of_empty_pages_and_kinesis_says_it_itself() -> None:
+    from types import SimpleNamespace
+
+    from poller.ops.commands.tip import DYNAMODB_EMPTY_READS, Tip
+    from poller.sources.streams.shards import ReadResult
+
+    empty = ReadResult(records=[], next_iterator="i", caught_up=True)
+    some = ReadResult(records=[{}], next_iterator="i", caught_up=False)
+    tip = Tip(SimpleNamespace(kind="dynamodb"))  # type: ignore[arg-type]
+    assert [tip.reached(empty) for _ in range(DYNAMODB_EMPTY_READS - 1)] == [False] * 9
+    assert not tip.reached(some)  # records start the run again
+    assert [tip.reached(empty) for _ in range(DYNAMODB_EMPTY_READS)][-2:] == [False, True]
+    kinesis = Tip(SimpleNamespace(kind="kinesis"))  # type: ignore[arg-type]
+    assert kinesis.reached(empty) and not kinesis.reached(some)
+    assert kinesis.reached(ReadResult(records=[{}], next_iterator="i", caught_up=True))

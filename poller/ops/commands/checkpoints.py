@@ -22,6 +22,7 @@ from poller.events.streams import stream_record
 from poller.ops.commands.ranges import CommandError
 from poller.ops.commands.retention import check_retention
 from poller.ops.commands.text import NONE, cell, table
+from poller.ops.commands.tip import GAP_PAUSE, Tip
 from poller.sources.streams.shards import TRIM_HORIZON, ShardApi, StartAt
 from poller.wiring import shard_api
 
@@ -243,15 +244,18 @@ async def first_from(api: ShardApi, shard_id: str, since: float) -> str | None:
         # falls in is kept, as `poller replay --from` keeps it.
         since = math.floor(since)
     iterator: str | None = await api.iterator(shard_id, start)
+    tip = Tip(api)
     while iterator:
         result = await api.read(iterator, api.max_records)
         for raw in result.records:
             record = stream_record(api.event_record(raw, shard_id), kind=api.kind)
             if record.arrival >= since:
                 return record.sequence_number
-        if result.caught_up:
+        if tip.reached(result):
             break
         iterator = result.next_iterator
+        if not result.records:
+            await anyio.sleep(GAP_PAUSE)  # within the shard's read rate
     return None
 
 

@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -219,14 +220,18 @@ class _Redrive:
         """Deliver the records `named`; False when they are not all in the stream any more
         (or on a dry run)."""
         records = []
+        end = int(named.end)
         try:
             reads = self.engine.reads(
                 named.shard_id,
                 StartAt("AT_SEQUENCE_NUMBER", named.start),
-                before=lambda record: record.sequence <= int(named.end),
+                before=lambda record: record.sequence <= end,
             )
-            async for taken in reads:
-                records.extend(taken)
+            async with aclosing(reads):
+                async for taken in reads:
+                    records.extend(taken)
+                    if records[-1][0].sequence >= end:
+                        break  # all there: no need to read on to a record after it, or the tip
         except AWS_ERRORS as exc:
             if error_code(exc) not in _GONE:
                 raise
