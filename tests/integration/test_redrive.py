@@ -286,6 +286,27 @@ async def test_redrive_of_a_trimmed_range_reports_it_and_leaves_the_invocation_r
     assert sorted(map(json.dumps, bodies)) == sorted(map(json.dumps, [FOREIGN, record]))
 
 
+async def test_redrive_with_endless_retries_warns_before_it_starts_but_not_on_a_dry_run(
+    moto: str, kinesis: Any, sqs: Any, state: Path, tmp_path: Path, capsys: Any
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+    failed = await make_queue(sqs, "orders-failed")
+    async with FakeLambda() as fake:
+        mapping = {  # maximum_retry_attempts: -1, the default
+            "source": arn,
+            "starting_position": "LATEST",
+            "destination_config": {"on_failure": {"destination": failed.arn}},
+        }
+        text = stream_yaml(moto, fake, state, [mapping])
+    base = ["redrive", "-c", _config(tmp_path, text), "--mapping", "orders"]
+    ran = await poller(capsys, *base)
+    assert ran.code == 0, ran.err
+    assert ran.err.startswith("poller redrive: warning: mapping orders retries a failing batch")
+    assert "Ctrl-C, which stops it; invocation records not redriven stay in the queue" in ran.err
+    dry = await poller(capsys, *base, "--dry-run")  # invokes nothing: nothing to warn of
+    assert dry.code == 0 and dry.err == ""
+
+
 async def test_redrive_usage_errors_exit_2_naming_the_destination(
     moto: str, kinesis: Any, state: Path, tmp_path: Path, capsys: Any
 ) -> None:

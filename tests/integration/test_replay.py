@@ -90,6 +90,12 @@ async def test_replay_delivers_exactly_the_range_beside_the_daemon_and_moves_no_
             )
             after = _rows(state)
     assert ran.code == 0, ran.err
+    # maximum_retry_attempts -1 (the default) with no age limit: said before it starts.
+    assert ran.err.startswith(
+        "poller replay: warning: mapping orders retries a failing batch without end "
+        "(maximum_retry_attempts: -1, and the record age limit does not apply here)"
+    )
+    assert "until Ctrl-C, which stops it; what was not delivered by then" in ran.err
     assert sorted(numbers(event_records(fake))) == list(range(6, 12))
     # The mapping's batch size, no window fields, in each shard's order.
     assert all(len(inv.event["Records"]) <= 2 for inv in invocations(fake))
@@ -131,6 +137,7 @@ async def test_replay_on_dynamodb_without_to_ends_at_the_start_and_exits_1_on_a_
     assert events and all(set(event) == {"Records"} for event in events)  # no window fields
     # new1 failed, was given up with no on-failure destination: dropped, so exit 1.
     assert ran.code == 1, ran.err
+    assert "warning" not in ran.err  # retries are bounded
     assert delivered == ["new0", "new1", "new2"]
     assert "3 read, 0 filtered out, 2 delivered, 0 sent on failure, 1 dropped" in ran.out
     assert not await anyio.Path(state).exists()  # the checkpoint store was never opened

@@ -70,6 +70,20 @@ def stream_mapping(settings: Settings, name: str, command: str) -> MappingSettin
     return mapping
 
 
+def warn_endless_retries(mapping: MappingSettings, command: str, left: str) -> None:
+    """Say on stderr, before it starts, that a command on this mapping may never end: with
+    `maximum_retry_attempts: -1` only the record age limit ends a failing batch's retries, and
+    a command has none. `left` says what Ctrl-C leaves."""
+    if mapping.maximum_retry_attempts != -1:
+        return
+    sys.stderr.write(
+        f"poller {command}: warning: mapping {mapping.name} retries a failing batch without end "
+        "(maximum_retry_attempts: -1, and the record age limit does not apply here): a record "
+        f"the function keeps failing holds the command there until Ctrl-C, which stops it; "
+        f"{left}\n"
+    )
+
+
 @dataclass
 class Tally:
     """What became of the records a command read."""

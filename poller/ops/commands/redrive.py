@@ -29,6 +29,7 @@ from poller.ops.commands.ranges import (
     Tally,
     range_engine,
     stream_mapping,
+    warn_endless_retries,
 )
 from poller.retry import Stopped
 from poller.sources.streams.shards import StartAt
@@ -120,6 +121,10 @@ async def redrive(settings: Settings, args: argparse.Namespace, out: TextIO) -> 
     """Redrive the mapping's invocation records; 0 when every one was, 1 when some were left."""
     mapping = stream_mapping(settings, args.mapping, "redrive")
     queue = on_failure_queue(mapping)
+    if not args.dry_run:
+        warn_endless_retries(
+            mapping, "redrive", "invocation records not redriven stay in the queue"
+        )
     async with AwsClients(settings.aws) as clients:
         try:
             sqs = await clients.client("sqs", region=queue.region)

@@ -30,6 +30,7 @@ from poller.ops.commands.ranges import (
     Tally,
     range_engine,
     stream_mapping,
+    warn_endless_retries,
 )
 from poller.ops.commands.retention import check_retention
 from poller.retry import Stopped
@@ -53,6 +54,7 @@ async def replay(settings: Settings, args: argparse.Namespace, out: TextIO) -> i
     """Deliver the range again; 0 when every record was delivered, filtered out or sent on
     failure, 1 when some were dropped."""
     mapping = stream_mapping(settings, args.mapping, "replay")
+    warn_endless_retries(mapping, "replay", "what was not delivered by then is not replayed")
     started = time.time()
     since = float(args.from_)
     until = started if args.to is None else float(args.to)
