@@ -9,12 +9,15 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 import pytest
 
+from poller.ops.commands import redrive as redrive_command
 from tests.support.commands import poller
 from tests.support.daemon import events_total, running, settings_from
 from tests.support.fake_lambda import FakeLambda, Invocation, Reply, event_records
@@ -137,9 +140,21 @@ async def test_redrive_of_a_poisoned_batch_once_fixed_delivers_its_records_then_
         assert await _bodies(sqs, failed) == [FOREIGN]
 
 
+@pytest.mark.parametrize("ahead", [0, 60], ids=["clock", "local-clock-60s-ahead"])
 async def test_redrive_while_the_function_still_fails_ends_with_one_new_record_per_original(
-    moto: str, kinesis: Any, sqs: Any, state: Path, tmp_path: Path, capsys: Any
+    moto: str,
+    kinesis: Any,
+    sqs: Any,
+    state: Path,
+    tmp_path: Path,
+    capsys: Any,
+    monkeypatch: Any,
+    ahead: float,
 ) -> None:
+    # A local clock ahead of SQS's makes every new invocation record look sent before the
+    # command started: its own new records are still told apart by the records they name.
+    clock = time.time
+    monkeypatch.setattr(redrive_command, "time", SimpleNamespace(time=lambda: clock() + ahead))
     broken = [True]
     poison = _broken({1, 4}, broken)
     async with FakeLambda(poison) as fake:

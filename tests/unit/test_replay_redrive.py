@@ -105,6 +105,18 @@ def test_redrive_reads_the_shard_and_range_of_its_own_stream_only() -> None:
     assert named_by(json.dumps({"KinesisBatchInfo": other}), _mapping()) is None
     assert named_by("not json", _mapping()) is None
     assert named_by(json.dumps({"KinesisBatchInfo": {"streamArn": ARN}}), _mapping()) is None
+    garbled = {**info, "endSequenceNumber": "latest"}
+    assert named_by(json.dumps({"KinesisBatchInfo": garbled}), _mapping()) is None
+    # Given the function that must have failed them: only that function's records.
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:orders-fn"
+    mine = json.dumps({"requestContext": {"functionArn": arn}, "KinesisBatchInfo": info})
+    assert named_by(mine, _mapping(), arn) is not None
+    assert named_by(mine, _mapping(), arn.replace("orders", "audit")) is None
+    assert named_by(record, _mapping(), arn) is None  # no functionArn to match
+    named = named_by(record, _mapping())
+    assert named is not None and named.within(named)
+    part = Named(named.shard_id, str(int(named.start) + 1), named.end, 1)
+    assert part.within(named) and not named.within(part)
 
 
 async def test_a_range_read_goes_on_after_a_throttle_and_an_expired_iterator() -> None:

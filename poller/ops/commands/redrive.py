@@ -57,6 +57,12 @@ class Named:
     def __str__(self) -> str:
         return f"{self.shard_id} {self.start}..{self.end} ({self.size} records)"
 
+    def within(self, other: Named) -> bool:
+        """Whether these records are all among `other`'s."""
+        return self.shard_id == other.shard_id and (
+            int(other.start) <= int(self.start) <= int(self.end) <= int(other.end)
+        )
+
 
 def named_by(body: str, mapping: MappingSettings, function_arn: str | None = None) -> Named | None:
     """The records an invocation record (an SQS message body) names, when it is one of this
@@ -76,7 +82,7 @@ def named_by(body: str, mapping: MappingSettings, function_arn: str | None = Non
         if not isinstance(context, Mapping) or context.get("functionArn") != function_arn:
             return None
     try:
-        return Named(
+        named = Named(
             str(info["shardId"]),
             str(info["startSequenceNumber"]),
             str(info["endSequenceNumber"]),
@@ -84,6 +90,7 @@ def named_by(body: str, mapping: MappingSettings, function_arn: str | None = Non
         )
     except (KeyError, TypeError, ValueError):
         return None
+    return named if named.start.isdigit() and named.end.isdigit() else None
 
 
 def run_command(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -181,6 +188,9 @@ class _Redrive:
         # again is sent on failure as a new invocation record, at once visible in this queue,
         # and redriving that too would go on for as long as the function fails.
         self.started_ms = int(time.time() * 1000)
+        # And, whatever the clocks say, a record naming records this run sent on failure again
+        # (the whole range, or a part of it when bisected) is one of its own new ones.
+        self.sent_again: list[Named] = []
 
     async def all(self) -> None:
         """Receive until the queue has nothing new (or the limit is reached)."""
@@ -212,6 +222,9 @@ class _Redrive:
         named = named_by(str(message.get("Body", "")), self.mapping, self.function_arn)
         if named is None:
             self.others += 1
+            return
+        if any(named.within(earlier) for earlier in self.sent_again):
+            self.later += 1
             return
         if self.limit is not None and self.handled >= self.limit:
             return
@@ -262,6 +275,8 @@ class _Redrive:
         counts: Tally = await self.engine.deliver(
             named.shard_id, [record for record, kept in records if kept]
         )
+        if counts.sent_on_failure:
+            self.sent_again.append(named)
         self.out.write(
             f"{name}: {counts.delivered} delivered, {counts.sent_on_failure} sent on failure "
             "again; the invocation record is deleted\n"
