@@ -17,6 +17,7 @@ from tests.support.ports import free_port
 from tests.support.streams import (
     backdate_dynamodb_records,
     backdate_kinesis_records,
+    dynamodb_gaps,
     make_stream,
     make_table,
     numbers,
@@ -151,6 +152,80 @@ async def test_set_by_timestamp_puts_each_shard_at_its_first_record_from_then(
         before_all = await poller(capsys, *base, "--timestamp", str(time.time() - 3600))
         assert f"after {new[-1][1]} -> at {old[0][1]}" in before_all.out
         assert await _run_again(fake, text, shard, new[-1][1], 5) == [0, 1, 2, 3, 4]
+
+
+async def test_set_by_a_timestamp_older_than_retention_exits_2_and_moves_nothing(
+    moto: str, kinesis: Any, dynamodb: Any, state: Path, tmp_path: Path, capsys: Any
+) -> None:
+    arn = await make_stream(kinesis, "orders")
+    await kinesis.increase_stream_retention_period(StreamARN=arn, RetentionPeriodHours=48)
+    await put_records(kinesis, arn, [("k", {"n": n}) for n in range(3)])
+    table = await make_table(dynamodb, "payments", "KEYS_ONLY")
+    await dynamodb.put_item(TableName="payments", Item={"pk": {"S": "a"}})
+    async with FakeLambda() as fake:
+        mappings = [
+            {"source": arn, "starting_position": "LATEST"},
+            {"name": "payments", "source": table, "starting_position": "LATEST"},
+        ]
+        config = _config(tmp_path, stream_yaml(moto, fake, state, mappings))
+    base = ["checkpoints", "set", "-c", config, "--mapping"]
+    three_days = str(time.time() - 3 * 86400)
+    old = await poller(capsys, *base, "orders", "--timestamp", three_days)
+    assert old.code == 2, old.out
+    assert "orders: --timestamp " in old.err and "older than what stream" in old.err
+    assert "(48 hours, so nothing before" in old.err and "pass a later --timestamp" in old.err
+    # DynamoDB Streams keeps 24 hours, whatever the table.
+    day_and_more = str(time.time() - 25 * 3600)
+    dynamo = await poller(capsys, *base, "payments", "--timestamp", day_and_more)
+    assert dynamo.code == 2 and "(24 hours, so nothing before" in dynamo.err
+    for ran in (old, dynamo):
+        assert "Traceback" not in ran.err and "moved" not in ran.out
+    listed = await poller(capsys, "checkpoints", "list", "-c", config)
+    assert listed.out == "no stored positions\n"
+    kept = await poller(capsys, *base, "orders", "--timestamp", str(time.time() - 47 * 3600))
+    assert kept.code == 0, kept.err
+
+
+async def test_dynamodb_set_by_a_fractional_timestamp_keeps_the_second_it_falls_in(
+    moto: str, dynamodb: Any, state: Path, tmp_path: Path, capsys: Any
+) -> None:
+    from moto.dynamodb.models import dynamodb_backends
+
+    stream = await make_table(dynamodb, "orders", "KEYS_ONLY")
+    await dynamodb.put_item(TableName="orders", Item={"pk": {"S": "a"}})
+    backdate_dynamodb_records("orders", 600)
+    await dynamodb.put_item(TableName="orders", Item={"pk": {"S": "b"}})
+    shard = dynamodb_backends["123456789012"]["us-east-1"].tables["orders"].stream_shard
+    created = shard.items[-1].record["dynamodb"]["ApproximateCreationDateTime"]
+    async with FakeLambda() as fake:
+        text = stream_yaml(moto, fake, state, [{"source": stream, "starting_position": "LATEST"}])
+    base = ["checkpoints", "set", "-c", _config(tmp_path, text), "--mapping", "orders"]
+    # Half a second into the second b was created in (its arrival time, to the second).
+    moved = await poller(capsys, *base, "--timestamp", str(int(created.timestamp()) + 0.5))
+    assert moved.code == 0, moved.err
+    first = moved.out.split(" -> at ")[1].split()[0]
+    assert first == shard.items[-1].record["dynamodb"]["SequenceNumber"]
+
+
+async def test_dynamodb_set_by_timestamp_reads_past_empty_pages_to_the_first_record(
+    moto: str, dynamodb: Any, state: Path, tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    stream = await make_table(dynamodb, "orders", "KEYS_ONLY")
+    for n in range(3):
+        await dynamodb.put_item(TableName="orders", Item={"pk": {"S": f"a{n}"}})
+    backdate_dynamodb_records("orders", 600)
+    await dynamodb.put_item(TableName="orders", Item={"pk": {"S": "b"}})
+    empties = dynamodb_gaps(monkeypatch, empty=4, page=2)  # empty pages before each page
+    async with FakeLambda() as fake:
+        text = stream_yaml(moto, fake, state, [{"source": stream, "starting_position": "LATEST"}])
+    base = ["checkpoints", "set", "-c", _config(tmp_path, text), "--mapping", "orders"]
+    moved = await poller(capsys, *base, "--timestamp", str(time.time() - 300))
+    assert moved.code == 0, moved.err
+    from moto.dynamodb.models import dynamodb_backends
+
+    shard = dynamodb_backends["123456789012"]["us-east-1"].tables["orders"].stream_shard
+    assert f"-> at {shard.items[-1].record['dynamodb']['SequenceNumber']} (the next" in moved.out
+    assert empties[0] == 8  # before each of the two pages read
 
 
 async def test_set_latest_stores_now_and_the_next_run_delivers_only_what_came_after(

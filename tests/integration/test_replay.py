@@ -21,6 +21,7 @@ from tests.support.streams import (
     assert_parents_before_children,
     backdate_dynamodb_records,
     backdate_kinesis_records,
+    dynamodb_gaps,
     list_shards,
     make_stream,
     make_table,
@@ -89,6 +90,12 @@ async def test_replay_delivers_exactly_the_range_beside_the_daemon_and_moves_no_
             )
             after = _rows(state)
     assert ran.code == 0, ran.err
+    # maximum_retry_attempts -1 (the default) with no age limit: said before it starts.
+    assert ran.err.startswith(
+        "poller replay: warning: mapping orders retries a failing batch without end "
+        "(maximum_retry_attempts: -1, and the record age limit does not apply here)"
+    )
+    assert "until Ctrl-C, which stops it; what was not delivered by then" in ran.err
     assert sorted(numbers(event_records(fake))) == list(range(6, 12))
     # The mapping's batch size, no window fields, in each shard's order.
     assert all(len(inv.event["Records"]) <= 2 for inv in invocations(fake))
@@ -130,9 +137,34 @@ async def test_replay_on_dynamodb_without_to_ends_at_the_start_and_exits_1_on_a_
     assert events and all(set(event) == {"Records"} for event in events)  # no window fields
     # new1 failed, was given up with no on-failure destination: dropped, so exit 1.
     assert ran.code == 1, ran.err
+    assert "warning" not in ran.err  # retries are bounded
     assert delivered == ["new0", "new1", "new2"]
     assert "3 read, 0 filtered out, 2 delivered, 0 sent on failure, 1 dropped" in ran.out
     assert not await anyio.Path(state).exists()  # the checkpoint store was never opened
+
+
+async def test_replay_on_dynamodb_reads_past_empty_pages_before_the_records(
+    moto: str, dynamodb: Any, state: Path, tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    stream = await make_table(dynamodb, "orders", "KEYS_ONLY")
+    for n in range(3):
+        await dynamodb.put_item(TableName="orders", Item={"pk": {"S": f"old{n}"}})
+    backdate_dynamodb_records("orders", 600)
+    for n in range(3):
+        await dynamodb.put_item(TableName="orders", Item={"pk": {"S": f"new{n}"}})
+    # Three empty pages before each page of two records (see dynamodb_gaps).
+    empties = dynamodb_gaps(monkeypatch, empty=3, page=2)
+    async with FakeLambda() as fake:
+        mapping = {"source": stream, "starting_position": "LATEST", "batch_size": 10}
+        config = _config(tmp_path, stream_yaml(moto, fake, state, [mapping]))
+        ran = await poller(
+            capsys, "replay", "-c", config, "--mapping", "orders", "--from", str(time.time() - 300)
+        )
+        delivered = [r["dynamodb"]["Keys"]["pk"]["S"] for r in event_records(fake)]
+    assert ran.code == 0, ran.err
+    assert delivered == ["new0", "new1", "new2"]
+    assert "3 read, 0 filtered out, 3 delivered" in ran.out
+    assert empties[0] == 9  # the gaps before each of the three pages were all read past
 
 
 async def test_replay_usage_errors_exit_2_saying_what_is_wrong(

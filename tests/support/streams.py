@@ -152,3 +152,31 @@ def assert_parents_before_children(fake: FakeLambda, shards: list[dict[str, Any]
         data = kinesis_data(record)
         per_key[data["key"]].append(data["n"])
     assert all(ns == sorted(ns) for ns in per_key.values())
+
+
+def dynamodb_gaps(monkeypatch: Any, *, empty: int, page: int) -> list[int]:
+    """moto's DynamoDB Streams answers every record from an iterator's position at once. AWS's
+    GetRecords may first answer empty pages, several calls before the part of the shard that
+    holds records; patch moto's shard iterators to do so: `empty` empty pages (the next
+    iterator at the same position) before each page of records, pages of at most `page`
+    records. Returns the count of empty pages served, as a one-item list."""
+    from moto.dynamodbstreams.models import ShardIterator
+
+    original = ShardIterator.get
+    served: defaultdict[int, int] = defaultdict(int)
+    empties = [0]
+
+    def get(self: Any, limit: int = 1000) -> dict[str, Any]:
+        position = self.sequence_number
+        if served[position] < empty and self.stream_shard.get(position, 1):
+            served[position] += 1
+            empties[0] += 1
+            again = ShardIterator(
+                self.streams_backend, self.stream_shard, "AT_SEQUENCE_NUMBER", position
+            )
+            self.streams_backend.shard_iterators[again.arn] = again
+            return {"NextShardIterator": again.arn, "Records": []}
+        return original(self, min(limit, page))
+
+    monkeypatch.setattr(ShardIterator, "get", get)
+    return empties

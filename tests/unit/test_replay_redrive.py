@@ -105,6 +105,18 @@ def test_redrive_reads_the_shard_and_range_of_its_own_stream_only() -> None:
     assert named_by(json.dumps({"KinesisBatchInfo": other}), _mapping()) is None
     assert named_by("not json", _mapping()) is None
     assert named_by(json.dumps({"KinesisBatchInfo": {"streamArn": ARN}}), _mapping()) is None
+    garbled = {**info, "endSequenceNumber": "latest"}
+    assert named_by(json.dumps({"KinesisBatchInfo": garbled}), _mapping()) is None
+    # Given the function that must have failed them: only that function's records.
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:orders-fn"
+    mine = json.dumps({"requestContext": {"functionArn": arn}, "KinesisBatchInfo": info})
+    assert named_by(mine, _mapping(), arn) is not None
+    assert named_by(mine, _mapping(), arn.replace("orders", "audit")) is None
+    assert named_by(record, _mapping(), arn) is None  # no functionArn to match
+    named = named_by(record, _mapping())
+    assert named is not None and named.within(named)
+    part = Named(named.shard_id, str(int(named.start) + 1), named.end, 1)
+    assert part.within(named) and not named.within(part)
 
 
 async def test_a_range_read_goes_on_after_a_throttle_and_an_expired_iterator() -> None:
@@ -159,3 +171,20 @@ async def test_a_shard_that_cannot_be_read_stops_the_replay_with_its_own_error()
     engine = RangeEngine(_mapping(), api, None, FilterSet.compile([]), None)  # type: ignore[arg-type]
     with pytest.raises(ClientError, match="AccessDenied"):
         await replay_shards(engine, [s.info for s in shards], 0.0, 2000.0, Progress())
+
+
+def test_a_dynamodb_tip_is_a_bounded_run_of_empty_pages_and_kinesis_says_it_itself() -> None:
+    from types import SimpleNamespace
+
+    from poller.ops.commands.tip import DYNAMODB_EMPTY_READS, Tip
+    from poller.sources.streams.shards import ReadResult
+
+    empty = ReadResult(records=[], next_iterator="i", caught_up=True)
+    some = ReadResult(records=[{}], next_iterator="i", caught_up=False)
+    tip = Tip(SimpleNamespace(kind="dynamodb"))  # type: ignore[arg-type]
+    assert [tip.reached(empty) for _ in range(DYNAMODB_EMPTY_READS - 1)] == [False] * 9
+    assert not tip.reached(some)  # records start the run again
+    assert [tip.reached(empty) for _ in range(DYNAMODB_EMPTY_READS)][-2:] == [False, True]
+    kinesis = Tip(SimpleNamespace(kind="kinesis"))  # type: ignore[arg-type]
+    assert kinesis.reached(empty) and not kinesis.reached(some)
+    assert kinesis.reached(ReadResult(records=[{}], next_iterator="i", caught_up=True))

@@ -4,6 +4,7 @@ moved by an operator (the backends' side is `poller.checkpoints.positions`)."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -19,7 +20,9 @@ from poller.config.settings import MappingSettings, Settings
 from poller.events.invocation import iso_timestamp
 from poller.events.streams import stream_record
 from poller.ops.commands.ranges import CommandError
+from poller.ops.commands.retention import check_retention
 from poller.ops.commands.text import NONE, cell, table
+from poller.ops.commands.tip import GAP_PAUSE, Tip
 from poller.sources.streams.shards import TRIM_HORIZON, ShardApi, StartAt
 from poller.wiring import shard_api
 
@@ -142,6 +145,9 @@ async def set_positions(
 ) -> None:
     """Resolve the new position of each shard through the stream, then write them."""
     arn = mapping.source_arn.arn
+    if args.timestamp is not None:
+        # Before the stream's retention, every shard would silently start at its oldest record.
+        await check_retention(mapping, clients, float(args.timestamp), time.time(), "--timestamp")
     api = await shard_api(mapping.source_arn, clients)
     listed = [shard.shard_id for shard in await api.list_shards()]
     shards = _chosen(mapping, listed, args)
@@ -233,16 +239,23 @@ async def first_from(api: ShardApi, shard_id: str, since: float) -> str | None:
     None when there is none yet. Kinesis starts the search there (AT_TIMESTAMP); DynamoDB
     Streams has no such iterator, so its shard is read from TRIM_HORIZON."""
     start = StartAt("AT_TIMESTAMP", timestamp=since) if api.supports_at_timestamp else TRIM_HORIZON
+    if not api.supports_at_timestamp:
+        # DynamoDB Streams' arrival times are whole seconds (rounded down): the second `since`
+        # falls in is kept, as `poller replay --from` keeps it.
+        since = math.floor(since)
     iterator: str | None = await api.iterator(shard_id, start)
+    tip = Tip(api)
     while iterator:
         result = await api.read(iterator, api.max_records)
         for raw in result.records:
             record = stream_record(api.event_record(raw, shard_id), kind=api.kind)
             if record.arrival >= since:
                 return record.sequence_number
-        if result.caught_up:
+        if tip.reached(result):
             break
         iterator = result.next_iterator
+        if not result.records:
+            await anyio.sleep(GAP_PAUSE)  # within the shard's read rate
     return None
 
 

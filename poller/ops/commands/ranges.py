@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TextIO
@@ -31,6 +31,7 @@ from poller.engine.lifecycle import Shutdown
 from poller.engine.records import StreamRecord
 from poller.engine.settle import GiveUp, History, Settler
 from poller.filtering.filter_set import FilterSet
+from poller.ops.commands.tip import GAP_PAUSE, Tip
 from poller.ops.metrics import Metrics
 from poller.ops.status import MappingStatus
 from poller.retry import SOURCE_CALL, Backoff
@@ -44,8 +45,6 @@ INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 # Reads of a shard that may fail in a row (throttled, iterator expired) before the command does.
 _READ_ATTEMPTS = 8
-# The pause after an empty read of a shard that is not caught up (Kinesis: 5 reads/s a shard).
-_GAP_PAUSE = 0.2
 
 
 class CommandError(Exception):
@@ -69,6 +68,20 @@ def stream_mapping(settings: Settings, name: str, command: str) -> MappingSettin
             "DynamoDB stream mappings only"
         )
     return mapping
+
+
+def warn_endless_retries(mapping: MappingSettings, command: str, left: str) -> None:
+    """Say on stderr, before it starts, that a command on this mapping may never end: with
+    `maximum_retry_attempts: -1` only the record age limit ends a failing batch's retries, and
+    a command has none. `left` says what Ctrl-C leaves."""
+    if mapping.maximum_retry_attempts != -1:
+        return
+    sys.stderr.write(
+        f"poller {command}: warning: mapping {mapping.name} retries a failing batch without end "
+        "(maximum_retry_attempts: -1, and the record age limit does not apply here): a record "
+        f"the function keeps failing holds the command there until Ctrl-C, which stops it; "
+        f"{left}\n"
+    )
 
 
 @dataclass
@@ -133,6 +146,7 @@ class RangeEngine:
     filters: FilterSet
     counting: _Counting
     tally: Tally = dataclasses.field(default_factory=Tally)
+    function_arn: str = ""  # the target's, as on-failure records name it
 
     def reads(
         self,
@@ -141,10 +155,10 @@ class RangeEngine:
         *,
         before: Callable[[StreamRecord], bool],
         skip_before: float | None = None,
-    ) -> AsyncIterator[list[tuple[StreamRecord, bool]]]:
+    ) -> AsyncGenerator[list[tuple[StreamRecord, bool]], None]:
         """The shard's records from `start`, a read at a time, each with whether the filters
-        keep it; they end at the first record `before` refuses, at the shard's end, or when a
-        read finds nothing newer waiting."""
+        keep it; they end at the first record `before` refuses, at the shard's end, or at its
+        tip (`Tip`: on DynamoDB, a run of empty reads)."""
         return _reads(self, shard_id, start, before, skip_before)
 
     async def deliver(self, shard_id: str, records: Sequence[StreamRecord]) -> Tally:
@@ -176,11 +190,12 @@ async def _reads(
     start: StartAt,
     before: Callable[[StreamRecord], bool],
     skip_before: float | None,
-) -> AsyncIterator[list[tuple[StreamRecord, bool]]]:
+) -> AsyncGenerator[list[tuple[StreamRecord, bool]], None]:
     api = engine.api
     iterator: str | None = await api.iterator(shard_id, start)
     last: int | None = None
     backoff = Backoff(SOURCE_CALL)
+    tip = Tip(api)
     while iterator:
         try:
             result = await api.read(iterator, api.max_records)
@@ -221,11 +236,11 @@ async def _reads(
         engine.tally.filtered += sum(1 for _, kept in taken if not kept)
         if taken:
             yield taken
-        if ended or result.caught_up:
+        if ended or tip.reached(result):
             return
         iterator = result.next_iterator
         if not result.records:
-            await anyio.sleep(_GAP_PAUSE)  # behind, but in a gap: stay within the read budget
+            await anyio.sleep(GAP_PAUSE)  # behind, but in a gap: stay within the read budget
 
 
 async def _identity(settings: Settings, mapping: MappingSettings, clients: AwsClients) -> str:
@@ -267,7 +282,9 @@ async def range_engine(
         plan = dataclasses.replace(settler.plan, max_record_age=-1)
         settler = dataclasses.replace(settler, plan=plan, give_up=counting)
         filters = FilterSet.compile(mapping.filter_patterns, source=api.kind)
-        yield RangeEngine(mapping, api, settler, filters, counting)
+        yield RangeEngine(
+            mapping, api, settler, filters, counting, function_arn=target.function_arn
+        )
 
 
 class Progress:

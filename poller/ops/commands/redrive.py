@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -27,6 +29,7 @@ from poller.ops.commands.ranges import (
     Tally,
     range_engine,
     stream_mapping,
+    warn_endless_retries,
 )
 from poller.retry import Stopped
 from poller.sources.streams.shards import StartAt
@@ -54,10 +57,17 @@ class Named:
     def __str__(self) -> str:
         return f"{self.shard_id} {self.start}..{self.end} ({self.size} records)"
 
+    def within(self, other: Named) -> bool:
+        """Whether these records are all among `other`'s."""
+        return self.shard_id == other.shard_id and (
+            int(other.start) <= int(self.start) <= int(self.end) <= int(other.end)
+        )
 
-def named_by(body: str, mapping: MappingSettings) -> Named | None:
+
+def named_by(body: str, mapping: MappingSettings, function_arn: str | None = None) -> Named | None:
     """The records an invocation record (an SQS message body) names, when it is one of this
-    mapping's stream; None otherwise."""
+    mapping's stream (and, given `function_arn`, was sent on failure by that function's
+    mapping: its requestContext.functionArn); None otherwise."""
     try:
         record = json.loads(body)
     except ValueError:
@@ -67,8 +77,12 @@ def named_by(body: str, mapping: MappingSettings) -> Named | None:
     info = record.get("KinesisBatchInfo") or record.get("DDBStreamBatchInfo")
     if not isinstance(info, Mapping) or info.get("streamArn") != mapping.source_arn.arn:
         return None
+    if function_arn is not None:
+        context = record.get("requestContext")
+        if not isinstance(context, Mapping) or context.get("functionArn") != function_arn:
+            return None
     try:
-        return Named(
+        named = Named(
             str(info["shardId"]),
             str(info["startSequenceNumber"]),
             str(info["endSequenceNumber"]),
@@ -76,6 +90,7 @@ def named_by(body: str, mapping: MappingSettings) -> Named | None:
         )
     except (KeyError, TypeError, ValueError):
         return None
+    return named if named.start.isdigit() and named.end.isdigit() else None
 
 
 def run_command(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -113,6 +128,10 @@ async def redrive(settings: Settings, args: argparse.Namespace, out: TextIO) -> 
     """Redrive the mapping's invocation records; 0 when every one was, 1 when some were left."""
     mapping = stream_mapping(settings, args.mapping, "redrive")
     queue = on_failure_queue(mapping)
+    if not args.dry_run:
+        warn_endless_retries(
+            mapping, "redrive", "invocation records not redriven stay in the queue"
+        )
     async with AwsClients(settings.aws) as clients:
         try:
             sqs = await clients.client("sqs", region=queue.region)
@@ -124,7 +143,15 @@ async def redrive(settings: Settings, args: argparse.Namespace, out: TextIO) -> 
             problem = describe(exc, what=f"queue {queue.arn}", permission="sqs:GetQueueUrl")
             raise CommandError(f"mapping {mapping.name}: {problem.message}", EXIT_FATAL) from None
         async with range_engine(settings, mapping, clients, Shutdown()) as engine:
-            run = _Redrive(mapping, engine, sqs, url, args, out)
+            # Another mapping reading the same stream may share the queue: its records are
+            # told apart by the function that failed them. Alone on its stream, a mapping takes
+            # every record of the stream, so one whose target was renamed since still redrives.
+            shared = any(
+                other.name != mapping.name and other.source_arn.arn == mapping.source_arn.arn
+                for other in settings.mappings
+            )
+            function_arn = engine.function_arn if shared else None
+            run = _Redrive(mapping, engine, sqs, url, args, out, function_arn)
             try:
                 await run.all()
             except AWS_ERRORS as exc:
@@ -148,13 +175,22 @@ class _Redrive:
         url: str,
         args: argparse.Namespace,
         out: TextIO,
+        function_arn: str | None,
     ) -> None:
         self.mapping, self.engine, self.sqs, self.url, self.out = mapping, engine, sqs, url, out
+        self.function_arn = function_arn
         self.limit: int | None = args.limit
         self.dry_run: bool = args.dry_run
         self.held: dict[str, str] = {}  # message id -> receipt handle, made visible at the end
         self.seen: set[str] = set()
-        self.handled = self.redriven = self.left = self.others = 0
+        self.handled = self.redriven = self.left = self.others = self.later = 0
+        # Only what was in the queue when the command started is redriven: a batch that fails
+        # again is sent on failure as a new invocation record, at once visible in this queue,
+        # and redriving that too would go on for as long as the function fails.
+        self.started_ms = int(time.time() * 1000)
+        # And, whatever the clocks say, a record naming records this run sent on failure again
+        # (the whole range, or a part of it when bisected) is one of its own new ones.
+        self.sent_again: list[Named] = []
 
     async def all(self) -> None:
         """Receive until the queue has nothing new (or the limit is reached)."""
@@ -164,6 +200,7 @@ class _Redrive:
                 MaxNumberOfMessages=10,
                 VisibilityTimeout=HOLD_SECONDS,
                 WaitTimeSeconds=1,
+                MessageSystemAttributeNames=["SentTimestamp"],
             )
             fresh = [m for m in answer.get("Messages", []) if m["MessageId"] not in self.seen]
             if not fresh:
@@ -174,33 +211,45 @@ class _Redrive:
     async def _one(self, message: Mapping[str, Any]) -> None:
         message_id, receipt = str(message["MessageId"]), str(message["ReceiptHandle"])
         self.seen.add(message_id)
-        named = named_by(str(message.get("Body", "")), self.mapping)
+        # Held from the start: an error or Ctrl-C while its records are delivered leaves it
+        # to the shielded hand-back at the end, visible again at once, not hidden for
+        # HOLD_SECONDS.
+        self.held[message_id] = receipt
+        sent = message.get("Attributes", {}).get("SentTimestamp")
+        if sent is not None and int(sent) > self.started_ms:
+            self.later += 1  # sent since the command started (by this run, maybe): left
+            return
+        named = named_by(str(message.get("Body", "")), self.mapping, self.function_arn)
         if named is None:
             self.others += 1
-            self.held[message_id] = receipt
+            return
+        if any(named.within(earlier) for earlier in self.sent_again):
+            self.later += 1
             return
         if self.limit is not None and self.handled >= self.limit:
-            self.held[message_id] = receipt
             return
         self.handled += 1
         if await self._redriven(named):
             await self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=receipt)
+            del self.held[message_id]
             self.redriven += 1
-        else:
-            self.held[message_id] = receipt
 
     async def _redriven(self, named: Named) -> bool:
         """Deliver the records `named`; False when they are not all in the stream any more
         (or on a dry run)."""
         records = []
+        end = int(named.end)
         try:
             reads = self.engine.reads(
                 named.shard_id,
                 StartAt("AT_SEQUENCE_NUMBER", named.start),
-                before=lambda record: record.sequence <= int(named.end),
+                before=lambda record: record.sequence <= end,
             )
-            async for taken in reads:
-                records.extend(taken)
+            async with aclosing(reads):
+                async for taken in reads:
+                    records.extend(taken)
+                    if records[-1][0].sequence >= end:
+                        break  # all there: no need to read on to a record after it, or the tip
         except AWS_ERRORS as exc:
             if error_code(exc) not in _GONE:
                 raise
@@ -226,6 +275,8 @@ class _Redrive:
         counts: Tally = await self.engine.deliver(
             named.shard_id, [record for record, kept in records if kept]
         )
+        if counts.sent_on_failure:
+            self.sent_again.append(named)
         self.out.write(
             f"{name}: {counts.delivered} delivered, {counts.sent_on_failure} sent on failure "
             "again; the invocation record is deleted\n"
@@ -255,8 +306,15 @@ class _Redrive:
             )
             return EXIT_FATAL if self.left else 0
         others = f"; {self.others} of other mappings left as they were" if self.others else ""
+        later = (
+            f"; {self.later} sent since the command started left for a next run"
+            if self.later
+            else ""
+        )
         self.out.write(
             f"redrove {self.redriven} invocation record(s) of mapping {self.mapping.name}, "
-            f"{self.left} left in the queue{others}\n"
+            f"{self.left} left in the queue{others}{later}\n"
         )
-        return EXIT_FATAL if self.left or self.engine.tally.dropped else 0
+        tally = self.engine.tally
+        # A batch sent on failure again was not redriven: its new invocation record waits.
+        return EXIT_FATAL if self.left or tally.dropped or tally.sent_on_failure else 0

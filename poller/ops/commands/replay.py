@@ -30,12 +30,11 @@ from poller.ops.commands.ranges import (
     Tally,
     range_engine,
     stream_mapping,
+    warn_endless_retries,
 )
+from poller.ops.commands.retention import check_retention
 from poller.retry import Stopped
 from poller.sources.streams.shards import TRIM_HORIZON, StartAt
-
-# DynamoDB Streams keeps a record for 24 hours, whatever the table.
-DYNAMODB_RETENTION_HOURS = 24
 
 
 def run_command(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -55,6 +54,7 @@ async def replay(settings: Settings, args: argparse.Namespace, out: TextIO) -> i
     """Deliver the range again; 0 when every record was delivered, filtered out or sent on
     failure, 1 when some were dropped."""
     mapping = stream_mapping(settings, args.mapping, "replay")
+    warn_endless_retries(mapping, "replay", "what was not delivered by then is not replayed")
     started = time.time()
     since = float(args.from_)
     until = started if args.to is None else float(args.to)
@@ -65,7 +65,7 @@ async def replay(settings: Settings, args: argparse.Namespace, out: TextIO) -> i
         )
     async with AwsClients(settings.aws) as clients, _engine(settings, mapping, clients) as engine:
         try:
-            await _check_retention(engine, mapping, clients, since, started)
+            await check_retention(mapping, clients, since, started, "--from")
             shards = _chosen(mapping, lineage_order(await engine.api.list_shards()), args.shard)
             counts = await replay_shards(engine, shards, since, until, Progress())
             for shard in shards:
@@ -167,26 +167,6 @@ async def replay_shard(
     if waiting:
         counts.add(await engine.deliver(shard_id, waiting))
     return counts
-
-
-async def _check_retention(
-    engine: RangeEngine, mapping: MappingSettings, clients: AwsClients, since: float, now: float
-) -> None:
-    """CommandError (exit 2) when `since` is older than what the stream keeps."""
-    source = mapping.source_arn
-    if source.kind == "kinesis":
-        kinesis = await clients.client("kinesis", region=source.region)
-        summary = await kinesis.describe_stream_summary(StreamARN=source.arn)
-        hours = int(summary["StreamDescriptionSummary"]["RetentionPeriodHours"])
-    else:
-        hours = DYNAMODB_RETENTION_HOURS
-    horizon = now - hours * 3600
-    if since < horizon:
-        raise CommandError(
-            f"mapping {mapping.name}: --from {iso_timestamp(since)} is older than what stream "
-            f"{source.arn} keeps ({hours} hours, so nothing before {iso_timestamp(horizon)}); "
-            "pass a later --from"
-        )
 
 
 def lineage_order(listing: Sequence[ShardInfo]) -> list[ShardInfo]:
