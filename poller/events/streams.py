@@ -1,7 +1,8 @@
 """Lambda-shaped stream event records (Kinesis, DynamoDB Streams).
 
-Pure builders from one element of GetRecords' `Records` as aiobotocore returns it (blobs as
-bytes, timestamps as datetimes) to the record Lambda puts in `{"Records": [...]}`, plus
+Pure builders from one element of GetRecords' `Records` as the stream clients return it (blobs
+as base64 text, timestamps as epoch seconds: `aws.parsing`; bytes and datetimes, botocore's
+defaults, are taken too) to the record Lambda puts in `{"Records": [...]}`, plus
 `stream_record`, which wraps a built record into the StreamRecord the engine moves around.
 """
 
@@ -47,9 +48,6 @@ def kinesis_record(
 ) -> dict[str, Any]:
     """The Lambda Kinesis event record for one GetRecords record."""
     sequence_number = str(raw["SequenceNumber"])
-    data = raw.get("Data", b"")
-    if isinstance(data, str):
-        data = data.encode()
     arrival = raw.get("ApproximateArrivalTimestamp")
     return {
         "kinesis": {
@@ -57,7 +55,7 @@ def kinesis_record(
             # AUTO-distributed streams may omit the key; Lambda's shape always has the field.
             "partitionKey": raw.get("PartitionKey", ""),
             "sequenceNumber": sequence_number,
-            "data": _base64(data),
+            "data": _base64(raw.get("Data", b"")),
             # Seconds with millisecond precision, as Lambda writes it (1735732800.123).
             "approximateArrivalTimestamp": (
                 round(epoch_seconds(arrival), 3) if arrival is not None else 0.0
