@@ -7,12 +7,15 @@ region, through `client(service, region=...)`; `aws.region` is the default for t
 from __future__ import annotations
 
 import os
+import platform
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Literal, get_args, overload
 
+import aiobotocore
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from poller import __version__
 from poller.aws import calls
 from poller.aws.parsing import StreamParserFactory
 from poller.config.settings import AwsSettings
@@ -33,6 +36,14 @@ Service = Literal["sqs", "kinesis", "dynamodbstreams", "dynamodb", "lambda", "sn
 
 # Services whose endpoint may be overridden per service in `aws.endpoints`.
 SERVICES: tuple[Service, ...] = get_args(Service)
+
+# A fixed User-Agent: botocore otherwise rebuilds its own (OS, architecture, features) twice
+# per request, 64 µs each time, about 5 % of the CPU of a busy SQS mapping. (botocore adds
+# its own name and version after it.)
+USER_AGENT = (
+    f"poller/{__version__} aiobotocore/{aiobotocore.__version__}"
+    f" lang/python#{platform.python_version()}"
+)
 
 # Clients whose GetRecords answers are parsed the cheap way (`aws.parsing` says why): their
 # timestamps come as epoch seconds and their blobs as base64 text, not datetimes and bytes.
@@ -163,6 +174,7 @@ class AwsClients:
             read_timeout=read_timeout if read_timeout is not None else 60,
             connect_timeout=10,
             max_pool_connections=100,
+            user_agent=USER_AGENT,
         )
         session = self._stream_session if service in STREAM_SERVICES else self._session
         created = await self._stack.enter_async_context(
