@@ -135,7 +135,16 @@ async def retry_result(
     `max_attempts`, the result of the last attempt is returned even if it still wants another.
     `stopping` None: the waits run to their end whatever happens (a shielded write that must
     finish).
+
+    The first attempt runs before any retry machinery is built: nearly every invoke and delete
+    succeeds at once, and building tenacity's retry object and its callbacks cost ~57 µs a
+    call (two calls per SQS batch). tenacity's retry object keeps its state per call (per
+    thread, not per task), so one shared by a mapping's concurrent calls would mix them up.
     """
+    first = await call()
+    if not again(first):
+        return first
+    pending = [first]  # tenacity's attempt 1 is the one already made
 
     def wait(state: RetryCallState) -> float:
         outcome = state.outcome
@@ -165,6 +174,8 @@ async def retry_result(
 
     async def attempt() -> T:
         # A coroutine function, so tenacity awaits it (a lambda returning a coroutine is not).
+        if pending:
+            return pending.pop()
         return await call()
 
     def last_result(state: RetryCallState) -> T:

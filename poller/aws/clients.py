@@ -7,13 +7,17 @@ region, through `client(service, region=...)`; `aws.region` is the default for t
 from __future__ import annotations
 
 import os
+import platform
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Literal, get_args, overload
 
+import aiobotocore
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from poller import __version__
 from poller.aws import calls
+from poller.aws.parsing import StreamParserFactory
 from poller.config.settings import AwsSettings
 
 if TYPE_CHECKING:
@@ -33,6 +37,18 @@ Service = Literal["sqs", "kinesis", "dynamodbstreams", "dynamodb", "lambda", "sn
 # Services whose endpoint may be overridden per service in `aws.endpoints`.
 SERVICES: tuple[Service, ...] = get_args(Service)
 
+# A fixed User-Agent: botocore otherwise rebuilds its own (OS, architecture, features) twice
+# per request, 64 µs each time, about 5 % of the CPU of a busy SQS mapping. (botocore adds
+# its own name and version after it.)
+USER_AGENT = (
+    f"poller/{__version__} aiobotocore/{aiobotocore.__version__}"
+    f" lang/python#{platform.python_version()}"
+)
+
+# Clients whose GetRecords answers are parsed the cheap way (`aws.parsing` says why): their
+# timestamps come as epoch seconds and their blobs as base64 text, not datetimes and bytes.
+STREAM_SERVICES: frozenset[Service] = frozenset({"kinesis", "dynamodbstreams"})
+
 
 class AwsClients:
     """Creates aiobotocore clients on first use and closes all of them on exit.
@@ -46,6 +62,9 @@ class AwsClients:
     def __init__(self, settings: AwsSettings) -> None:
         self._settings = settings
         self._session = get_session()
+        # A session of their own: the parser factory is a session-wide component.
+        self._stream_session = get_session()
+        self._stream_session.register_component("response_parser_factory", StreamParserFactory())
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[Service, str, bool, float | None], AioBaseClient] = {}
 
@@ -155,9 +174,11 @@ class AwsClients:
             read_timeout=read_timeout if read_timeout is not None else 60,
             connect_timeout=10,
             max_pool_connections=100,
+            user_agent=USER_AGENT,
         )
+        session = self._stream_session if service in STREAM_SERVICES else self._session
         created = await self._stack.enter_async_context(
-            self._session.create_client(
+            session.create_client(
                 service,
                 region_name=region,
                 endpoint_url=self.endpoint_for(service),

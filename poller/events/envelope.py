@@ -3,11 +3,12 @@ fresh trace headers."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable
 from typing import Any
+
+import orjson
 
 # Lambda's synchronous invoke limit; a batch closes before its serialized event passes it.
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
@@ -16,8 +17,10 @@ _ENVELOPE_BYTES = len(b'{"Records":[]}')
 
 
 def dumps(value: Any) -> bytes:
-    """Compact JSON, as Lambda sends it."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON, as Lambda sends it: UTF-8, nothing but quotes, backslashes and control
+    characters escaped. orjson writes the same bytes `json.dumps(separators=(",", ":"),
+    ensure_ascii=False)` did (tests/conformance/golden holds them) in about a third of the time."""
+    return orjson.dumps(value)
 
 
 def event_payload(serialized_records: Iterable[bytes]) -> bytes:

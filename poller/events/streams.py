@@ -1,7 +1,8 @@
 """Lambda-shaped stream event records (Kinesis, DynamoDB Streams).
 
-Pure builders from one element of GetRecords' `Records` as aiobotocore returns it (blobs as
-bytes, timestamps as datetimes) to the record Lambda puts in `{"Records": [...]}`, plus
+Pure builders from one element of GetRecords' `Records` as the stream clients return it (blobs
+as base64 text, timestamps as epoch seconds: `aws.parsing`; bytes and datetimes, botocore's
+defaults, are taken too) to the record Lambda puts in `{"Records": [...]}`, plus
 `stream_record`, which wraps a built record into the StreamRecord the engine moves around.
 """
 
@@ -13,6 +14,8 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
+
+import orjson
 
 from poller.engine.records import StreamRecord
 from poller.events.envelope import dumps
@@ -47,9 +50,6 @@ def kinesis_record(
 ) -> dict[str, Any]:
     """The Lambda Kinesis event record for one GetRecords record."""
     sequence_number = str(raw["SequenceNumber"])
-    data = raw.get("Data", b"")
-    if isinstance(data, str):
-        data = data.encode()
     arrival = raw.get("ApproximateArrivalTimestamp")
     return {
         "kinesis": {
@@ -57,7 +57,7 @@ def kinesis_record(
             # AUTO-distributed streams may omit the key; Lambda's shape always has the field.
             "partitionKey": raw.get("PartitionKey", ""),
             "sequenceNumber": sequence_number,
-            "data": _base64(data),
+            "data": _base64(raw.get("Data", b"")),
             # Seconds with millisecond precision, as Lambda writes it (1735732800.123).
             "approximateArrivalTimestamp": (
                 round(epoch_seconds(arrival), 3) if arrival is not None else 0.0
@@ -71,6 +71,60 @@ def kinesis_record(
         "awsRegion": region,
         "eventSourceARN": stream_arn,
     }
+
+
+class KinesisRecords:
+    """`kinesis_record` then `stream_record` for one stream, without the dict in between: the
+    serialized record is written from a template whose constant parts (the stream, region and
+    identity) are serialized once, and only the record's own values per record. The bytes are
+    those of `dumps(kinesis_record(...))` (tests/unit/test_stream_events_fast.py holds them to
+    it); building and serializing 10,000 records costs about half of what the dict path does.
+    """
+
+    __slots__ = ("_suffix",)
+
+    def __init__(self, *, stream_arn: str, region: str, invoke_identity_arn: str) -> None:
+        self._suffix = b"".join(
+            (
+                b',"eventName":"aws:kinesis:record","invokeIdentityArn":',
+                orjson.dumps(invoke_identity_arn),
+                b',"awsRegion":',
+                orjson.dumps(region),
+                b',"eventSourceARN":',
+                orjson.dumps(stream_arn),
+                b"}",
+            )
+        )
+
+    def record(self, raw: Mapping[str, Any], shard_id: str) -> StreamRecord:
+        """The StreamRecord of one GetRecords record."""
+        encode = orjson.dumps
+        sequence_number = str(raw["SequenceNumber"])
+        key = raw.get("PartitionKey", "")
+        arrival = raw.get("ApproximateArrivalTimestamp")
+        seconds = round(epoch_seconds(arrival), 3) if arrival is not None else 0.0
+        serialized = b"".join(
+            (
+                b'{"kinesis":{"kinesisSchemaVersion":"1.0","partitionKey":',
+                encode(key),
+                b',"sequenceNumber":',
+                encode(sequence_number),
+                b',"data":',
+                encode(_base64(raw.get("Data", b""))),
+                b',"approximateArrivalTimestamp":',
+                encode(seconds),
+                b'},"eventSource":"aws:kinesis","eventVersion":"1.0","eventID":',
+                encode(f"{shard_id}:{sequence_number}"),
+                self._suffix,
+            )
+        )
+        return StreamRecord(
+            sequence_number=sequence_number,
+            sequence=int(sequence_number),
+            key=key,
+            arrival=float(seconds),
+            serialized=serialized,
+        )
 
 
 def _attribute_value(value: Mapping[str, Any]) -> dict[str, Any]:

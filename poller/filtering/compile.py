@@ -92,7 +92,7 @@ def _join(path: str, key: str) -> str:
 class CompileResult:
     """A compiled pattern tree plus what ``FilterSet`` needs to know about its top level."""
 
-    __slots__ = ("has_typed_numeric", "root", "top_keys", "top_leaf_keys")
+    __slots__ = ("has_number_text", "has_typed_numeric", "root", "top_keys", "top_leaf_keys")
 
     def __init__(
         self,
@@ -100,11 +100,15 @@ class CompileResult:
         top_keys: frozenset[str],
         top_leaf_keys: frozenset[str],
         has_typed_numeric: bool,
+        has_number_text: bool = False,
     ) -> None:
         self.root = root
         self.top_keys = top_keys
         self.top_leaf_keys = top_leaf_keys
         self.has_typed_numeric = has_typed_numeric
+        # Whether some leaf compares numbers by their JSON text (an exact number, an
+        # anything-but of numbers): only then does a decoded number's text matter.
+        self.has_number_text = has_number_text
 
 
 class _Compiler:
@@ -113,6 +117,7 @@ class _Compiler:
         self.top_keys: set[str] = set()
         self.top_leaf_keys: set[str] = set()
         self.has_typed_numeric = False
+        self.has_number_text = False
 
     def compile_object(
         self, obj: dict[str, Any], path: str, *, in_or: bool, top: bool
@@ -170,6 +175,8 @@ class _Compiler:
             builder.add(item)
         if key in _DDB_NUMBER_KEYS and builder.numeric_preds:
             self.has_typed_numeric = True
+        if builder.num_texts or builder.num_text_preds:
+            self.has_number_text = True
         return builder.build()
 
 
@@ -186,4 +193,5 @@ def compile_tree(pattern: dict[str, Any], *, typed_numbers: bool = False) -> Com
         frozenset(compiler.top_keys),
         frozenset(compiler.top_leaf_keys),
         compiler.has_typed_numeric,
+        compiler.has_number_text,
     )

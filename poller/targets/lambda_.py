@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import anyio
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -115,6 +116,9 @@ class LambdaTarget(AcloseOnExit):
         self._region = function_region(settings.function) or clients.region
         self._arn = function_arn(settings.function, settings.qualifier, self._region, account)
         self._client: LambdaClient | None = None
+        # Concurrent first invocations would each create a client (and its connection pool)
+        # across the await; the first one creates it, the others wait for it.
+        self._client_lock = anyio.Lock()
 
     @property
     def function_arn(self) -> str:
@@ -128,16 +132,22 @@ class LambdaTarget(AcloseOnExit):
         return f"lambda:{self._function}{suffix}"
 
     async def _lambda(self) -> LambdaClient:
-        if self._client is None:
-            client = await self._clients.client(
-                "lambda", region=self._region, retries=False, read_timeout=READ_TIMEOUT_SECONDS
-            )
-            # unique_id makes this idempotent: several targets share one cached client.
-            client.meta.events.register(
-                "before-call.lambda.Invoke", _add_trace_header, unique_id=_HANDLER_ID
-            )
-            self._client = client
-        return self._client
+        if self._client is not None:
+            return self._client
+        async with self._client_lock:
+            if self._client is None:
+                client = await self._clients.client(
+                    "lambda",
+                    region=self._region,
+                    retries=False,
+                    read_timeout=READ_TIMEOUT_SECONDS,
+                )
+                # unique_id makes this idempotent: several targets share one cached client.
+                client.meta.events.register(
+                    "before-call.lambda.Invoke", _add_trace_header, unique_id=_HANDLER_ID
+                )
+                self._client = client
+            return self._client
 
     async def invoke(self, request: InvocationRequest) -> InvokeResult:
         """Invoke once; never raises for anything Lambda or the network did."""

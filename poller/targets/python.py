@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import orjson
 
 from poller.config.settings import PythonTargetSettings
 from poller.targets.base import (
@@ -228,6 +229,17 @@ def _is_async(handler: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 
 
+def _event(payload: bytes) -> Any:
+    """The event as the handler gets it. orjson decodes poller's own payloads to the same
+    objects json.loads does, in less than half the time; what orjson refuses and json accepts
+    (a window state with NaN or an integer past 64 bits, from a function's answer) is decoded
+    by json.loads."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
+
+
 class PythonTarget(AcloseOnExit):
     """Calls an in-process `handler(event, context)`, sync (worker thread) or async (event loop)."""
 
@@ -269,7 +281,7 @@ class PythonTarget(AcloseOnExit):
         """Call the handler once; classify its return, exception or timeout."""
         try:
             # Decoded per call, so a handler that mutates its event cannot touch a retry's.
-            event = json.loads(request.payload)
+            event = _event(request.payload)
         except ValueError as exc:
             return InvokeResult(
                 Outcome.INVOKE_ERROR, detail=f"event is not valid JSON ({exc}): a poller bug"

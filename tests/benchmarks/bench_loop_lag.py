@@ -35,9 +35,13 @@ pass/fail. BENCH_LAG_RECORDS and BENCH_LAG_REPEATS change the size and the numbe
 from __future__ import annotations
 
 import gc
+import http.client
 import json
 import os
 import statistics
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -47,6 +51,9 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
+from aiobotocore.session import get_session
+from aiohttp import web
 
 from poller.aws.clients import AwsClients
 from poller.checkpoints.base import AllShards
@@ -62,7 +69,9 @@ from poller.sources.streams.conversion import SLICE_SECONDS
 from poller.sources.streams.kinesis import KINESIS_MAX_RECORDS, KinesisShards
 from poller.sources.streams.source import StreamSource
 from poller.wiring import Services, stream_context
+from tests.benchmarks.common import REPO
 from tests.fakes.checkpoints import MemoryStore
+from tests.support.ports import free_port
 
 RECORDS = int(os.environ.get("BENCH_LAG_RECORDS", str(KINESIS_MAX_RECORDS)))
 REPEATS = int(os.environ.get("BENCH_LAG_REPEATS", "5"))
@@ -300,10 +309,21 @@ def _expected(records: Sequence[Mapping[str, Any]], patterns: Sequence[str]) -> 
     return sum(1 for r in records if b'"status": "paid"' in r["Data"])
 
 
-async def run_sliced(records: Sequence[Mapping[str, Any]], patterns: Sequence[str]) -> Run:
-    """The daemon's path: StreamSource over KinesisShards, one read of every record."""
+async def run_sliced(
+    records: Sequence[Mapping[str, Any]],
+    patterns: Sequence[str],
+    client: Any = None,
+) -> Run:
+    """The daemon's path: StreamSource over KinesisShards, one read of every record; over the
+    in-memory client, or over `client` (a real aiobotocore one: its parse is then measured)."""
     mapping = _mapping(patterns)
-    api, client = _shards(records)
+    if client is None:
+        api, memory = _shards(records)
+    else:
+        api, memory = (
+            KinesisShards(client, parse_source_arn(ARN), invoke_identity_arn=IDENTITY),
+            None,
+        )
     metrics, shutdown, store = Metrics(), Shutdown(), MemoryStore()
     status = MappingStatus(
         name=mapping.name,
@@ -342,6 +362,7 @@ async def run_sliced(records: Sequence[Mapping[str, Any]], patterns: Sequence[st
         await source.run()
         stopped.set()
 
+    started = time.perf_counter()
     with anyio.fail_after(120):
         async with anyio.create_task_group() as tasks:
             async with watching() as watch:
@@ -349,10 +370,12 @@ async def run_sliced(records: Sequence[Mapping[str, Any]], patterns: Sequence[st
                 await settler.done.wait()
             shutdown.begin(5.0)  # stopping is not measured
             await stopped.wait()  # the reader drained and checkpointed
-    assert client.answered[0] == len(records), client.answered  # one read of every record
-    assert client.answered_at is not None
     assert store.checkpoints[SHARD].sequence_number == records[-1]["SequenceNumber"]
-    return Run.of(watch, settler.done_at - client.answered_at, settler.settled)
+    if memory is None:
+        return Run.of(watch, settler.done_at - started, settler.settled)
+    assert memory.answered[0] == len(records), memory.answered  # one read of every record
+    assert memory.answered_at is not None
+    return Run.of(watch, settler.done_at - memory.answered_at, settler.settled)
 
 
 async def run_unsliced(records: Sequence[Mapping[str, Any]], patterns: Sequence[str]) -> Run:
@@ -406,6 +429,101 @@ def _report(label: str, sliced: list[Run], unsliced: list[Run]) -> None:
     )
 
 
+@asynccontextmanager
+async def healthz_probe() -> AsyncIterator[list[float]]:
+    """A /healthz endpoint served by this loop, asked every 5 ms from another thread (as a
+    liveness probe asks from outside): the answer times, while the block runs."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    answers: list[float] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while not stop.is_set():
+            started = time.perf_counter()
+            connection.request("GET", "/healthz")
+            connection.getresponse().read()
+            answers.append(time.perf_counter() - started)
+            time.sleep(0.005)
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    try:
+        yield answers
+    finally:
+        stop.set()
+        await anyio.to_thread.run_sync(asker.join)
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def canned_kinesis() -> AsyncIterator[str]:
+    """tests/benchmarks/canned_kinesis.py in its own process, RECORDS records in one read."""
+    port = free_port()
+    command = [sys.executable, "-m", "tests.benchmarks.canned_kinesis", str(port), str(RECORDS)]
+    proc = await anyio.open_process(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    try:
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                    break
+                except OSError:
+                    await anyio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        with anyio.fail_after(10):
+            await proc.wait()
+
+
+async def _through_clients(runs: int) -> None:
+    """Section 3: the same read over real aiobotocore clients, GetRecords' parse included:
+    poller's stream client (`aws.parsing`) against a stock aiobotocore client."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    records = make_records(RECORDS)
+    async with canned_kinesis() as endpoint, AwsClients(AwsSettings(endpoint_url=endpoint)) as aws:
+        mine = await aws.client("kinesis")
+        stock_context = get_session().create_client(
+            "kinesis", region_name="us-east-1", endpoint_url=endpoint
+        )
+        async with stock_context as stock:
+            figures: dict[str, list[tuple[Run, float]]] = {"poller": [], "stock": []}
+            for client in (mine, stock):  # warm up: first-call costs are not the loop's lag
+                await run_sliced(records, [], client)
+            for _ in range(runs):
+                for name, client in (("poller", mine), ("stock", stock)):
+                    gc.collect()
+                    async with healthz_probe() as answers:
+                        run = await run_sliced(records, [], client)
+                    figures[name].append((run, max(answers, default=0.0)))
+    print(
+        f"3. through aiobotocore (GetRecords parse included), no filters, median of {runs}:"
+        " poller's stream client vs a stock aiobotocore client"
+    )
+    for name, label in (("poller", "poller's client"), ("stock", "stock client")):
+        runs_of = figures[name]
+        lag = statistics.median(r.longest_lag for r, _ in runs_of) * 1000
+        worst = max(r.longest_lag for r, _ in runs_of) * 1000
+        health = statistics.median(h for _, h in runs_of) * 1000
+        elapsed = statistics.median(r.elapsed for r, _ in runs_of)
+        print(
+            f"   {label:<16} longest lag {lag:6.1f} ms (worst {worst:.1f}),"
+            f" slowest /healthz {health:6.1f} ms, read to settled {elapsed * 1000:6.0f} ms"
+        )
+    print(f"   target: longest lag and /healthz within {TARGET_MS:.0f} ms with poller's client")
+
+
 WARM_UP = 500  # records of the warm-up runs
 
 
@@ -431,6 +549,7 @@ async def _main() -> None:
             gc.collect()
             unsliced.append(await run_unsliced(records, patterns))
         _report(label, sliced, unsliced)
+    await _through_clients(max(1, min(REPEATS, 3)))
 
 
 def main() -> None:

@@ -10,6 +10,16 @@ from /proc between the moment it is ready and the moment the queue is empty.
 2. overhead: the daemon with an instant in-process function against a bare receive+delete
    loop running at the same concurrency (10 loops) and calling no function.
 3. cost: the daemon's CPU seconds per 1,000 messages at batch size 10 (from run 2).
+4. floor: the daemon with the Lambda target (an instant function behind the Invoke API)
+   against the floor loop (tests/benchmarks/floor_sqs.py: receive → invoke → delete in
+   aiobotocore, the same concurrency, its own process, the same Invoke server): throughput and
+   CPU seconds per 1,000 messages, each the median of three alternated runs.
+5. memory: the daemon's RSS when it is ready and when a DRAIN-message backlog is drained.
+
+moto answers every call with `Connection: close`, so each call costs a TCP connection on both
+sides of every comparison (the daemon and the loops make the same calls per batch): the ratios
+compare like with like, the absolute CPU figures include that set-up, which AWS's keep-alive
+would not cost.
 
 Run with `make bench` or `python -m tests.benchmarks.bench_sqs`. Figures only, no pass/fail.
 """
@@ -17,18 +27,25 @@ Run with `make bench` or `python -m tests.benchmarks.bench_sqs`. Figures only, n
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import statistics
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import boto3
 
-from tests.benchmarks.common import cpu_seconds, daemon, start_moto
+from tests.benchmarks.common import REPO, cpu_seconds, daemon, start_moto
 from tests.support.fake_lambda import FakeLambda, Invocation
 from tests.support.ports import free_port
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "300"))
+DRAIN = int(os.environ.get("BENCH_DRAIN", "5000"))
+RUNS = 3
 CONCURRENCY = 10
 FUNCTION_SECONDS = 0.5
 
@@ -37,10 +54,10 @@ def _sqs(endpoint: str) -> Any:
     return boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
 
 
-def _fill(endpoint: str, name: str) -> tuple[str, str]:
+def _fill(endpoint: str, name: str, messages: int = MESSAGES) -> tuple[str, str]:
     sqs = _sqs(endpoint)
     url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
-    for start in range(0, MESSAGES, 10):
+    for start in range(0, messages, 10):
         sqs.send_message_batch(
             QueueUrl=url,
             Entries=[{"Id": str(i), "MessageBody": f'{{"n": {start + i}}}'} for i in range(10)],
@@ -56,11 +73,25 @@ def _empty(sqs: Any, url: str) -> bool:
     return all(v == "0" for v in attributes.values())
 
 
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process, in MB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def run_daemon(
-    endpoint: str, name: str, target: str, lambda_url: str | None
+    endpoint: str,
+    name: str,
+    target: str,
+    lambda_url: str | None,
+    messages: int = MESSAGES,
+    rss: list[float] | None = None,
 ) -> tuple[float, float]:
-    """Drain a full queue with `poller run`; returns (messages per second, CPU seconds)."""
-    url, arn = _fill(endpoint, name)
+    """Drain a full queue with `poller run`; returns (messages per second, CPU seconds), and
+    appends the RSS at the start and the end to `rss`."""
+    url, arn = _fill(endpoint, name, messages)
     port = free_port()
     endpoints = f", endpoints: {{lambda: {lambda_url}}}" if lambda_url else ""
     config = (
@@ -74,11 +105,26 @@ def run_daemon(
     )
     with daemon(config, port) as proc:
         started, cpu_before = time.perf_counter(), cpu_seconds(proc.pid)
+        if rss is not None:
+            rss.append(rss_mb(proc.pid))
         sqs = _sqs(endpoint)
         while not _empty(sqs, url):
             time.sleep(0.02)
         elapsed, cpu = time.perf_counter() - started, cpu_seconds(proc.pid) - cpu_before
-    return MESSAGES / elapsed, cpu
+        if rss is not None:
+            rss.append(rss_mb(proc.pid))
+    return messages / elapsed, cpu
+
+
+def run_floor(endpoint: str, name: str, lambda_url: str) -> tuple[float, float]:
+    """The floor loop (its own process) over a full queue; (messages per second, CPU s)."""
+    url, _ = _fill(endpoint, name)
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    command = [sys.executable, "-m", "tests.benchmarks.floor_sqs", endpoint, url, lambda_url]
+    command += ["fast", str(MESSAGES), str(CONCURRENCY)]
+    out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, check=True, text=True)
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    return MESSAGES / figures["seconds"], figures["cpu"]
 
 
 def run_sequential_loop(endpoint: str, name: str) -> float:
@@ -135,15 +181,16 @@ def run_bare_loops(endpoint: str, name: str) -> float:
     return MESSAGES / (time.perf_counter() - started)
 
 
-def _function_thread() -> tuple[str, threading.Event]:
-    """A 500 ms function behind the Invoke API, in its own event loop thread."""
+def _function_thread(seconds: float = FUNCTION_SECONDS) -> tuple[str, threading.Event]:
+    """A function taking `seconds` behind the Invoke API, in its own event loop thread."""
     ready: list[str] = []
     stop = threading.Event()
     started = threading.Event()
 
     async def serve() -> None:
         async def slow(event: Any, info: Invocation) -> Any:
-            await asyncio.sleep(FUNCTION_SECONDS)
+            if seconds:
+                await asyncio.sleep(seconds)
             return None
 
         async with FakeLambda(slow) as fake:
@@ -161,6 +208,7 @@ def main() -> None:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     server, endpoint = start_moto()
     lambda_url, stop_function = _function_thread()
+    instant_url, stop_instant = _function_thread(0.0)
     try:
         print(f"SQS benchmark: {MESSAGES} messages per run, moto at {endpoint}")
         loop_rate = run_sequential_loop(endpoint, "seq-loop")
@@ -188,7 +236,52 @@ def main() -> None:
             f"   poller CPU              {cpu / MESSAGES * 1000:8.3f} s per 1,000 messages"
             "   (target <= 1)"
         )
+
+        daemon_runs: list[tuple[float, float]] = []
+        floor_runs: list[tuple[float, float]] = []
+        for run in range(RUNS):  # alternated, so both see the same machine
+            floor_runs.append(run_floor(endpoint, f"floor-{run}", instant_url))
+            daemon_runs.append(
+                run_daemon(
+                    endpoint, f"daemon-invoke-{run}", "{type: lambda, function: fast}", instant_url
+                )
+            )
+        floor_rate = statistics.median(r for r, _ in floor_runs)
+        poller_rate = statistics.median(r for r, _ in daemon_runs)
+        floor_cpu = statistics.median(c for _, c in floor_runs) / MESSAGES * 1000
+        poller_cpu = statistics.median(c for _, c in daemon_runs) / MESSAGES * 1000
+        print(
+            f"4. floor (Invoke API, instant function, {CONCURRENCY} concurrent, median of {RUNS})"
+        )
+        print(f"   floor loop              {floor_rate:8.1f} msg/s   {floor_cpu:6.3f} CPU-s/1,000")
+        print(
+            f"   poller                  {poller_rate:8.1f} msg/s   {poller_cpu:6.3f} CPU-s/1,000"
+        )
+        print(
+            f"   throughput ratio        {poller_rate / floor_rate:8.2f}    (target >= 0.9)\n"
+            f"   CPU ratio               {poller_cpu / floor_cpu:8.2f}    (target <= 1.2)"
+        )
+
+        rss: list[float] = []
+        drain_rate, drain_cpu = run_daemon(
+            endpoint,
+            "daemon-drain",
+            "{type: python, handler: 'tests.benchmarks.handlers:instant'}",
+            None,
+            messages=DRAIN,
+            rss=rss,
+        )
+        print(f"5. memory ({DRAIN}-message backlog, python target)")
+        print(
+            f"   RSS                     {rss[0]:8.1f} MB at the start, {rss[1]:.1f} MB drained"
+            f"   ({(rss[1] - rss[0]) / rss[0]:+.1%}; target within ±10 %)"
+        )
+        print(
+            f"   drain                   {drain_rate:8.1f} msg/s   "
+            f"{drain_cpu / DRAIN * 1000:6.3f} CPU-s/1,000"
+        )
     finally:
+        stop_instant.set()
         stop_function.set()
         server.terminate()
         server.wait(timeout=10)

@@ -71,6 +71,27 @@ async def test_lambda_success(fake: FakeLambda, clients: AwsClients) -> None:
     assert target.description == "lambda:process-orders"
 
 
+async def test_concurrent_first_invocations_create_one_client(
+    fake: FakeLambda, clients: AwsClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+    original = clients.client
+
+    async def counting(service: Any, **options: Any) -> Any:
+        asked.append(service)
+        # Creating a client can wait (credentials from a container or instance endpoint):
+        # here it always does, so the other invocations run meanwhile.
+        await asyncio.sleep(0.01)
+        return await original(service, **options)
+
+    monkeypatch.setattr(clients, "client", counting)
+    target = lambda_target(clients)
+    results = await asyncio.gather(*(target.invoke(request()) for _ in range(10)))
+    assert all(r.outcome is Outcome.SUCCESS for r in results)
+    assert len(fake.invocations) == 10
+    assert asked == ["lambda"]
+
+
 async def test_default_handler_returns_null(fake: FakeLambda, clients: AwsClients) -> None:
     result = await lambda_target(clients).invoke(request())
     assert (result.outcome, result.payload) == (Outcome.SUCCESS, b"null")

@@ -23,7 +23,7 @@ from poller.config.arns import parse_source_arn
 from poller.config.settings import MappingSettings
 from poller.engine.lifecycle import Shutdown
 from poller.engine.records import StreamRecord
-from poller.events.streams import kinesis_record
+from poller.events.streams import kinesis_record, stream_record
 from poller.filtering.filter_set import FilterSet
 from poller.ops.metrics import Metrics, ShardGauges
 from poller.ops.status import MappingStatus, State
@@ -252,6 +252,9 @@ class FakeApi:
         return kinesis_record(
             raw, shard_id=shard_id, stream_arn=ARN, region="us-east-1", invoke_identity_arn="x"
         )
+
+    def stream_record(self, raw: Mapping[str, Any], shard_id: str) -> StreamRecord:
+        return stream_record(self.event_record(raw, shard_id), kind="kinesis")
 
     def matches(self, filters: FilterSet, record: Mapping[str, Any]) -> bool:
         return filters.matches_kinesis(record)

@@ -61,8 +61,11 @@ async def convert(
     last = after
     yield_at = time.perf_counter() + SLICE_SECONDS
     for number, raw in enumerate(raw_records, 1):
-        event = api.event_record(raw, shard_id)
-        record = stream_record(event, kind=api.kind)
+        if filters:  # the filters look at the event record: built once, for both
+            event = api.event_record(raw, shard_id)
+            record = stream_record(event, kind=api.kind)
+        else:
+            record = api.stream_record(raw, shard_id)
         if number % CLOCK_EVERY == 0 and time.perf_counter() >= yield_at:
             await anyio.lowlevel.checkpoint()
             yield_at = time.perf_counter() + SLICE_SECONDS

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from poller.aws import calls
 from poller.checkpoints.lineage import ShardInfo
 from poller.config.arns import SourceArn
-from poller.events.streams import dynamodb_record
+from poller.engine.records import StreamRecord
+from poller.events.streams import dynamodb_record, stream_record
 from poller.filtering.filter_set import FilterSet
 from poller.sources.streams.shards import ReadResult, StartAt
 
@@ -100,6 +101,10 @@ class DynamoDBShards:
     def event_record(self, raw: Mapping[str, Any], shard_id: str) -> dict[str, Any]:
         """The Lambda event record for one GetRecords record."""
         return dynamodb_record(raw, stream_arn=self.stream_arn, region=self._region)
+
+    def stream_record(self, raw: Mapping[str, Any], shard_id: str) -> StreamRecord:
+        """The engine record for one GetRecords record."""
+        return stream_record(self.event_record(raw, shard_id), kind="dynamodb")
 
     def matches(self, filters: FilterSet, record: Mapping[str, Any]) -> bool:
         """Whether the record passes the mapping's filters."""

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from poller.aws import calls
 from poller.checkpoints.lineage import ShardInfo
 from poller.config.arns import SourceArn
-from poller.events.streams import kinesis_record
+from poller.engine.records import StreamRecord
+from poller.events.streams import KinesisRecords, kinesis_record
 from poller.filtering.filter_set import FilterSet
 from poller.sources.streams.shards import ReadResult, StartAt
 
@@ -56,6 +57,9 @@ class KinesisShards:
         self.stream_arn = source.arn
         self._region = source.region
         self._identity = invoke_identity_arn
+        self._records = KinesisRecords(
+            stream_arn=source.arn, region=source.region, invoke_identity_arn=invoke_identity_arn
+        )
 
     async def list_shards(self) -> list[ShardInfo]:
         """Every shard, following ListShards's pagination."""
@@ -111,6 +115,10 @@ class KinesisShards:
             region=self._region,
             invoke_identity_arn=self._identity,
         )
+
+    def stream_record(self, raw: Mapping[str, Any], shard_id: str) -> StreamRecord:
+        """The engine record for one GetRecords record, serialized without the dict."""
+        return self._records.record(raw, shard_id)
 
     def matches(self, filters: FilterSet, record: Mapping[str, Any]) -> bool:
         """Whether the record passes the mapping's filters."""

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 from poller.aws.errors import error_code, is_throttle
 from poller.checkpoints.lineage import ShardInfo
+from poller.engine.records import StreamRecord
 from poller.filtering.filter_set import FilterSet
 
 StreamKind = Literal["kinesis", "dynamodb"]
@@ -80,6 +81,11 @@ class ShardApi(Protocol):
 
     def event_record(self, raw: Mapping[str, Any], shard_id: str) -> dict[str, Any]:
         """The Lambda event record for one raw record."""
+        ...
+
+    def stream_record(self, raw: Mapping[str, Any], shard_id: str) -> StreamRecord:
+        """The engine record for one raw record: `stream_record(event_record(...))`'s, maybe
+        written without the event record's dict (what a mapping without filters needs)."""
         ...
 
     def matches(self, filters: FilterSet, record: Mapping[str, Any]) -> bool:
