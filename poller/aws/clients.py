@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Literal, get_args, overload
 
 import aiobotocore
+import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
@@ -67,6 +68,9 @@ class AwsClients:
         self._stream_session.register_component("response_parser_factory", StreamParserFactory())
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[Service, str, bool, float | None], AioBaseClient] = {}
+        # Creating a client awaits; without the lock, two first callers of one key (mappings
+        # starting together) would each create one, and one of the two would never be used.
+        self._creating = anyio.Lock()
 
     @property
     def region(self) -> str:
@@ -167,6 +171,16 @@ class AwsClients:
         existing = self._clients.get(key)
         if existing is not None:
             return existing
+        async with self._creating:
+            existing = self._clients.get(key)
+            if existing is not None:
+                return existing
+            return await self._create(service, region, retries, read_timeout)
+
+    async def _create(
+        self, service: Service, region: str, retries: bool, read_timeout: float | None
+    ) -> AioBaseClient:
+        key = (service, region, retries, read_timeout)
         # total_max_attempts counts the first try: 1 means exactly one request, so every
         # throttle of an Invoke is seen (and counted) by poller itself.
         config = AioConfig(

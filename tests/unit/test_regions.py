@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import pytest
+from aiohttp import web
 
 from poller.aws.clients import AwsClients
 from poller.config.settings import AwsSettings
@@ -22,6 +28,48 @@ async def test_clients_are_cached_per_service_and_region() -> None:
         assert other.meta.region_name == "eu-west-1" and other is not default
         assert await clients.client("sqs", region="eu-west-1") is other
         assert (await clients.client("sns", region="eu-west-1")).meta.region_name == "eu-west-1"
+
+
+async def test_first_callers_racing_for_one_client_share_the_one_created(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Credentials from a container credentials endpoint (ours, on loopback), as on ECS or EKS:
+    # creating a client then waits on the network, which is where first callers interleave.
+    async def credentials(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.05)
+        expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return web.json_response(
+            {
+                "AccessKeyId": "AKID",
+                "SecretAccessKey": "secret",
+                "Token": "t",
+                "Expiration": expires,
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/creds", credentials)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", f"http://127.0.0.1:{port}/creds")
+    got: list[object] = []
+    try:
+        async with AwsClients(AwsSettings(region="us-east-1", endpoint_url=NOWHERE)) as clients:
+
+            async def first_call() -> None:
+                got.append(await clients.client("lambda", retries=False, read_timeout=900))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(first_call)
+    finally:
+        await runner.cleanup()
+    assert len(got) == 5 and len({id(client) for client in got}) == 1
 
 
 def _target_region(function: str) -> tuple[str, str]:
