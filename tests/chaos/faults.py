@@ -238,8 +238,20 @@ async def poison_record(env: Env) -> Result:
         result.notes.append(f"on-failure record: {info}")
         if not isolated:
             result.failures.append(f"the on-failure record is not exactly record {poison}")
-        other = [d for d in recorder.deliveries if d.shard and d.shard != poison_shard]
-        result.notes.append(f"the other shard delivered {len(other)} records")
+        # The other shard flowed: it was done before its neighbour got past the poison.
+        other_done = max(d.t for d in recorder.deliveries if d.shard != poison_shard)
+        held_until = min(
+            d.t
+            for d in recorder.deliveries
+            if d.shard == poison_shard
+            and int(source.placed[int(d.record)][1]) > int(poison_sequence)
+        )
+        result.notes.append(
+            f"the other shard finished {held_until - other_done:.1f} s before the poison's shard"
+            " got past it"
+        )
+        if other_done >= held_until:
+            result.failures.append("the other shard waited for the poison's shard")
         if codes != [0]:
             result.failures.append(f"the daemon exited {codes} on SIGTERM")
     return result

@@ -44,6 +44,11 @@ async def kinesis_sigkill(env: Env, parallelization_factor: int) -> Result:
             env, result, source, mapping, source.replay_bound(parallelization_factor)
         )
         result.on_failure = await source.on_failure()
+    in_flight = parallelization_factor * source.batch_size * source.shards
+    result.notes.append(
+        f"in flight at most {in_flight} (parallelization_factor x batch_size x shards); "
+        f"the worst kill replayed {result.duplicates}"
+    )
     breaks = recorder.order_breaks()
     result.notes.append(
         f"per-key order broken on first delivery: {breaks}; "
@@ -66,7 +71,8 @@ async def _kill_loop(
     """Run one daemon over `source`, SIGKILL it KILLS times at seeded points of the progress
     (restarting it at once), then let it finish; fills in the result's figures."""
     rng = random.Random(env.seed)
-    recorder = Recorder(delay=0.02)
+    # 50 ms per invocation: long enough that a kill finds batches in flight.
+    recorder = Recorder(delay=0.05)
     checkpoints = {"path": str(env.tmp / "state.db")}
     async with function(recorder) as fake, watching() as watch:
         daemons = Daemons(env, watch)
