@@ -6,7 +6,8 @@
   forwarding too. Leaving blackhole closes what it held, as a network path coming back after
   the peers gave up would.
 - `reset`: forward the request, send part of the answer (at most `reset_after` bytes), then
-  reset the connection (RST, not FIN), as a broken middlebox or a crashing server does.
+  reset the connection (RST, not FIN), as a broken middlebox or a crashing server does; an
+  answer still to come on an open connection is cut the same way.
 
 moto answers `Connection: close`, so every AWS call opens a new connection and a mode applies
 from the next call on; kept-alive connections (the target's) are handled as said above.
@@ -102,35 +103,33 @@ class FaultProxy:
                 _reset(writer)
                 return
             self._writers.add(up_writer)
-            limit = self._reset_after if self.mode is Mode.RESET else None
             await asyncio.gather(
-                self._pipe(reader, up_writer, None), self._pipe(up_reader, writer, limit)
+                self._pipe(reader, up_writer, answer=False),
+                self._pipe(up_reader, writer, answer=True),
             )
             self._writers.discard(up_writer)
         finally:
             self._writers.discard(writer)
 
     async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int | None
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, answer: bool
     ) -> None:
-        """Copy until EOF; hold while the mode is not `pass` (blackhole); after `limit` bytes,
-        reset the connection being written to."""
+        """Copy until EOF; hold while blackholed; in `reset`, cut an answer (the upstream's
+        side) after at most `reset_after` bytes, open connections' answers included."""
         sent = 0
         with contextlib.suppress(OSError, asyncio.CancelledError, RuntimeError):
             while data := await reader.read(65536):
-                if limit is not None:
-                    part = data[: max(1, min(limit - sent, len(data) // 2))]
+                if answer and self.mode is Mode.RESET:
+                    part = data[: max(1, min(self._reset_after - sent, len(data) // 2))]
                     writer.write(part)
                     await writer.drain()
-                    sent += len(part)
-                    if sent >= limit or len(part) < len(data):
-                        _reset(writer)
-                        return
-                    continue
+                    _reset(writer)
+                    return
                 if self.mode is Mode.BLACKHOLE:
                     await self._passing.wait()
                 writer.write(data)
                 await writer.drain()
+                sent += len(data)
         with contextlib.suppress(OSError, RuntimeError):
             writer.close()
 

@@ -60,14 +60,26 @@ async def test_blackhole_accepts_and_never_answers(proxy: FaultProxy) -> None:
     assert await _ask(proxy) == ANSWER
 
 
-async def test_reset_sends_part_of_the_answer_then_an_rst(proxy: FaultProxy) -> None:
-    await proxy.set(Mode.RESET)
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+async def _cut_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """Send the request line; what arrived before the connection was reset (which it must)."""
     writer.write(b"hello\n")
     received = b""
     with pytest.raises(ConnectionResetError):
         while chunk := await reader.read(65536):
             received += chunk
     writer.close()
+    return received
+
+
+async def test_reset_sends_part_of_the_answer_then_an_rst(proxy: FaultProxy) -> None:
+    await proxy.set(Mode.RESET)
+    received = await _cut_answer(*await asyncio.open_connection("127.0.0.1", proxy.port))
     assert 0 < len(received) <= 100
     assert received == ANSWER[: len(received)]
+
+
+async def test_reset_cuts_the_answer_of_a_connection_opened_before(proxy: FaultProxy) -> None:
+    connection = await asyncio.open_connection("127.0.0.1", proxy.port)
+    await proxy.set(Mode.RESET)
+    received = await _cut_answer(*connection)
+    assert 0 < len(received) <= 100
