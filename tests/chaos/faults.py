@@ -15,7 +15,15 @@ from urllib.parse import urlparse
 
 import anyio
 
-from tests.chaos.harness import Daemons, Env, Recorder, Result, function, watching
+from tests.chaos.harness import (
+    Daemons,
+    Env,
+    Recorder,
+    Result,
+    function,
+    source_errors,
+    watching,
+)
 from tests.chaos.proxy import FaultProxy, Mode
 from tests.chaos.sources import KinesisSource, SqsSource
 from tests.support.config import config_yaml
@@ -80,6 +88,14 @@ async def outage(env: Env, name: str) -> Result:
         else:
             source = KinesisSource(kinesis, sqs)
             result.bound_source = "none re-read while the daemon lives (checkpoints are local)"
+            if (where, how) == ("target", "refuse"):
+                # Closing the port cuts the invocations in flight: the function got them, the
+                # answer never came, so they are retried (at least once, as Lambda does).
+                result.bound = source.shards * source.batch_size
+                result.bound_source = (
+                    f"invocations cut in flight are retried: {source.shards} shards"
+                    f" x 1 batch x batch_size {source.batch_size}"
+                )
         await source.create()
         daemons = Daemons(env, watch)
         port = free_port()
@@ -103,6 +119,7 @@ async def outage(env: Env, name: str) -> Result:
             await source.put(range(PHASE, 2 * PHASE))
             await anyio.sleep(OUTAGE_S)  # the outage itself: its length is the scenario
             end = time.monotonic()
+            counted = await source_errors(port)
             recorder.behaviour = lambda ids: None
             await source_proxy.set(Mode.PASS)
             await target_proxy.set(Mode.PASS)
@@ -124,6 +141,7 @@ async def outage(env: Env, name: str) -> Result:
         states = watch.states(start, end + 0.5)
         result.degraded = "degraded" in states
         result.notes.append(f"states seen during the fault: {sorted(states)}")
+        result.notes.append(f"poller_source_errors_total at the fault's end: {counted}")
         result.notes.extend(f"error shown: {e[:200]}" for e in watch.errors(start, end)[:2])
         if codes != [0]:
             result.failures.append(f"the daemon exited {codes} on SIGTERM")
@@ -340,6 +358,8 @@ async def _store_full(env: Env, mount: Path, result: Result) -> Result:
         result.notes.append(f"states seen while full: {sorted(states)}")
         result.notes.extend(f"error shown: {e[:200]}" for e in watch.errors(start, end)[:2])
         result.notes.append(f"tracebacks in the daemon's log: {daemons.crashes()}")
+        if crash := daemons.first_crash():
+            result.notes.append(f"the first ended at {crash[:300]}")
         if codes != [0]:
             result.failures.append(f"the daemon exited {codes} on SIGTERM")
     return result

@@ -207,6 +207,26 @@ class StatusWatch:
         return next((t for t, state, _ in self.seen if t >= after and state == "running"), None)
 
 
+async def source_errors(port: int) -> dict[str, float]:
+    """`poller_source_errors_total` by operation, from a daemon's /metrics (none: unreachable)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http,
+            http.get(f"http://127.0.0.1:{port}/metrics") as response,
+        ):
+            text = await response.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return {}
+    return {
+        sample.labels["operation"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "poller_source_errors_total" and sample.value
+    }
+
+
 @asynccontextmanager
 async def watching() -> AsyncIterator[StatusWatch]:
     watch = StatusWatch()
@@ -253,6 +273,23 @@ class Daemons:
                 daemon.kill()
         self.running.clear()
         return codes
+
+    def first_crash(self) -> str | None:
+        """Where the first logged traceback ended, and its exception: to report, not judge."""
+        for log in sorted(self.env.tmp.glob("poller-*.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                try:
+                    text = str(json.loads(line).get("exc") or "")
+                except ValueError:
+                    continue
+                # An exception group's traceback indents its members behind "|" and boxes them
+                # in "+---" lines: the innermost frame and exception are the last ones.
+                lines = [x.strip(" |") for x in text.splitlines()]
+                lines = [x for x in lines if x and not x.startswith(("+", "^", "~"))]
+                places = [x for x in lines if x.startswith('File "')]
+                if places:
+                    return f"{places[-1]}: {lines[-1]}"
+        return None
 
     def crashes(self) -> int:
         """Tracebacks of mappings that crashed and were restarted, over every daemon's log."""
