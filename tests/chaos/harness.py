@@ -3,6 +3,7 @@ a /status watcher, and the figures a scenario reports and is judged by."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import subprocess
@@ -123,28 +124,23 @@ class Recorder:
     def duplicates(self) -> int:
         return len(self.deliveries) - len(self.unique())
 
-    def duplicates_after(self, marks: list[float]) -> list[int]:
-        """Duplicates delivered in each interval [marks[i], marks[i+1]) (the last open), each
-        a record delivered before: what each kill at `marks[i]` replayed."""
-        seen: set[str] = set()
-        counts = [0] * len(marks)
+    def duplicates_by_kill(self, kills: list[float]) -> tuple[list[int], int]:
+        """Each duplicate charged to the kill that caused it: the first kill after the
+        record's previous delivery (kills come a few seconds apart, less than a visibility
+        timeout, so the time a duplicate arrives does not say which kill it came from); and
+        how many duplicates had no kill between their two deliveries."""
+        last: dict[str, float] = {}
+        counts = [0] * len(kills)
+        unexplained = 0
         for d in self.deliveries:
-            if d.record in seen:
-                index = sum(1 for m in marks if m <= d.t) - 1
-                if index >= 0:
+            if d.record in last:
+                index = bisect.bisect_left(kills, last[d.record])
+                if index < len(kills) and kills[index] < d.t:
                     counts[index] += 1
-            seen.add(d.record)
-        return counts
-
-    def duplicates_before(self, t: float) -> int:
-        seen: set[str] = set()
-        count = 0
-        for d in self.deliveries:
-            if d.t >= t:
-                break
-            count += d.record in seen
-            seen.add(d.record)
-        return count
+                else:
+                    unexplained += 1
+            last[d.record] = d.t
+        return counts, unexplained
 
     def order_breaks(self) -> int:
         """Records whose first delivery came after a later record of the same key's first."""

@@ -100,15 +100,14 @@ async def _kill_loop(
             await eventually(source.settled, timeout=60)
         finally:
             codes = await daemons.stop_all()
-    per_kill = recorder.duplicates_after(marks)
-    before = recorder.duplicates_before(marks[0])
+    per_kill, before = recorder.duplicates_by_kill(marks)
     result.unique = len(recorder.unique())
     result.duplicates = max(per_kill)
     result.bound, result.bound_source = bound
     result.bound_source += " (the most any one kill replayed)"
-    result.notes.append(f"duplicates per kill {per_kill}, before the first kill {before}")
+    result.notes.append(f"duplicates per kill {per_kill}, with no kill between {before}")
     if before:
-        result.failures.append(f"{before} duplicates before any kill")
+        result.failures.append(f"{before} duplicates with no kill between their deliveries")
     if codes != [0]:
         result.failures.append(f"the last daemon exited {codes} on SIGTERM")
     return recorder
@@ -173,7 +172,7 @@ async def leases_sigkill(env: Env) -> Result:
             finally:
                 codes = await daemons.stop_all()
         result.on_failure = await source.on_failure()
-    per_kill = recorder.duplicates_after(marks)
+    per_kill, unexplained = recorder.duplicates_by_kill(marks)
     bounds = [shards * source.batch_size for shards in held]
     result.unique = len(recorder.unique())
     result.duplicates = sum(per_kill)
@@ -182,7 +181,11 @@ async def leases_sigkill(env: Env) -> Result:
         f"over the {kills} kills, shards the victim held {held} x 1 batch in flight"
         f" x batch_size {source.batch_size}"
     )
-    result.notes.append(f"duplicates per kill {per_kill}, their bounds {bounds}")
+    result.notes.append(
+        f"duplicates per kill {per_kill}, their bounds {bounds}, with no kill between {unexplained}"
+    )
+    if unexplained:
+        result.failures.append(f"{unexplained} duplicates with no kill between their deliveries")
     result.failures.extend(
         f"kill {n + 1} replayed {d}, over its bound of {b}"
         for n, (d, b) in enumerate(zip(per_kill, bounds, strict=True))
