@@ -92,8 +92,8 @@ async def _kill_loop(
             for kill in range(KILLS):
                 target = step * (kill + 1) + rng.randrange(step // 2)
                 await eventually(lambda t=target: len(recorder.unique()) >= t, timeout=60)
-                daemons.kill(daemon)
                 marks.append(time.monotonic())
+                daemons.kill(daemon)
                 daemon = daemons.start(config, port)
             await eventually(lambda: len(recorder.unique()) >= result.sent, timeout=90)
             result.recover_s = time.monotonic() - marks[-1]
@@ -164,8 +164,8 @@ async def leases_sigkill(env: Env) -> Result:
                     most = [n for n, count in enumerate(counts) if count == max(counts)]
                     victim = rng.choice(most)
                     held.append(counts[victim])
-                    daemons.kill(replicas[victim])
                     marks.append(time.monotonic())
+                    daemons.kill(replicas[victim])
                     replicas[victim] = daemons.start(config(ports[victim]), ports[victim])
                 await eventually(lambda: len(recorder.unique()) >= result.sent, timeout=90)
                 result.recover_s = time.monotonic() - marks[-1]
