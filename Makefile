@@ -58,7 +58,7 @@ fmt: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	$(BIN)/python -m tests.benchmarks
 
-# The chaos suite, the pre-release check (not part of `make test`: about 7 minutes on 2 cores).
+# The chaos suite, the pre-release check (not part of `make test`: 5 to 6 minutes on 2 cores).
 # `make chaos ARGS="--seed 7 sqs-"` runs the scenarios whose names start with `sqs-`.
 chaos: $(DEV_STAMP)
 	$(BIN)/python -m tests.chaos $(ARGS)
