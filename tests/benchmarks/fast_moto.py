@@ -33,7 +33,9 @@ def _fast_clock() -> None:
     models.unix_time_millis = unix_time_millis
 
 
-def _serial_deletes() -> None:
+def serial_deletes() -> None:
+    """A lock around moto's `Queue.delete_message` (the module docstring says why); the chaos
+    suite's moto applies it too."""
     from moto.sqs import models
 
     lock = threading.Lock()
@@ -53,7 +55,7 @@ def main() -> None:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     _fast_clock()
-    _serial_deletes()
+    serial_deletes()
     moto_main(sys.argv[1:])
 
 

@@ -87,7 +87,7 @@ class DaemonProcess:
                 "--log-format",
                 "json",
                 "--log-level",
-                "DEBUG",
+                self.log_level,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
