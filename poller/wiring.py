@@ -268,10 +268,12 @@ class SqsMapping(_Mapping):
 
     async def _run(self) -> None:
         mapping, status, services = self._mapping, self._status, self._services
-        client = await services.clients.client("sqs", region=mapping.source_arn.region)
+        region = mapping.source_arn.region
+        client = await services.clients.client("sqs", region=region)
+        receiver = await services.clients.client("sqs", region=region, retries=False)
         source = sqs_source(
             mapping,
-            SqsQueue(client, mapping.source_arn),
+            SqsQueue(client, mapping.source_arn, receiver),
             self._target,
             status,
             shutdown=services.shutdown,

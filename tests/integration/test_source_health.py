@@ -310,3 +310,45 @@ async def test_refused_lease_writes_are_answers_and_a_failing_table_call_a_check
             with pytest.raises(table.exceptions.ResourceNotFoundException):
                 await table.get_item(TableName="no-such-table", Key={"pk": {"S": "shard-1"}})
     assert counted == ["checkpoint"]
+
+
+async def test_a_source_resetting_every_receive_degrades_on_the_first_failed_attempt(
+    moto: str, sqs: Any
+) -> None:
+    """poller's receive loop retries ReceiveMessage itself: the SDK's own retries would repeat
+    the call (a long poll each time) before the failure showed, and the mapping stayed
+    `running` meanwhile."""
+    from tests.chaos.proxy import FaultProxy, Mode
+
+    # Visibility 0: a message taken by a receive whose answer was cut is visible again at
+    # once, so every receive has an answer to cut.
+    queue = await make_queue(sqs, "orders", visibility_timeout=0)
+    upstream = urlparse(moto)
+    async with (
+        FakeLambda() as fake,
+        FaultProxy(upstream.hostname or "", upstream.port or 0) as proxy,
+    ):
+        config = config_yaml(
+            proxy.url,
+            [{"source": queue.arn, "function": "orders-fn"}],
+            lambda_url=fake.endpoint_url,
+        )
+        async with running(settings_from(config)) as app:
+            status = app.mappings[0].status
+            await eventually(lambda: status.state.value == "running")
+            await proxy.set(Mode.RESET)
+            await send(sqs, queue.url, ["cut"])
+            # Sampled often: the first `degraded` is what counts (a receive that got through
+            # before the switch may invoke, succeed and show `running` again for a while).
+            failed_attempts: list[float] = []
+            await eventually(lambda: status.state.value == "degraded", timeout=30, interval=0.01)
+            failed_attempts.append(
+                metric(
+                    app, "poller_source_errors_total", mapping="orders", operation="ReceiveMessage"
+                )
+            )
+            await proxy.set(Mode.PASS)
+            await eventually(lambda: status.state.value == "running", timeout=30)
+    # About one failed attempt per receiver; with the SDK's retries no failure could surface
+    # before one receiver alone had made its 4 attempts.
+    assert 1 <= failed_attempts[0] < 4, failed_attempts

@@ -79,10 +79,19 @@ class QueueApi(Protocol):
 
 
 class SqsQueue:
-    """One queue, resolved from its ARN; every call made through a shared aiobotocore client."""
+    """One queue, resolved from its ARN; every call made through a shared aiobotocore client.
 
-    def __init__(self, client: SQSClient, arn: SourceArn) -> None:
+    `receiver`, when given, makes the ReceiveMessage calls: a client without the SDK's own
+    retries, since poller's receive loop retries with its own back-off and reports the failure.
+    The SDK's retries would repeat a long poll up to four times first, hiding for a minute or
+    more a source that answers every receive with a reset.
+    """
+
+    def __init__(
+        self, client: SQSClient, arn: SourceArn, receiver: SQSClient | None = None
+    ) -> None:
         self.client = client
+        self.receiver = receiver or client
         self.arn = arn
         self.url = ""
         self.visibility_timeout = 30
@@ -108,7 +117,7 @@ class SqsQueue:
         return {name: value for name, value in answer.get("Attributes", {}).items()}
 
     async def receive(self, max_messages: int, wait_seconds: int) -> list[MessageTypeDef]:
-        receiving = self.client.receive_message(
+        receiving = self.receiver.receive_message(
             QueueUrl=self.url,
             MaxNumberOfMessages=max_messages,
             WaitTimeSeconds=wait_seconds,
