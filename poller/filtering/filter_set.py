@@ -31,6 +31,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from poller.filtering.closures import dict_matcher, top_matcher
 from poller.filtering.compile import (
     MAX_PATTERN_CHARS,
     PatternError,
@@ -236,7 +237,7 @@ class FilterSet:
             )
         self._patterns: tuple[CompiledPattern, ...] = tuple(patterns)
         self._roots = tuple(p._root for p in self._patterns)
-        self._ddb_roots = tuple(p._ddb_root for p in self._patterns)
+        self._ddb_roots = tuple(dict_matcher(p._ddb_root) for p in self._patterns)
         # Decode the SQS body / Kinesis data only when some pattern looks at it.
         self._needs_body = any("body" in p.top_keys for p in self._patterns)
         self._needs_data = any("data" in p.top_keys for p in self._patterns)
@@ -300,7 +301,7 @@ class FilterSet:
         if not roots:
             return True
         for root in roots:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
-            if root.match_dict(record):
+            if root(record):
                 return True
         return False
 
@@ -322,7 +323,7 @@ def pattern_problem(pattern: str, source: SourceKind | None = None) -> str | Non
 
 
 def _payload_matcher(
-    roots: tuple[ObjectNode, ...],
+    patterns: tuple[ObjectNode, ...],
     within: str | None,
     key: str,
     referenced: bool,
@@ -338,24 +339,27 @@ def _payload_matcher(
         view = record.get(within)
         return view if isinstance(view, Mapping) else _EMPTY
 
-    if not roots:
+    if not patterns:
         return lambda record: True
     if not referenced:
+        roots = tuple(dict_matcher(p) for p in patterns)
 
         def match(record: Mapping[str, Any]) -> bool:
             view = record if within is None else view_of(record)
             for root in roots:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
-                if root.match_dict(view):
+                if root(view):
                     return True
             return False
 
         return match
 
+    tops = tuple(top_matcher(p, key) for p in patterns)
+
     def match_decoded(record: Mapping[str, Any]) -> bool:
         view = record if within is None else view_of(record)
         payload = decode(view.get(key, MISSING))
-        for root in roots:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
-            if root.match_top(view, key, payload):
+        for top in tops:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
+            if top(view, payload):
                 return True
         return False
 
