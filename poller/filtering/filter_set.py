@@ -71,10 +71,34 @@ _EMPTY: Final[Mapping[str, Any]] = {}
 # calls without running Python code, so this costs about what plain json.loads does.
 _decode_json_texts: Final = json.JSONDecoder(parse_int=JsonInt, parse_float=JsonFloat).decode
 
-# Fewer brackets than this cannot nest deep enough for the json decoder's recursion limit
-# (about 1,000 less the caller's stack), where orjson goes on to 1,024: below it, both give
-# the same answer, a value or an error.
-_ORJSON_MAX_BRACKETS: Final = 500
+# Nesting shallower than this is within the json decoder's recursion limit (about 1,000 less
+# the caller's stack), where orjson goes on to 1,024: below it, both give the same answer, a
+# value or an error.
+_ORJSON_MAX_DEPTH: Final = 500
+
+
+def _shallow(text: str | bytes) -> bool:
+    """Whether ``text`` surely nests less than ``_ORJSON_MAX_DEPTH`` levels, cheaply.
+
+    On the deepest path, an array level takes 2 characters (``[]``) and an object level at
+    least 5 (``{"":}``; 2 for an innermost ``{}``), and there are at most as many array levels
+    as ``[`` characters: a text of ``n`` characters holding ``a`` of them nests at most
+    ``(n + 3a + 3) / 5`` levels, and at most its count of ``[`` and ``{``. A byte string bounds
+    both from above (each of the two characters holds a byte of its value in UTF-8, -16 and
+    -32). So short texts need no scan, and a text with few arrays one count instead of two.
+    """
+    n = len(text)
+    if n < 2 * _ORJSON_MAX_DEPTH:
+        return True
+    if isinstance(text, str):
+        arrays = text.count("[")
+        if n + 3 * arrays + 3 < 5 * _ORJSON_MAX_DEPTH:
+            return True
+        return arrays + text.count("{") < _ORJSON_MAX_DEPTH
+    arrays = text.count(b"[")
+    if n + 3 * arrays + 3 < 5 * _ORJSON_MAX_DEPTH:
+        return True
+    return arrays + text.count(b"{") < _ORJSON_MAX_DEPTH
 
 
 def _decode_json(text: str | bytes) -> Any:
@@ -84,14 +108,7 @@ def _decode_json(text: str | bytes) -> Any:
     fast as the json module with its number hooks; whatever orjson refuses (NaN, lone
     surrogates, numbers past 64 bits, UTF-16, invalid UTF-8) goes to the json module, which
     decides as before."""
-    # A text shorter than two characters a level cannot nest that deep: no need to count.
-    if len(text) < 2 * _ORJSON_MAX_BRACKETS:
-        brackets = 0
-    elif isinstance(text, str):
-        brackets = text.count("[") + text.count("{")
-    else:
-        brackets = text.count(b"[") + text.count(b"{")
-    if brackets < _ORJSON_MAX_BRACKETS:
+    if _shallow(text):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -162,25 +179,27 @@ def compile_pattern(pattern: str) -> CompiledPattern:
     )
 
 
-def _decode_json_text(text: str, texts: bool = True) -> Any:
-    """The JSON object/array ``text`` holds, else ``text`` itself (a plain body)."""
-    if not text:
-        return text
-    first = text[0]
-    if first not in _JSON_START:
-        if first not in _WHITESPACE:
-            return text
-        stripped = text.lstrip(_WHITESPACE)
-        if not stripped or stripped[0] not in _JSON_START:
-            return text
-    try:
-        return _decode_texts(text) if texts else _decode_json(text)
-    except (ValueError, RecursionError):
-        return text
+def _sqs_body_decoder(texts: bool) -> Callable[[Any], Any]:
+    """The decoder of SQS bodies: the JSON object/array a body holds, else the body itself (a
+    plain body). One call per record: it runs for every record a set with a `body` pattern
+    sees."""
 
+    def decode(body: Any) -> Any:
+        if type(body) is not str or not body:
+            return body
+        first = body[0]
+        if first not in _JSON_START:
+            if first not in _WHITESPACE:
+                return body
+            stripped = body.lstrip(_WHITESPACE)
+            if not stripped or stripped[0] not in _JSON_START:
+                return body
+        try:
+            return _decode_texts(body) if texts else _decode_json(body)
+        except (ValueError, RecursionError):
+            return body
 
-def _decode_sqs_body(body: Any, texts: bool = True) -> Any:
-    return _decode_json_text(body, texts) if type(body) is str else body
+    return decode
 
 
 def _decode_kinesis_data(data: Any, texts: bool = True) -> Any:
@@ -244,7 +263,7 @@ class FilterSet:
         # Numbers keep their text only when some pattern compares one by it (`_decode_json`).
         texts = any(p.number_text for p in self._patterns)
         self.matches_sqs = _payload_matcher(
-            self._roots, None, "body", self._needs_body, lambda body: _decode_sqs_body(body, texts)
+            self._roots, None, "body", self._needs_body, _sqs_body_decoder(texts)
         )
         self.matches_kinesis = _payload_matcher(
             self._roots,
