@@ -92,8 +92,18 @@ def value_matcher(node: LeafNode | ObjectNode) -> Pred:
     """``node.match`` as a closure: what a record value found under a pattern key must pass."""
     if isinstance(node, LeafNode):
         return leaf_matcher(node)
-    dict_match = dict_matcher(node)
     generic = node.match
+    single = _single_entry(node)
+    if single is not None:
+        key, match = single
+
+        def one_key_value(v: Any) -> bool:
+            if type(v) is dict:
+                return match(v.get(key, MISSING))
+            return generic(v)
+
+        return one_key_value
+    dict_match = dict_matcher(node)
 
     def object_value(v: Any) -> bool:
         if type(v) is dict:
@@ -101,6 +111,15 @@ def value_matcher(node: LeafNode | ObjectNode) -> Pred:
         return generic(v)  # arrays of objects, other mappings, scalars, MISSING
 
     return object_value
+
+
+def _single_entry(node: ObjectNode) -> tuple[str, Pred] | None:
+    # An object naming one key and no `$or`, the commonest kind, is matched without a call of
+    # its own: its one lookup is made by the closure holding it.
+    if node.ors or len(node.entries) != 1:
+        return None
+    ((key, child),) = node.entries
+    return key, value_matcher(child)
 
 
 def dict_matcher(node: ObjectNode) -> DictMatcher:
@@ -141,6 +160,10 @@ def top_matcher(node: ObjectNode, key: str) -> TopMatcher:
             entries.append((entry_key, value_matcher(child)))
     ors = tuple(tuple(top_matcher(branch, key) for branch in group) for group in node.ors)
     if not ors and not entries and payload_match is not None:
+        ((_, child),) = node.entries
+        fused = _json_payload_top(child) if isinstance(child, ObjectNode) else None
+        if fused is not None:
+            return fused
         only_payload = payload_match
         return lambda view, payload: only_payload(payload)
     if not ors and len(entries) == 1 and payload_match is not None:
@@ -174,8 +197,18 @@ def _payload_matcher(node: LeafNode | ObjectNode) -> Pred:
         return lambda payload: (
             type(payload) is not dict and type(payload) is not list and leaf(payload)
         )
-    dict_match = dict_matcher(node)
     generic = node.match
+    single = _single_entry(node)
+    if single is not None:
+        key, match = single
+
+        def one_key_payload(payload: Any) -> bool:
+            if type(payload) is dict:
+                return match(payload.get(key, MISSING))
+            return type(payload) is list and generic(payload)
+
+        return one_key_payload
+    dict_match = dict_matcher(node)
 
     def json_payload(payload: Any) -> bool:
         if type(payload) is dict:
@@ -183,3 +216,30 @@ def _payload_matcher(node: LeafNode | ObjectNode) -> Pred:
         return type(payload) is list and generic(payload)
 
     return json_payload
+
+
+def _json_payload_top(node: ObjectNode) -> TopMatcher | None:
+    # The commonest patterns of all, `{"body": {"field": [...]}}` with one or two fields, in
+    # one call per record and pattern instead of three.
+    if node.ors or len(node.entries) > 2:
+        return None
+    generic = node.match
+    if len(node.entries) == 1:
+        ((key, child),) = node.entries
+        match = value_matcher(child)
+
+        def one_key_top(view: Mapping[str, Any], payload: Any) -> bool:
+            if type(payload) is dict:
+                return match(payload.get(key, MISSING))
+            return type(payload) is list and generic(payload)
+
+        return one_key_top
+    (key1, child1), (key2, child2) = node.entries
+    match1, match2 = value_matcher(child1), value_matcher(child2)
+
+    def two_key_top(view: Mapping[str, Any], payload: Any) -> bool:
+        if type(payload) is dict:
+            return match1(payload.get(key1, MISSING)) and match2(payload.get(key2, MISSING))
+        return type(payload) is list and generic(payload)
+
+    return two_key_top

@@ -65,30 +65,6 @@ VALUES = st.recursive(
 RECORDS = st.dictionaries(st.sampled_from(["a", "b", "N", "body"]), VALUES, max_size=4)
 
 
-@settings(max_examples=300)
-@given(pattern=_objects(2), record=RECORDS, typed=st.booleans())
-def test_dict_matcher_decides_as_the_node(
-    pattern: dict[str, Any], record: dict[str, Any], typed: bool
-) -> None:
-    compiled = compile_pattern(json.dumps(pattern))
-    root = compiled._ddb_root if typed else compiled._root
-    assert dict_matcher(root)(record) == root.match_dict(record)
-
-
-@settings(max_examples=300)
-@given(
-    pattern=_objects(2),
-    body=st.one_of(_objects(1).map(lambda p: {"body": p}), LEAVES.map(lambda leaf: {"body": leaf})),
-    view=RECORDS,
-    payload=VALUES,
-)
-def test_top_matcher_decides_as_the_node(
-    pattern: dict[str, Any], body: dict[str, Any], view: dict[str, Any], payload: Any
-) -> None:
-    root = compile_pattern(json.dumps({**pattern, **body}))._root
-    assert top_matcher(root, "body")(view, payload) == root.match_top(view, "body", payload)
-
-
 # Every kind of value a leaf can meet: each JSON scalar type, the decoders' number types, a
 # str subclass, arrays (nested, empty, of objects), a tuple, an object and an absent key.
 EVERY_VALUE = [
@@ -104,6 +80,86 @@ EVERY_VALUE = [
     {"a": "ab"},
     MISSING,
 ]
+
+
+def _variants(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """`d`, and `d` with each pattern key set to each value of EVERY_VALUE (or removed): a
+    random record alone seldom comes close enough to a pattern to tell two matchers apart."""
+    out = [d]
+    for key in ("a", "b", "N"):
+        for value in EVERY_VALUE:
+            variant = {k: v for k, v in d.items() if k != key}
+            if value is not MISSING:
+                variant[key] = value
+            out.append(variant)
+    return out
+
+
+@settings(max_examples=300)
+@given(pattern=_objects(2), record=RECORDS, typed=st.booleans())
+def test_dict_matcher_decides_as_the_node(
+    pattern: dict[str, Any], record: dict[str, Any], typed: bool
+) -> None:
+    compiled = compile_pattern(json.dumps(pattern))
+    root = compiled._ddb_root if typed else compiled._root
+    match = dict_matcher(root)
+    for variant in _variants(record):
+        assert match(variant) == root.match_dict(variant), variant
+
+
+@settings(max_examples=300)
+@given(
+    pattern=st.one_of(st.just({}), _objects(2)),  # {}: a pattern on the payload alone
+    body=st.one_of(_objects(1).map(lambda p: {"body": p}), LEAVES.map(lambda leaf: {"body": leaf})),
+    view=RECORDS,
+    payload=st.one_of(VALUES, RECORDS),
+)
+def test_top_matcher_decides_as_the_node(
+    pattern: dict[str, Any], body: dict[str, Any], view: dict[str, Any], payload: Any
+) -> None:
+    root = compile_pattern(json.dumps({**pattern, **body}))._root
+    match = top_matcher(root, "body")
+    payloads = _variants(payload) if type(payload) is dict else [payload]
+    for variant in payloads:
+        assert match(view, variant) == root.match_top(view, "body", variant), variant
+    for variant in _variants(view):
+        assert match(variant, payload) == root.match_top(variant, "body", payload), variant
+
+
+# The shapes the closures fuse into fewer calls, each met by payloads one key away from a
+# match: a random pattern is seldom one of them.
+FUSED_SHAPES = [
+    '{"body": {"a": ["ab"]}}',
+    '{"body": {"a": ["ab"], "b": [{"numeric": [">", 1]}]}}',
+    '{"body": {"a": {"b": [{"prefix": "a"}]}}}',
+    '{"body": {"a": {"b": ["abc"]}, "N": [{"exists": true}]}}',
+    '{"body": {"a": ["ab"]}, "b": [{"exists": false}]}',
+    '{"body": {"a": [{"exists": false}]}, "b": ["x"]}',
+    '{"body": {"a": [null]}}',
+    '{"body": {"a": ["ab"], "b": [10]}, "N": ["1"]}',
+    '{"body": ["ab", {"exists": false}]}',
+]
+BASE_PAYLOADS: list[Any] = [
+    {},
+    {"a": "ab", "b": 10, "N": "1"},
+    {"a": {"b": "abc"}, "N": 0},
+    [{"a": "ab", "b": 2}],
+    [],
+    "ab",
+    MISSING,
+]
+
+
+@pytest.mark.parametrize("pattern", FUSED_SHAPES)
+def test_fused_shapes_decide_as_the_node(pattern: str) -> None:
+    root = compile_pattern(pattern)._root
+    match = top_matcher(root, "body")
+    for base in BASE_PAYLOADS:
+        for payload in _variants(base) if type(base) is dict else [base]:
+            for view in _variants({"b": "x", "N": "1"}):
+                assert match(view, payload) == root.match_top(view, "body", payload), payload
+            nested = {"a": payload}
+            assert dict_matcher(root)(nested) == root.match_dict(nested)
 
 
 @settings(max_examples=300)
