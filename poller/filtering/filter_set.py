@@ -31,6 +31,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from poller.filtering.closures import dict_matcher, top_matcher
 from poller.filtering.compile import (
     MAX_PATTERN_CHARS,
     PatternError,
@@ -70,10 +71,34 @@ _EMPTY: Final[Mapping[str, Any]] = {}
 # calls without running Python code, so this costs about what plain json.loads does.
 _decode_json_texts: Final = json.JSONDecoder(parse_int=JsonInt, parse_float=JsonFloat).decode
 
-# Fewer brackets than this cannot nest deep enough for the json decoder's recursion limit
-# (about 1,000 less the caller's stack), where orjson goes on to 1,024: below it, both give
-# the same answer, a value or an error.
-_ORJSON_MAX_BRACKETS: Final = 500
+# Nesting shallower than this is within the json decoder's recursion limit (about 1,000 less
+# the caller's stack), where orjson goes on to 1,024: below it, both give the same answer, a
+# value or an error.
+_ORJSON_MAX_DEPTH: Final = 500
+
+
+def _shallow(text: str | bytes) -> bool:
+    """Whether ``text`` surely nests less than ``_ORJSON_MAX_DEPTH`` levels, cheaply.
+
+    On the deepest path, an array level takes 2 characters (``[]``) and an object level at
+    least 5 (``{"":}``; 2 for an innermost ``{}``), and there are at most as many array levels
+    as ``[`` characters: a text of ``n`` characters holding ``a`` of them nests at most
+    ``(n + 3a + 3) / 5`` levels, and at most its count of ``[`` and ``{``. A byte string bounds
+    both from above (each of the two characters holds a byte of its value in UTF-8, -16 and
+    -32). So short texts need no scan, and a text with few arrays one count instead of two.
+    """
+    n = len(text)
+    if n < 2 * _ORJSON_MAX_DEPTH:
+        return True
+    if isinstance(text, str):
+        arrays = text.count("[")
+        if n + 3 * arrays + 3 < 5 * _ORJSON_MAX_DEPTH:
+            return True
+        return arrays + text.count("{") < _ORJSON_MAX_DEPTH
+    arrays = text.count(b"[")
+    if n + 3 * arrays + 3 < 5 * _ORJSON_MAX_DEPTH:
+        return True
+    return arrays + text.count(b"{") < _ORJSON_MAX_DEPTH
 
 
 def _decode_json(text: str | bytes) -> Any:
@@ -83,14 +108,7 @@ def _decode_json(text: str | bytes) -> Any:
     fast as the json module with its number hooks; whatever orjson refuses (NaN, lone
     surrogates, numbers past 64 bits, UTF-16, invalid UTF-8) goes to the json module, which
     decides as before."""
-    # A text shorter than two characters a level cannot nest that deep: no need to count.
-    if len(text) < 2 * _ORJSON_MAX_BRACKETS:
-        brackets = 0
-    elif isinstance(text, str):
-        brackets = text.count("[") + text.count("{")
-    else:
-        brackets = text.count(b"[") + text.count(b"{")
-    if brackets < _ORJSON_MAX_BRACKETS:
+    if _shallow(text):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -161,25 +179,27 @@ def compile_pattern(pattern: str) -> CompiledPattern:
     )
 
 
-def _decode_json_text(text: str, texts: bool = True) -> Any:
-    """The JSON object/array ``text`` holds, else ``text`` itself (a plain body)."""
-    if not text:
-        return text
-    first = text[0]
-    if first not in _JSON_START:
-        if first not in _WHITESPACE:
-            return text
-        stripped = text.lstrip(_WHITESPACE)
-        if not stripped or stripped[0] not in _JSON_START:
-            return text
-    try:
-        return _decode_texts(text) if texts else _decode_json(text)
-    except (ValueError, RecursionError):
-        return text
+def _sqs_body_decoder(texts: bool) -> Callable[[Any], Any]:
+    """The decoder of SQS bodies: the JSON object/array a body holds, else the body itself (a
+    plain body). One call per record: it runs for every record a set with a `body` pattern
+    sees."""
 
+    def decode(body: Any) -> Any:
+        if type(body) is not str or not body:
+            return body
+        first = body[0]
+        if first not in _JSON_START:
+            if first not in _WHITESPACE:
+                return body
+            stripped = body.lstrip(_WHITESPACE)
+            if not stripped or stripped[0] not in _JSON_START:
+                return body
+        try:
+            return _decode_texts(body) if texts else _decode_json(body)
+        except (ValueError, RecursionError):
+            return body
 
-def _decode_sqs_body(body: Any, texts: bool = True) -> Any:
-    return _decode_json_text(body, texts) if type(body) is str else body
+    return decode
 
 
 def _decode_kinesis_data(data: Any, texts: bool = True) -> Any:
@@ -236,14 +256,14 @@ class FilterSet:
             )
         self._patterns: tuple[CompiledPattern, ...] = tuple(patterns)
         self._roots = tuple(p._root for p in self._patterns)
-        self._ddb_roots = tuple(p._ddb_root for p in self._patterns)
+        self._ddb_roots = tuple(dict_matcher(p._ddb_root) for p in self._patterns)
         # Decode the SQS body / Kinesis data only when some pattern looks at it.
         self._needs_body = any("body" in p.top_keys for p in self._patterns)
         self._needs_data = any("data" in p.top_keys for p in self._patterns)
         # Numbers keep their text only when some pattern compares one by it (`_decode_json`).
         texts = any(p.number_text for p in self._patterns)
         self.matches_sqs = _payload_matcher(
-            self._roots, None, "body", self._needs_body, lambda body: _decode_sqs_body(body, texts)
+            self._roots, None, "body", self._needs_body, _sqs_body_decoder(texts)
         )
         self.matches_kinesis = _payload_matcher(
             self._roots,
@@ -300,7 +320,7 @@ class FilterSet:
         if not roots:
             return True
         for root in roots:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
-            if root.match_dict(record):
+            if root(record):
                 return True
         return False
 
@@ -322,7 +342,7 @@ def pattern_problem(pattern: str, source: SourceKind | None = None) -> str | Non
 
 
 def _payload_matcher(
-    roots: tuple[ObjectNode, ...],
+    patterns: tuple[ObjectNode, ...],
     within: str | None,
     key: str,
     referenced: bool,
@@ -338,24 +358,27 @@ def _payload_matcher(
         view = record.get(within)
         return view if isinstance(view, Mapping) else _EMPTY
 
-    if not roots:
+    if not patterns:
         return lambda record: True
     if not referenced:
+        roots = tuple(dict_matcher(p) for p in patterns)
 
         def match(record: Mapping[str, Any]) -> bool:
             view = record if within is None else view_of(record)
             for root in roots:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
-                if root.match_dict(view):
+                if root(view):
                     return True
             return False
 
         return match
 
+    tops = tuple(top_matcher(p, key) for p in patterns)
+
     def match_decoded(record: Mapping[str, Any]) -> bool:
         view = record if within is None else view_of(record)
         payload = decode(view.get(key, MISSING))
-        for root in roots:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
-            if root.match_top(view, key, payload):
+        for top in tops:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
+            if top(view, payload):
                 return True
         return False
 
