@@ -31,8 +31,9 @@ CHECKPOINT = "checkpoint"
 # between them 7 s at most), before poller gives up on it: GetRecords, GetShardIterator,
 # ListShards, DescribeStream, DeleteMessageBatch, ChangeMessageVisibilityBatch, GetQueueUrl...
 CALL_SECONDS = 10.0
-# A long poll (ReceiveMessage) may wait its WaitTimeSeconds, up to 20 s, and then this more.
-LONG_POLL_MARGIN = 10.0
+# A long poll (ReceiveMessage) may wait its WaitTimeSeconds, up to 20 s, and then this more
+# (it is made without the SDK's retries: poller's receive loop retries it).
+LONG_POLL_MARGIN = 5.0
 
 
 class CallTimedOut(TimeoutError):

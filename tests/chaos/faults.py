@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 
 import anyio
 
+from poller.aws import calls
+from poller.sources.sqs.source import LONG_POLL_SECONDS
 from tests.chaos.harness import (
     Daemons,
     Env,
@@ -34,6 +36,9 @@ from tests.support.wait import eventually
 
 # How long each outage lasts: long enough for several back-off rounds and status polls.
 OUTAGE_S = 12.0
+# A blackholed long poll looks like an empty one until its deadline passes (its 20 s wait plus
+# the margin): only an outage longer than that can show `degraded`.
+LONG_POLL_OUTAGE_S = LONG_POLL_SECONDS + calls.LONG_POLL_MARGIN + 5.0
 PHASE = 100  # records put before, during and after a fault
 
 # name: (source kind, what fails, how)
@@ -117,7 +122,8 @@ async def outage(env: Env, name: str) -> Result:
             else:
                 await (source_proxy if where == "source" else target_proxy).set(Mode(how))
             await source.put(range(PHASE, 2 * PHASE))
-            await anyio.sleep(OUTAGE_S)  # the outage itself: its length is the scenario
+            # The outage itself: its length is the scenario.
+            await anyio.sleep(LONG_POLL_OUTAGE_S if name == "sqs-source-blackholed" else OUTAGE_S)
             end = time.monotonic()
             counted = await source_errors(port)
             recorder.behaviour = lambda ids: None
