@@ -19,7 +19,7 @@ from poller.checkpoints.positions import PositionHeld, Positions, Stored, open_p
 from poller.config.settings import MappingSettings, Settings
 from poller.events.invocation import iso_timestamp
 from poller.events.streams import stream_record
-from poller.ops.commands.ranges import CommandError
+from poller.ops.commands.ranges import CommandError, stream_mapping
 from poller.ops.commands.retention import check_retention
 from poller.ops.commands.text import NONE, cell, table
 from poller.ops.commands.tip import GAP_PAUSE, Tip
@@ -79,17 +79,7 @@ def _stream_mappings(settings: Settings, name: str | None) -> list[MappingSettin
 
 
 def _one_mapping(settings: Settings, name: str) -> MappingSettings:
-    known = {m.name: m for m in settings.mappings}
-    mapping = known.get(name)
-    if mapping is None:
-        names = ", ".join(known) or "none"
-        raise CommandError(f"no mapping {name!r} in the configuration (its mappings: {names})")
-    if not mapping.source_arn.is_stream:
-        raise CommandError(
-            f"mapping {name} reads an SQS queue: queues have no stored positions "
-            "(only Kinesis and DynamoDB stream mappings do)"
-        )
-    return mapping
+    return stream_mapping(settings, name, "checkpoints")
 
 
 # -- list --------------------------------------------------------------------------------------
