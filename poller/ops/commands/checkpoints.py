@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections.abc import Sequence
 from typing import TextIO
@@ -19,7 +18,7 @@ from poller.checkpoints.positions import PositionHeld, Positions, Stored, open_p
 from poller.config.settings import MappingSettings, Settings
 from poller.events.invocation import iso_timestamp
 from poller.events.streams import stream_record
-from poller.ops.commands.ranges import CommandError, stream_mapping
+from poller.ops.commands.ranges import CommandError, run_reporting, stream_mapping
 from poller.ops.commands.retention import check_retention
 from poller.ops.commands.text import NONE, cell, table
 from poller.ops.commands.tip import GAP_PAUSE, Tip
@@ -32,11 +31,7 @@ EXIT_USAGE = 2
 
 def run_command(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run `checkpoints list` or `checkpoints set`; its exit code, every problem on stderr."""
-    try:
-        return anyio.run(_run, settings, args, out or sys.stdout)
-    except CommandError as exc:
-        sys.stderr.write(f"poller checkpoints {args.action}: {exc}\n")
-        return exc.code
+    return run_reporting(f"checkpoints {args.action}", _run, settings, args, out)
 
 
 async def _run(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:

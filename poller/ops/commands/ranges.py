@@ -11,9 +11,10 @@ runs beside the live daemon.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TextIO
@@ -53,6 +54,25 @@ class CommandError(Exception):
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.code = code
+
+
+def run_reporting(
+    command: str,
+    main: Callable[[Settings, argparse.Namespace, TextIO], Awaitable[int]],
+    settings: Settings,
+    args: argparse.Namespace,
+    out: TextIO | None,
+) -> int:
+    """Run a command's `main`; its exit code, a CommandError said on stderr as
+    `poller COMMAND: ...`, Ctrl-C as exit 130 (no traceback)."""
+    try:
+        return anyio.run(main, settings, args, out or sys.stdout)
+    except CommandError as exc:
+        sys.stderr.write(f"poller {command}: {exc}\n")
+        return exc.code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"poller {command}: interrupted\n")
+        return INTERRUPTED
 
 
 def stream_mapping(settings: Settings, name: str, command: str) -> MappingSettings:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Mapping
 from contextlib import aclosing
@@ -23,11 +22,11 @@ from poller.config.settings import MappingSettings, Settings
 from poller.engine.lifecycle import Shutdown
 from poller.ops.commands.ranges import (
     EXIT_FATAL,
-    INTERRUPTED,
     CommandError,
     RangeEngine,
     Tally,
     range_engine,
+    run_reporting,
     stream_mapping,
     warn_endless_retries,
 )
@@ -95,15 +94,8 @@ def named_by(body: str, mapping: MappingSettings, function_arn: str | None = Non
 
 def run_command(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run `poller redrive`; its exit code, every problem on stderr."""
-    try:
-        return anyio.run(redrive, settings, args, out or sys.stdout)
-    except CommandError as exc:
-        sys.stderr.write(f"poller redrive: {exc}\n")
-        return exc.code
-    except KeyboardInterrupt:
-        # Invocation records not redriven stay in the queue, made visible again on the way out.
-        sys.stderr.write("poller redrive: interrupted\n")
-        return INTERRUPTED
+    # Ctrl-C: invocation records not redriven stay in the queue, made visible again on the way out.
+    return run_reporting("redrive", redrive, settings, args, out)
 
 
 def on_failure_queue(mapping: MappingSettings) -> DestinationArn:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -23,12 +22,12 @@ from poller.engine.records import StreamRecord
 from poller.events.invocation import iso_timestamp
 from poller.ops.commands.ranges import (
     EXIT_FATAL,
-    INTERRUPTED,
     CommandError,
     Progress,
     RangeEngine,
     Tally,
     range_engine,
+    run_reporting,
     stream_mapping,
     warn_endless_retries,
 )
@@ -39,15 +38,8 @@ from poller.sources.streams.shards import TRIM_HORIZON, StartAt
 
 def run_command(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run `poller replay`; its exit code, every problem on stderr."""
-    try:
-        return anyio.run(replay, settings, args, out or sys.stdout)
-    except CommandError as exc:
-        sys.stderr.write(f"poller replay: {exc}\n")
-        return exc.code
-    except KeyboardInterrupt:
-        # What was delivered stays delivered; the rest of the range is simply not replayed.
-        sys.stderr.write("poller replay: interrupted\n")
-        return INTERRUPTED
+    # Ctrl-C: what was delivered stays delivered; the rest of the range is simply not replayed.
+    return run_reporting("replay", replay, settings, args, out)
 
 
 async def replay(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
