@@ -47,9 +47,14 @@ rules: $(DEV_STAMP)
 	@if command -v promtool >/dev/null 2>&1; then $(BIN)/python -m tests.alerts; \
 	else echo "promtool not on PATH: alert rule checks skipped (apt-get install prometheus)"; fi
 
+# The tests run in TEST_WORKERS processes (pytest-xdist), each with its own emulator: most of a
+# test's time is spent waiting on a daemon it started, so two halve the run on two cores.
+# `make test TEST_WORKERS=0` runs them in one process, as plain `pytest` does.
+TEST_WORKERS ?= 2
+
 test: lint
 	@$(MAKE) --no-print-directory rules
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 fmt: $(DEV_STAMP)
 	$(BIN)/ruff format poller tests
