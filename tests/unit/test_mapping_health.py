@@ -4,6 +4,7 @@ while any is outstanding. First MappingStatus's rules, then the stream readers o
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
@@ -12,6 +13,8 @@ import pytest
 
 from poller.checkpoints.base import Checkpoint, StoreUnavailable
 from poller.checkpoints.lineage import ShardInfo
+from poller.engine.invoker import Invoker
+from poller.engine.lifecycle import Shutdown
 from poller.ops.metrics import Metrics
 from poller.ops.status import (
     LEASES,
@@ -22,10 +25,24 @@ from poller.ops.status import (
     checkpointing,
     reading,
 )
+from poller.retry import Curve
 from poller.sources.streams.shards import ReadResult
+from poller.sources.streams.source import StreamSource
+from poller.targets.base import InvokeResult, Outcome
+from poller.wiring import stream_settler
 from tests.fakes.checkpoints import MemoryStore
+from tests.fakes.targets import OK, ScriptedTarget
 from tests.support.wait import eventually
-from tests.unit.test_shards import FakeApi, FakeShard, client_error, records, shard, streaming
+from tests.unit.test_shards import (
+    FakeApi,
+    FakeSettler,
+    FakeShard,
+    client_error,
+    records,
+    shard,
+    stream_context,
+    streaming,
+)
 
 STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 
@@ -261,3 +278,43 @@ async def test_a_reader_that_ends_clears_what_it_raised() -> None:
         gone.set()
         await eventually(lambda: "a" not in h.status.shards)
         assert (h.status.state, h.status.conditions) == (State.RUNNING, [])
+
+
+async def test_a_target_held_back_keeps_the_mapping_degraded_while_reads_recover() -> None:
+    api = ScriptedApi([FakeShard(shard("a"), records(range(1, 6)))])
+    read_fails = anyio.Event()
+    api.script["a"] = [None, read_fails, client_error("InternalFailure")]
+    target = ScriptedTarget()
+    held = anyio.Event()
+
+    def respond(ids: list[str]) -> InvokeResult:
+        if len(target.calls) > 1:
+            return OK
+        target.hold = held  # throttled, then the retry hangs (a target gone silent)
+        return InvokeResult(Outcome.THROTTLED, status_code=429, detail="rate exceeded")
+
+    target.respond = respond
+    shutdown = Shutdown()
+    context = stream_context(api, FakeSettler(), MemoryStore(), shutdown)
+    tiny = Curve(base=0.001, cap=0.001)
+    invoker = Invoker(target, context.metrics, context.status, shutdown=shutdown, curve=tiny)
+    settler = stream_settler(
+        context.mapping, invoker, kind="kinesis", destination=None, shutdown=shutdown
+    )
+    context = dataclasses.replace(context, settler=settler)
+    status = context.status
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(StreamSource(context, discovery_interval=0.05).run)
+        try:
+            await eventually(lambda: target.hold is held and target.active == 1)  # retry hangs
+            read_fails.set()
+            # The fourth read began: the third succeeded after the failed one, and said so.
+            await eventually(lambda: api.attempts["a"] >= 4)
+            assert status.state is State.DEGRADED
+            assert "throttled: rate exceeded" in (status.error or ""), status.error
+            assert status.conditions == [TARGET]
+        finally:
+            held.set()
+        await eventually(lambda: status.state is State.RUNNING)
+        assert target.delivered == ["1", "2", "3", "4", "5"] * 2  # the throttled try, the retry
+        shutdown.begin(5.0)
