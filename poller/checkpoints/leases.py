@@ -38,7 +38,7 @@ from poller.checkpoints.lease_table import (
 )
 from poller.checkpoints.lineage import ShardInfo, startable
 from poller.engine.lifecycle import Shutdown
-from poller.ops.status import MappingStatus, ShardStatus
+from poller.ops.status import LEASES, MappingStatus, ShardStatus
 
 log = logging.getLogger("poller.leases")
 
@@ -222,7 +222,7 @@ class LeaseManager:
             return
         if self._problem is not None:
             self._problem = None
-            self._status.recovered()
+            self._status.recovered(LEASES)
 
     async def _renew_all(self) -> None:
         errors: list[BaseException] = []
@@ -366,7 +366,7 @@ class LeaseManager:
         if message != self._problem:
             log.error("%s (retrying every %.1fs)", message, self._period, extra=self._extra)
         self._problem = message
-        self._status.degraded(message)
+        self._status.degraded(LEASES, message)
 
 
 def _parse(items: Sequence[Item]) -> tuple[dict[str, _Scanned], list[ReplicaView]]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from poller.engine.lifecycle import Gate, Shutdown
 from poller.engine.verdict import BatchVerdict, verdict_for
 from poller.ops.metrics import MappingMetrics
-from poller.ops.status import MappingStatus
+from poller.ops.status import TARGET, MappingStatus
 from poller.retry import THROTTLE, Curve, Stopped, retry_result
 from poller.targets.base import InvocationRequest, InvokeResult, Outcome, Target
 
@@ -75,9 +75,9 @@ class Invoker:
         if result.status_code in _NEEDS_A_HUMAN:
             # The function is missing or refuses poller: retrying will not mend it, so the
             # mapping shows failed (poller_mapping_up 0) while it keeps trying with back-off.
-            self.status.failed(message)
+            self.status.failed(TARGET, message)
         else:
-            self.status.degraded(message)
+            self.status.degraded(TARGET, message)
         if self._shutdown.is_stopping:
             raise Stopped(reason)
         log.warning(
@@ -109,7 +109,7 @@ class Invoker:
         )
         if not self.gate.is_open:
             self.gate.open()
-            self.status.recovered()
+            self.status.recovered(TARGET)
         return result
 
     def verdict(

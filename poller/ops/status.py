@@ -30,9 +30,45 @@ class ShardStatus:
     window: dict[str, object] | None = None  # the open tumbling window: start, end, state size
 
 
+# A condition's key: which part raised it, and for what, e.g. ("read", shard_id). Each part
+# clears only its own, so one part's success never hides another's trouble.
+Condition = tuple[str, ...]
+TARGET: Condition = ("target",)  # the invoker: the target throttles or cannot be reached
+SOURCE: Condition = ("source",)  # the queue or the stream's listing
+STORE: Condition = ("store",)  # loading a stream mapping's checkpoints
+LEASES: Condition = ("lease",)  # the lease table's renewals and scans
+
+
+def reading(shard_id: str) -> Condition:
+    """A shard reader's GetShardIterator and GetRecords calls."""
+    return ("read", shard_id)
+
+
+def checkpointing(shard_id: str) -> Condition:
+    """A shard reader's checkpoint writes."""
+    return ("checkpoint", shard_id)
+
+
+@dataclass
+class _Problem:
+    message: str
+    fatal: bool  # needs a person (State.FAILED), rather than passing (State.DEGRADED)
+
+
 @dataclass
 class MappingStatus:
-    """Mutable, single-writer (the mapping's own tasks) view of one mapping."""
+    """Mutable, single-writer (the mapping's own tasks) view of one mapping.
+
+    Two layers make the state. `set` moves the mapping through its life (starting, running,
+    stopping, failed for good, disabled) and forgets every condition: the parts that raised
+    them are gone or just starting. Beside it, each part raises and clears conditions of its
+    own (`degraded`, `failed`, `recovered`, by key): while any is outstanding the mapping shows
+    failed (if one of them is fatal) or degraded, unless it is stopping or disabled, which
+    always show as they are. With none outstanding it shows what `set` last said.
+
+    `error` is then the oldest outstanding condition's message (the oldest fatal one while
+    failed), followed by how many more there are: every one is logged as it is raised.
+    """
 
     name: str
     uuid: str
@@ -45,30 +81,60 @@ class MappingStatus:
     reached_source: bool = False
     shards: dict[str, ShardStatus] = field(default_factory=dict)
     _states: dict[State, Gauge] = field(init=False, repr=False)
+    _life: State = field(init=False, repr=False)
+    _life_error: str | None = field(init=False, repr=False)
+    # Insertion order is age: a condition raised again keeps its place (and takes the new
+    # message), one cleared and raised again goes last.
+    _conditions: dict[Condition, _Problem] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         # Every state's series exists from the start: 1 for the current one, 0 for the others.
         self._states = {state: self.metrics.state(state.value) for state in State}
         self.set(self.state, self.error)
 
+    @property
+    def conditions(self) -> list[Condition]:
+        """The outstanding conditions' keys, oldest first."""
+        return list(self._conditions)
+
     def set(self, state: State, error: str | None = None) -> None:
+        self._life, self._life_error = state, error
+        self._conditions.clear()
+        self._show()
+
+    def degraded(self, key: Condition, error: str) -> None:
+        """The part behind `key` is retrying something that may pass."""
+        self._raise(key, _Problem(error, fatal=False))
+
+    def failed(self, key: Condition, error: str) -> None:
+        """The part behind `key` keeps retrying something only a person can mend."""
+        self._raise(key, _Problem(error, fatal=True))
+
+    def recovered(self, key: Condition) -> None:
+        """The part behind `key` works again (or is gone); a no-op if it raised nothing."""
+        if self._conditions.pop(key, None) is not None:
+            self._show()
+
+    def _raise(self, key: Condition, problem: _Problem) -> None:
+        if self._conditions.get(key) != problem:
+            self._conditions[key] = problem
+            self._show()
+
+    def _show(self) -> None:
+        state, error = self._life, self._life_error
+        problems = list(self._conditions.values())
+        if problems and state not in (State.STOPPING, State.DISABLED):
+            fatal = [problem for problem in problems if problem.fatal]
+            state = State.FAILED if fatal else State.DEGRADED
+            error = (fatal or problems)[0].message
+            if len(problems) > 1:
+                more = len(problems) - 1
+                error += f" (and {more} more problem{'s' if more > 1 else ''})"
         self.state = state
         self.error = error
         self.metrics.up.set(1 if state in (State.RUNNING, State.DEGRADED, State.STOPPING) else 0)
         for each, gauge in self._states.items():
             gauge.set(1 if each is state else 0)
-
-    def degraded(self, error: str) -> None:
-        if self.state is not State.STOPPING:
-            self.set(State.DEGRADED, error)
-
-    def failed(self, error: str) -> None:
-        if self.state is not State.STOPPING:
-            self.set(State.FAILED, error)
-
-    def recovered(self) -> None:
-        if self.state in (State.DEGRADED, State.STARTING, State.FAILED):
-            self.set(State.RUNNING)
 
     def as_json(self) -> dict[str, Any]:
         return {

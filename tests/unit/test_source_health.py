@@ -12,7 +12,7 @@ from poller.checkpoints import Checkpoint
 from poller.checkpoints.base import StoreUnusable
 from poller.checkpoints.sqlite import SqliteCheckpointStore
 from poller.ops.metrics import Metrics
-from poller.ops.status import MappingStatus, State
+from poller.ops.status import SOURCE, MappingStatus, State
 
 STREAM = "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
 
@@ -60,9 +60,9 @@ def test_the_state_gauge_follows_the_mapping(moves: list[str], current: str, up:
     status = _status(metrics)
     for move in moves:
         if move == "degraded":
-            status.degraded("mapping orders: stream unreachable")
+            status.degraded(SOURCE, "mapping orders: stream unreachable")
         elif move == "recovered":
-            status.recovered()
+            status.recovered(SOURCE)
         else:
             status.set(State(move))
     states = _states(metrics)

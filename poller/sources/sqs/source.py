@@ -25,7 +25,7 @@ from poller.engine.lifecycle import Shutdown
 from poller.engine.settle import Settler
 from poller.filtering.filter_set import FilterSet
 from poller.ops.metrics import MappingMetrics
-from poller.ops.status import MappingStatus, State
+from poller.ops.status import SOURCE, MappingStatus, State
 from poller.retry import SOURCE_CALL, THROTTLE, Backoff, Stopped, sleep_or_stop
 from poller.sources.sqs.messages import SqsMessage, read_messages
 from poller.sources.sqs.queue import QueueApi, Receipt
@@ -139,7 +139,10 @@ class SqsSource:
                     what=f"mapping {self.plan.mapping}: queue {self.plan.queue_arn}",
                     permission="sqs:GetQueueUrl and sqs:GetQueueAttributes",
                 )
-                self.status.set(State.FAILED if problem.fatal else State.DEGRADED, problem.message)
+                if problem.fatal:
+                    self.status.failed(SOURCE, problem.message)
+                else:
+                    self.status.degraded(SOURCE, problem.message)
                 self.status.reached_source = True
                 delay = backoff.next()
                 log.error("%s (retrying in %.1fs)", problem.message, delay, extra=self._extra)
@@ -220,9 +223,9 @@ class SqsSource:
             )
             delay = self._receive_backoff.next()
             if problem.fatal:
-                self.status.set(State.FAILED, problem.message)
+                self.status.failed(SOURCE, problem.message)
             else:
-                self.status.degraded(problem.message)
+                self.status.degraded(SOURCE, problem.message)
             log.error(problem.message, extra=self._extra)
             if has_batch:
                 return None
@@ -230,7 +233,7 @@ class SqsSource:
             return []
         if self._receive_backoff.attempts:
             self._receive_backoff.reset()
-            self.status.recovered()
+            self.status.recovered(SOURCE)
         if not raw:
             return []
         self.metrics.count("polled", len(raw))

@@ -19,7 +19,7 @@ from poller.checkpoints.lineage import ShardInfo
 from poller.engine.batcher import BatchLimits
 from poller.engine.signals import Signal
 from poller.engine.windows import WindowMark
-from poller.ops.status import ShardStatus
+from poller.ops.status import ShardStatus, checkpointing, reading
 from poller.retry import SOURCE_CALL, Backoff, Stopped, sleep_or_stop
 from poller.sources.streams.context import StreamContext
 from poller.sources.streams.conversion import convert
@@ -100,12 +100,12 @@ class ShardReader:
         self._stop = anyio.Event()  # stop reading: shutdown, or the lease handed back
         self._deadline = math.inf  # until when in-flight batches may finish after that
         self._scope: anyio.CancelScope | None = None
-        self._failing = False
         self._backoff = Backoff(SOURCE_CALL.scaled(context.backoff_base))
         self._status = ShardStatus(shard.shard_id, context.leases.owner, checkpoint)
         context.status.shards[shard.shard_id] = self._status
         self._extra = {"mapping": mapping.name, "shard": shard.shard_id}
-        self.writes = WriteHealth(context.backoff_base, context.status, self._extra)
+        health = checkpointing(shard.shard_id)
+        self.writes = WriteHealth(context.backoff_base, context.status, health, self._extra)
         self._lanes = ShardLanes(
             BatchLimits(mapping.batch_size, mapping.maximum_batching_window_in_seconds),
             mapping.parallelization_factor,
@@ -312,8 +312,7 @@ class ShardReader:
             f"{self.context.api.stream_arn}",
             permission=self.context.api.read_permission,
         )
-        self._failing = True
-        self.context.status.degraded(problem.message)
+        self.context.status.degraded(reading(self.shard_id), problem.message)
         delay = self._backoff.next()
         log.error("%s (retrying in %.1fs)", problem.message, delay, extra=self._extra)
         await self._pause(delay)
@@ -321,9 +320,7 @@ class ShardReader:
 
     def _recovered(self) -> None:
         self._backoff.reset()
-        if self._failing:
-            self._failing = False
-            self.context.status.recovered()
+        self.context.status.recovered(reading(self.shard_id))  # a no-op unless its reads failed
 
     async def _pause(self, seconds: float) -> None:
         await sleep_or_stop(seconds, self._stop)

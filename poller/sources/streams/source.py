@@ -25,7 +25,7 @@ from poller.checkpoints.base import Checkpoint, StoreUnavailable, StoreUnusable
 from poller.checkpoints.lineage import ShardInfo, startable
 from poller.engine.signals import Signal
 from poller.engine.windows import WindowMark
-from poller.ops.status import State
+from poller.ops.status import SOURCE, STORE, State, reading
 from poller.retry import SOURCE_CALL, Backoff, sleep_or_stop
 from poller.sources.streams.context import StreamContext
 from poller.sources.streams.reader import ShardReader
@@ -148,16 +148,16 @@ class StreamSource:
             status.reached_source = True
             self._listing_failed = True
             if problem.fatal and not self._readers:
-                status.set(State.FAILED, problem.message)
+                status.failed(SOURCE, problem.message)
             else:
-                status.degraded(problem.message)
+                status.degraded(SOURCE, problem.message)
             log.error("listing shards failed: %s", problem.message, extra=self._extra)
             return None
         status.reached_source = True
         self._backoff.reset()
         if self._listing_failed:
             self._listing_failed = False
-            status.recovered()
+            status.recovered(SOURCE)
         return listing
 
     async def _prepared(self, listing: Sequence[ShardInfo]) -> bool:
@@ -166,17 +166,20 @@ class StreamSource:
         while not shutdown.is_stopping:
             try:
                 await self._prepare(listing)
+                status.recovered(STORE)
                 return True
             except _STORE_ERRORS as exc:
-                if isinstance(exc, StoreUnusable):
-                    status.set(State.FAILED, f"mapping {self._name}: {exc}")
-                elif isinstance(exc, StoreUnavailable):
-                    status.degraded(f"mapping {self._name}: {exc}")
+                if isinstance(exc, StoreUnusable | StoreUnavailable):
+                    problem = f"mapping {self._name}: {exc}"
                 else:
                     what = f"mapping {self._name}: checkpoint store"
                     permission = "the lease table actions of deploy/iam/lease-table.json"
-                    status.degraded(describe(exc, what=what, permission=permission).message)
-                log.error("checkpoints unavailable: %s", status.error, extra=self._extra)
+                    problem = describe(exc, what=what, permission=permission).message
+                if isinstance(exc, StoreUnusable):
+                    status.failed(STORE, problem)
+                else:
+                    status.degraded(STORE, problem)
+                log.error("checkpoints unavailable: %s", problem, extra=self._extra)
             await sleep_or_stop(self._backoff.next(), shutdown.stopping)
         return False
 
@@ -302,7 +305,10 @@ class StreamSource:
         try:
             finished = await reader.run()
         finally:
+            # What the reader raised was its own to clear; a next reader of the shard raises
+            # its own.
             reader.writes.ended()
+            self.context.status.recovered(reading(shard_id))
             if not reader.revoked:
                 # After the final checkpoint, so the next owner starts where this one stopped.
                 # Not past the drain deadline: a lease not released expires on its own.

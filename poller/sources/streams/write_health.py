@@ -11,7 +11,7 @@ import anyio
 
 from poller.aws.errors import AWS_ERRORS, describe
 from poller.checkpoints.base import StoreUnavailable
-from poller.ops.status import MappingStatus, State
+from poller.ops.status import Condition, MappingStatus
 from poller.retry import SOURCE_CALL, Backoff, sleep_or_stop
 
 log = logging.getLogger("poller.streams")
@@ -23,14 +23,20 @@ WRITE_ERRORS: tuple[type[BaseException], ...] = (*AWS_ERRORS, StoreUnavailable)
 class WriteHealth:
     """The back-off of one shard's checkpoint writes; `failed` and `stored` after each write.
 
-    A failed write makes the mapping degraded (the reader keeps the position in memory, so
-    nothing delivered is read again); the first write that succeeds makes it running again.
+    A failed write raises the shard's `key` condition (the mapping shows degraded; the reader
+    keeps the position in memory, so nothing delivered is read again); the first write that
+    succeeds clears it.
     """
 
     def __init__(
-        self, backoff_base: float, status: MappingStatus, extra: Mapping[str, str]
+        self,
+        backoff_base: float,
+        status: MappingStatus,
+        key: Condition,
+        extra: Mapping[str, str],
     ) -> None:
         self._status = status
+        self._key = key
         self._extra = extra
         self._backoff = Backoff(SOURCE_CALL.scaled(backoff_base))
         self.failing = False  # the last write failed
@@ -59,7 +65,7 @@ class WriteHealth:
         self.failing = True
         self._failed.set()
         if degrade:
-            self._status.degraded(problem)
+            self._status.degraded(self._key, problem)
         log.error(
             "%s (the shard's position, %s, is kept in memory; retrying in %.1fs)",
             problem,
@@ -69,20 +75,19 @@ class WriteHealth:
         )
 
     def stored(self) -> None:
-        """A write succeeded: back to the first step, and running if writes were failing."""
+        """A write succeeded: back to the first step, and the condition cleared if writes
+        were failing."""
         self._backoff.reset()
         self._retry_at = -math.inf
         if self.failing:
             self.failing = False
             log.info("checkpoint stored again", extra=self._extra)
-            self._status.recovered()
+            self._status.recovered(self._key)
 
     def ended(self) -> None:
-        """The reader is gone (done, lease lost or handed over) with its writes failing: the
-        degraded state was its own to clear, and no write of its own will; a next reader of
-        the shard reports its own failures."""
-        if self.failing and self._status.state is State.DEGRADED:
-            self._status.recovered()
+        """The reader is gone (done, lease lost or handed over): a condition it raised was its
+        own to clear, and no write of its own will; a next reader of the shard raises its own."""
+        self._status.recovered(self._key)
         self.failing = False
 
     async def wait_retry(self, stop: anyio.Event) -> bool:
