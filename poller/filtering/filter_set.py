@@ -74,10 +74,17 @@ _decode_json_texts: Final = json.JSONDecoder(parse_int=JsonInt, parse_float=Json
 # the caller's stack), where orjson goes on to 1,024: below it, both give the same answer, a
 # value or an error.
 _ORJSON_MAX_DEPTH: Final = 500
+_NO_SCAN_BELOW: Final = 2 * _ORJSON_MAX_DEPTH
+# For a string `extra` characters longer than that, the run of `[` it holds if it nests too
+# deep (see `_shallow`); past the table's end the run would be empty, which tells nothing.
+_DEEP_RUNS: Final = tuple(
+    "[" * (-(-_ORJSON_MAX_DEPTH // (extra + 1)) - 1) for extra in range(_ORJSON_MAX_DEPTH - 1)
+)
 
 
 def _shallow(text: str | bytes) -> bool:
-    """Whether ``text`` surely nests less than ``_ORJSON_MAX_DEPTH`` levels, cheaply.
+    """Whether ``text`` surely nests less than ``_ORJSON_MAX_DEPTH`` levels, cheaply, if it is
+    JSON (whatever orjson refuses goes to the json module anyway).
 
     On the deepest path, an array level takes 2 characters (``[]``) and an object level at
     least 5 (``{"":}``; 2 for an innermost ``{}``), and there are at most as many array levels
@@ -85,11 +92,20 @@ def _shallow(text: str | bytes) -> bool:
     ``(n + 3a + 3) / 5`` levels, and at most its count of ``[`` and ``{``. A byte string bounds
     both from above (each of the two characters holds a byte of its value in UTF-8, -16 and
     -32). So short texts need no scan, and a text with few arrays one count instead of two.
+
+    A string just over the no-scan length (a 1 KB body) first gets a cheaper test: ``d`` levels
+    leave ``n - 2d`` characters outside the deepest path's brackets, so its ``d`` opening
+    brackets fall into at most ``n - 2d + 1`` runs of adjacent ones, one of them at least
+    ``d / (n - 2d + 1)`` long; and in JSON only a ``[`` is directly followed by another opening
+    bracket. A text without ``[`` repeated that long less one cannot nest ``d`` levels.
     """
     n = len(text)
-    if n < 2 * _ORJSON_MAX_DEPTH:
+    if n < _NO_SCAN_BELOW:
         return True
     if isinstance(text, str):
+        extra = n - _NO_SCAN_BELOW
+        if extra < len(_DEEP_RUNS) and _DEEP_RUNS[extra] not in text:
+            return True
         arrays = text.count("[")
         if n + 3 * arrays + 3 < 5 * _ORJSON_MAX_DEPTH:
             return True
@@ -107,7 +123,13 @@ def _decode_json(text: str | bytes) -> Any:
     fast as the json module with its number hooks; whatever orjson refuses (NaN, lone
     surrogates, numbers past 64 bits, UTF-16, invalid UTF-8) goes to the json module, which
     decides as before."""
-    if _shallow(text):
+    # `_shallow`'s first two tests inline: they decide for nearly every body.
+    extra = len(text) - _NO_SCAN_BELOW
+    if (
+        extra < 0
+        or (extra < len(_DEEP_RUNS) and type(text) is str and _DEEP_RUNS[extra] not in text)
+        or _shallow(text)
+    ):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:

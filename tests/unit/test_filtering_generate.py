@@ -310,3 +310,21 @@ def test_nesting_bound_passes_ordinary_bodies() -> None:
     # A 1 KB object with a few arrays, the common case, still takes orjson.
     body = json.dumps({"items": [[1, 2], [3]], "note": "x" * 1000})
     assert filtering._shallow(body) and filtering._shallow(body.encode())
+
+
+@pytest.mark.parametrize("objects", [0, 1, 4])
+def test_nesting_bound_never_passes_a_deep_text_with_gaps(objects: int) -> None:
+    # Deep texts a little longer than the shortest, the extra characters (spaces, here)
+    # spread evenly between the opening brackets: the shortest runs of adjacent ones, for
+    # the run test that spares 1 KB bodies a count.
+    for depth in (filtering._ORJSON_MAX_DEPTH, filtering._ORJSON_MAX_DEPTH + 1):
+        for extra in [*range(60), 100, 250, 499, 500, 1000, 1600]:
+            openers = ['{"":'] * objects + ["["] * (depth - objects)
+            gaps = [0] * depth
+            for i in range(extra):
+                gaps[i * depth // extra] += 1
+            opening = "".join(" " * gap + opener for gap, opener in zip(gaps, openers, strict=True))
+            closing = "".join("}" if o == '{"":' else "]" for o in reversed(openers))
+            text = opening + closing
+            json.loads(text)  # JSON, as deep as it says
+            assert not filtering._shallow(text), (depth, extra)
