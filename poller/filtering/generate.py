@@ -12,7 +12,7 @@ handed to the node's own method, so every result is the nodes' result.
 The source is built only from fixed templates and generated local names: every pattern value
 (keys, sets, predicates, node methods) reaches the function as a closure variable, never as
 text, so no pattern can change what the code does. Object nesting deeper than ``_MAX_LEVEL``
-goes on in a function of its own, written after the expression that calls it: the expressions
+goes on in a function of its own, compiled apart and called from the expression: the expressions
 stay within what Python compiles, and neither writing nor matching the deepest pattern Lambda
 accepts (about 680 levels in 4,096 characters) recurses more than once per ``_MAX_LEVEL``.
 """
@@ -20,6 +20,7 @@ accepts (about 680 levels in 4,096 characters) recurses more than once per ``_MA
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from poller.filtering.nodes import MISSING, JsonFloat, JsonInt, LeafNode, ObjectNode
@@ -53,30 +54,28 @@ _FIXED: Final[Mapping[str, Any]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class _Deeper:
+    slot: list[Callable[[Any], bool]]
+    node: ObjectNode
+    as_value: bool
+
+
 class _Writer:
     """Writes the expression of each pattern, collecting the values it refers to."""
 
-    def __init__(self, payload_key: str | None) -> None:
+    def __init__(self, payload_key: str | None, pending: list[_Deeper] | None = None) -> None:
         self.payload_key = payload_key
         self.values: list[Any] = []
-        # Subtrees past _MAX_LEVEL, each to be written as `def <name>(x)`: whether the
-        # function is the node's `match` (True) or its `match_dict` (False).
-        self.pending: list[tuple[str, ObjectNode, bool]] = []
-        self.functions: list[str] = []
+        # Subtrees past _MAX_LEVEL, shared by the writers of one set.
+        self.pending: list[_Deeper] = [] if pending is None else pending
 
     def deeper(self, node: ObjectNode, as_value: bool) -> str:
-        name = f"f{len(self.functions) + len(self.pending)}"
-        self.pending.append((name, node, as_value))
-        return name
-
-    def write_pending(self) -> None:
-        """Write the functions of the subtrees past _MAX_LEVEL (and theirs, in turn)."""
-        while self.pending:
-            name, node, as_value = self.pending[0]
-            expr = self.value(node, "x", 1) if as_value else self.object(node, "x", 1)
-            # Appended before it leaves `pending`, so the names `deeper` gives stay distinct.
-            self.functions.append(f"    def {name}(x):\n        return {expr}")
-            del self.pending[0]
+        """A call of the function a subtree past _MAX_LEVEL is written as, later and apart:
+        its node's `match` (``as_value``) or its `match_dict`, put in ``slot`` once built."""
+        slot: list[Callable[[Any], bool]] = []
+        self.pending.append(_Deeper(slot, node, as_value))
+        return f"{self.const(slot)}[0]"
 
     def const(self, value: Any) -> str:
         self.values.append(value)
@@ -228,13 +227,24 @@ def record_matcher(
         lines.append(f"        b = r.get({writer.const(writer.payload_key)}, M)")
         lines.append("        p = U")
     lines.append("        return " + " or ".join(f"({pattern})" for pattern in patterns))
-    writer.write_pending()
-    lines += writer.functions
-    lines.append("    return match")
-    # The factory's parameters, written last: they are every value the lines above refer to.
-    params = ", ".join([*_FIXED, "DECODE", *(f"c{i}" for i in range(len(writer.values)))])
-    lines.insert(0, f"def factory({params}):")
-    namespace: dict[str, Any] = {}
-    exec(compile("\n".join(lines), "<filter set>", "exec"), namespace)
-    matcher: RecordMatcher = namespace["factory"](*_FIXED.values(), decode, *writer.values)
+    matcher: RecordMatcher = _build(lines, writer.values, decode)
+    # Each deep subtree is a function of its own, compiled apart (a few large ones would cost
+    # the compiler far more than many small ones); a loop, not recursion, goes down the levels.
+    pending = writer.pending
+    while pending:
+        deeper = pending.pop()
+        sub = _Writer(None, pending)
+        node = deeper.node
+        expr = sub.value(node, "x", 1) if deeper.as_value else sub.object(node, "x", 1)
+        deeper.slot.append(_build(["    def match(x):", f"        return {expr}"], sub.values))
     return matcher
+
+
+def _build(lines: list[str], values: list[Any], decode: Any = None) -> Any:
+    """The function ``lines`` define, inside a factory whose parameters are the fixed names
+    and every value the lines refer to (`c0`, `c1`, ...)."""
+    params = ", ".join([*_FIXED, "DECODE", *(f"c{i}" for i in range(len(values)))])
+    source = "\n".join([f"def factory({params}):", *lines, "    return match"])
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<filter set>", "exec"), namespace)
+    return namespace["factory"](*_FIXED.values(), decode, *values)
