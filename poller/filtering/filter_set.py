@@ -31,14 +31,14 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from poller.filtering.closures import dict_matcher, top_matcher
 from poller.filtering.compile import (
     MAX_PATTERN_CHARS,
     PatternError,
     compile_tree,
     parse_pattern,
 )
-from poller.filtering.nodes import MISSING, JsonFloat, JsonInt, ObjectNode
+from poller.filtering.generate import record_matcher
+from poller.filtering.nodes import JsonFloat, JsonInt, ObjectNode
 
 __all__ = [
     "MAX_FILTERS",
@@ -64,7 +64,6 @@ _SOURCE_NAMES: Final[Mapping[str, str]] = {"kinesis": "Kinesis", "dynamodb": "Dy
 _JSON_START: Final = frozenset("{[")
 _JSON_START_BYTES: Final = frozenset(b"{[")
 _WHITESPACE: Final = " \t\r\n"
-_EMPTY: Final[Mapping[str, Any]] = {}
 
 # Decodes record payloads keeping each number's JSON text (exact matching compares numbers by
 # text: 300, 300.0 and 3.0e2 differ). Both hooks are str subclasses, which the json scanner
@@ -75,10 +74,17 @@ _decode_json_texts: Final = json.JSONDecoder(parse_int=JsonInt, parse_float=Json
 # the caller's stack), where orjson goes on to 1,024: below it, both give the same answer, a
 # value or an error.
 _ORJSON_MAX_DEPTH: Final = 500
+_NO_SCAN_BELOW: Final = 2 * _ORJSON_MAX_DEPTH
+# For a string `extra` characters longer than that, the run of `[` it holds if it nests too
+# deep (see `_shallow`); past the table's end the run would be empty, which tells nothing.
+_DEEP_RUNS: Final = tuple(
+    "[" * (-(-_ORJSON_MAX_DEPTH // (extra + 1)) - 1) for extra in range(_ORJSON_MAX_DEPTH - 1)
+)
 
 
 def _shallow(text: str | bytes) -> bool:
-    """Whether ``text`` surely nests less than ``_ORJSON_MAX_DEPTH`` levels, cheaply.
+    """Whether ``text`` surely nests less than ``_ORJSON_MAX_DEPTH`` levels, cheaply, if it is
+    JSON (whatever orjson refuses goes to the json module anyway).
 
     On the deepest path, an array level takes 2 characters (``[]``) and an object level at
     least 5 (``{"":}``; 2 for an innermost ``{}``), and there are at most as many array levels
@@ -86,11 +92,20 @@ def _shallow(text: str | bytes) -> bool:
     ``(n + 3a + 3) / 5`` levels, and at most its count of ``[`` and ``{``. A byte string bounds
     both from above (each of the two characters holds a byte of its value in UTF-8, -16 and
     -32). So short texts need no scan, and a text with few arrays one count instead of two.
+
+    A string just over the no-scan length (a 1 KB body) first gets a cheaper test: ``d`` levels
+    leave ``n - 2d`` characters outside the deepest path's brackets, so its ``d`` opening
+    brackets fall into at most ``n - 2d + 1`` runs of adjacent ones, one of them at least
+    ``d / (n - 2d + 1)`` long; and in JSON only a ``[`` is directly followed by another opening
+    bracket. A text without ``[`` repeated that long less one cannot nest ``d`` levels.
     """
     n = len(text)
-    if n < 2 * _ORJSON_MAX_DEPTH:
+    if n < _NO_SCAN_BELOW:
         return True
     if isinstance(text, str):
+        extra = n - _NO_SCAN_BELOW
+        if extra < len(_DEEP_RUNS) and _DEEP_RUNS[extra] not in text:
+            return True
         arrays = text.count("[")
         if n + 3 * arrays + 3 < 5 * _ORJSON_MAX_DEPTH:
             return True
@@ -108,7 +123,13 @@ def _decode_json(text: str | bytes) -> Any:
     fast as the json module with its number hooks; whatever orjson refuses (NaN, lone
     surrogates, numbers past 64 bits, UTF-16, invalid UTF-8) goes to the json module, which
     decides as before."""
-    if _shallow(text):
+    # `_shallow`'s first two tests inline: they decide for nearly every body.
+    extra = len(text) - _NO_SCAN_BELOW
+    if (
+        extra < 0
+        or (extra < len(_DEEP_RUNS) and type(text) is str and _DEEP_RUNS[extra] not in text)
+        or _shallow(text)
+    ):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -233,20 +254,19 @@ class FilterSet:
     """
 
     __slots__ = (
-        "_ddb_roots",
-        "_needs_body",
-        "_needs_data",
         "_patterns",
-        "_roots",
+        "matches_dynamodb",
         "matches_kinesis",
         "matches_sqs",
     )
 
-    # Whether a Lambda SQS event record passes (``body`` decoded once, if a pattern reads it);
-    # whether a Kinesis one does, matched on its ``kinesis`` object (``data`` likewise). Built
-    # once per set by `_payload_matcher`, so the per-record path makes no call of its own.
+    # Whether a Lambda SQS event record passes (``body`` decoded at most once, if a pattern
+    # reads it); whether a Kinesis one does, matched on its ``kinesis`` object (``data``
+    # likewise); whether a DynamoDB one does, matched as a whole. Each is one function
+    # generated for the set (`filtering.generate`), so the record path makes no call per node.
     matches_sqs: Callable[[Mapping[str, Any]], bool]
     matches_kinesis: Callable[[Mapping[str, Any]], bool]
+    matches_dynamodb: Callable[[Mapping[str, Any]], bool]
 
     def __init__(self, patterns: Sequence[CompiledPattern] = ()) -> None:
         if len(patterns) > MAX_FILTERS:
@@ -255,23 +275,22 @@ class FilterSet:
                 index=MAX_FILTERS,
             )
         self._patterns: tuple[CompiledPattern, ...] = tuple(patterns)
-        self._roots = tuple(p._root for p in self._patterns)
-        self._ddb_roots = tuple(dict_matcher(p._ddb_root) for p in self._patterns)
+        roots = tuple(p._root for p in self._patterns)
         # Decode the SQS body / Kinesis data only when some pattern looks at it.
-        self._needs_body = any("body" in p.top_keys for p in self._patterns)
-        self._needs_data = any("data" in p.top_keys for p in self._patterns)
+        needs_body = any("body" in p.top_keys for p in self._patterns)
+        needs_data = any("data" in p.top_keys for p in self._patterns)
         # Numbers keep their text only when some pattern compares one by it (`_decode_json`).
         texts = any(p.number_text for p in self._patterns)
-        self.matches_sqs = _payload_matcher(
-            self._roots, None, "body", self._needs_body, _sqs_body_decoder(texts)
+        self.matches_sqs = record_matcher(
+            roots, payload_key="body", decode=_sqs_body_decoder(texts) if needs_body else None
         )
-        self.matches_kinesis = _payload_matcher(
-            self._roots,
-            "kinesis",
-            "data",
-            self._needs_data,
-            lambda data: _decode_kinesis_data(data, texts),
+        self.matches_kinesis = record_matcher(
+            roots,
+            within="kinesis",
+            payload_key="data",
+            decode=(lambda data: _decode_kinesis_data(data, texts)) if needs_data else None,
         )
+        self.matches_dynamodb = record_matcher(tuple(p._ddb_root for p in self._patterns))
 
     @classmethod
     def compile(cls, patterns: Sequence[str], *, source: SourceKind | None = None) -> FilterSet:
@@ -314,16 +333,6 @@ class FilterSet:
     def __repr__(self) -> str:
         return f"FilterSet({[p.text for p in self._patterns]!r})"
 
-    def matches_dynamodb(self, record: Mapping[str, Any]) -> bool:
-        """Whether a Lambda DynamoDB Streams event record passes, matched as a whole."""
-        roots = self._ddb_roots
-        if not roots:
-            return True
-        for root in roots:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
-            if root(record):
-                return True
-        return False
-
 
 def pattern_problem(pattern: str, source: SourceKind | None = None) -> str | None:
     """What poller (or Lambda, for `source`) would refuse in a pattern, or None.
@@ -339,47 +348,3 @@ def pattern_problem(pattern: str, source: SourceKind | None = None) -> str | Non
         where = f" (at {exc.path} in the pattern)" if exc.path else ""
         return f"{exc.reason}{where}"
     return None
-
-
-def _payload_matcher(
-    patterns: tuple[ObjectNode, ...],
-    within: str | None,
-    key: str,
-    referenced: bool,
-    decode: Callable[[Any], Any],
-) -> Callable[[Mapping[str, Any]], bool]:
-    """The matcher of records whose patterns look at a `key` payload (SQS ``body``, Kinesis
-    ``data``, inside the record's `within` object when given): the payload is decoded once,
-    and only when `referenced` by a pattern."""
-
-    def view_of(record: Mapping[str, Any]) -> Mapping[str, Any]:
-        if within is None:
-            return record
-        view = record.get(within)
-        return view if isinstance(view, Mapping) else _EMPTY
-
-    if not patterns:
-        return lambda record: True
-    if not referenced:
-        roots = tuple(dict_matcher(p) for p in patterns)
-
-        def match(record: Mapping[str, Any]) -> bool:
-            view = record if within is None else view_of(record)
-            for root in roots:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
-                if root(view):
-                    return True
-            return False
-
-        return match
-
-    tops = tuple(top_matcher(p, key) for p in patterns)
-
-    def match_decoded(record: Mapping[str, Any]) -> bool:
-        view = record if within is None else view_of(record)
-        payload = decode(view.get(key, MISSING))
-        for top in tops:  # noqa: SIM110 - hot path, a loop is 2.5x faster than any()
-            if top(view, payload):
-                return True
-        return False
-
-    return match_decoded

@@ -1,5 +1,6 @@
-"""The record path's closures decide as the matcher nodes do, for any pattern and any value;
-the cheap nesting bound that picks orjson never lets a too-deep payload through."""
+"""The generated matcher of a filter set decides as the matcher nodes do, for any pattern and
+any value, nesting past what it writes out inline included; the cheap nesting bound that picks
+orjson never lets a too-deep payload through."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poller.filtering import filter_set as filtering
-from poller.filtering.closures import dict_matcher, leaf_matcher, top_matcher
+from poller.filtering import generate
 from poller.filtering.filter_set import compile_pattern
-from poller.filtering.nodes import MISSING, JsonFloat, JsonInt, LeafNode
+from poller.filtering.generate import record_matcher
+from poller.filtering.nodes import MISSING, JsonFloat, JsonInt, LeafNode, ObjectNode
 
 WORDS = st.sampled_from(["", "a", "ab", "abc", "B", "ba", "x*y", "é", "1"])
 NUMBERS = st.sampled_from([0, 1, -1, 2.5, 10, 300, 1e3, 1000000])
@@ -95,19 +97,35 @@ def _variants(d: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-@settings(max_examples=300)
+def _dict_matcher(root: ObjectNode) -> generate.RecordMatcher:
+    return record_matcher([root])
+
+
+def _top_matcher(root: ObjectNode) -> Any:
+    # The payload handed over as it is: `decode` returns it, whatever the view's `body` holds.
+    given: list[Any] = []
+    generated = record_matcher([root], payload_key="body", decode=lambda raw: given[-1])
+
+    def match(view: dict[str, Any], payload: Any) -> bool:
+        given.append(payload)
+        return generated(view)
+
+    return match
+
+
+@settings(max_examples=300, deadline=None)
 @given(pattern=_objects(2), record=RECORDS, typed=st.booleans())
 def test_dict_matcher_decides_as_the_node(
     pattern: dict[str, Any], record: dict[str, Any], typed: bool
 ) -> None:
     compiled = compile_pattern(json.dumps(pattern))
     root = compiled._ddb_root if typed else compiled._root
-    match = dict_matcher(root)
+    match = _dict_matcher(root)
     for variant in _variants(record):
         assert match(variant) == root.match_dict(variant), variant
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     pattern=st.one_of(st.just({}), _objects(2)),  # {}: a pattern on the payload alone
     body=st.one_of(_objects(1).map(lambda p: {"body": p}), LEAVES.map(lambda leaf: {"body": leaf})),
@@ -118,7 +136,7 @@ def test_top_matcher_decides_as_the_node(
     pattern: dict[str, Any], body: dict[str, Any], view: dict[str, Any], payload: Any
 ) -> None:
     root = compile_pattern(json.dumps({**pattern, **body}))._root
-    match = top_matcher(root, "body")
+    match = _top_matcher(root)
     payloads = _variants(payload) if type(payload) is dict else [payload]
     for variant in payloads:
         assert match(view, variant) == root.match_top(view, "body", variant), variant
@@ -126,8 +144,9 @@ def test_top_matcher_decides_as_the_node(
         assert match(variant, payload) == root.match_top(variant, "body", payload), variant
 
 
-# The shapes the closures fuse into fewer calls, each met by payloads one key away from a
-# match: a random pattern is seldom one of them.
+# Shapes the generated code writes in particular ways (a payload leaf, a payload object beside
+# view keys, `exists` on both sides), each met by payloads one key away from a match: a random
+# pattern is seldom one of them.
 FUSED_SHAPES = [
     '{"body": {"a": ["ab"]}}',
     '{"body": {"a": ["ab"], "b": [{"numeric": [">", 1]}]}}',
@@ -151,26 +170,121 @@ BASE_PAYLOADS: list[Any] = [
 
 
 @pytest.mark.parametrize("pattern", FUSED_SHAPES)
-def test_fused_shapes_decide_as_the_node(pattern: str) -> None:
+def test_particular_shapes_decide_as_the_node(pattern: str) -> None:
     root = compile_pattern(pattern)._root
-    match = top_matcher(root, "body")
+    match = _top_matcher(root)
     for base in BASE_PAYLOADS:
         for payload in _variants(base) if type(base) is dict else [base]:
             for view in _variants({"b": "x", "N": "1"}):
                 assert match(view, payload) == root.match_top(view, "body", payload), payload
             nested = {"a": payload}
-            assert dict_matcher(root)(nested) == root.match_dict(nested)
+            assert _dict_matcher(root)(nested) == root.match_dict(nested)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(leaf=LEAVES, typed=st.booleans())
 def test_leaf_matcher_decides_as_the_node(leaf: list[Any], typed: bool) -> None:
     compiled = compile_pattern(json.dumps({"N": leaf}))
     ((_, node),) = (compiled._ddb_root if typed else compiled._root).entries
     assert isinstance(node, LeafNode)
-    match = leaf_matcher(node)
+    match = record_matcher([compiled._ddb_root if typed else compiled._root])
     for value in EVERY_VALUE:
-        assert match(value) == node.match(value), value
+        record = {} if value is MISSING else {"N": value}
+        assert match(record) == node.match(value), value
+
+
+@settings(max_examples=200, deadline=None)
+@given(patterns=st.lists(_objects(1), min_size=2, max_size=4), record=RECORDS)
+def test_a_set_passes_a_record_any_pattern_passes(
+    patterns: list[dict[str, Any]], record: dict[str, Any]
+) -> None:
+    roots = [compile_pattern(json.dumps(p))._root for p in patterns]
+    match = record_matcher(roots)
+    for variant in _variants(record):
+        assert match(variant) == any(root.match_dict(variant) for root in roots), variant
+
+
+def _nested(depth: int, innermost: Any, key: str = "a") -> Any:
+    value = innermost
+    for _ in range(depth):
+        value = {key: value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [1, generate._MAX_LEVEL - 1, generate._MAX_LEVEL, 40])
+def test_nesting_past_the_inline_levels_decides_as_the_node(depth: int) -> None:
+    # Objects, and `$or` groups inside `$or` groups, deeper than the generated code writes out.
+    leaf = ["x", {"exists": False}]
+    ors: Any = {"a": ["x"]}
+    for _ in range(depth):
+        ors = {"$or": [ors, {"b": [{"prefix": "y"}]}]}
+    for pattern in (_nested(depth, leaf), ors, {"body": _nested(depth, leaf)}):
+        root = compile_pattern(json.dumps(pattern))._root
+        records = [_nested(d, v) for d in (depth - 1, depth, depth + 1) for v in ("x", "z", [])]
+        records = [r for r in records if type(r) is dict]
+        records += [{"b": "yes"}, {"a": "x"}, {"b": "no"}, {}]
+        for record in records:
+            assert _dict_matcher(root)(record) == root.match_dict(record), record
+            if "a" in record:
+                payload = record["a"]
+                match = _top_matcher(root)({"body": "raw"}, payload)
+                assert match == root.match_top({"body": "raw"}, "body", payload), record
+
+
+def test_the_deepest_pattern_lambda_takes_compiles() -> None:
+    # As deep as 4,096 characters go: Python never sees more than the inline levels.
+    depth = (4096 - 7) // 6
+    pattern = '{"a":' * depth + '["x"]' + "}" * depth
+    root = compile_pattern(pattern)._root
+    assert record_matcher([root])(_nested(depth, "x"))
+    assert not record_matcher([root])(_nested(depth, "y"))
+
+
+def test_pattern_text_is_data_never_code() -> None:
+    # Keys and values reach the generated function as values: quotes, backslashes, newlines
+    # and Python syntax in them are matched literally.
+    odd = ['"', "'", "\\", "\n", "a'); raise SystemExit('", '__import__("os")', "{c0}", "é"]
+    for key in odd:
+        root = compile_pattern(json.dumps({key: [key, {"prefix": key}]}))._root
+        match = record_matcher([root])
+        assert match({key: key}) and match({key: key + "!"})
+        assert not match({key: "other"}) and not match({"other": key})
+
+
+@pytest.mark.parametrize("view", [None, "text", [], {"data": "eA=="}, {"partitionKey": "k"}])
+def test_within_an_object_of_the_record(view: Any) -> None:
+    # The Kinesis shape: patterns see the record's `kinesis` object, or {} when it is none.
+    root = compile_pattern('{"partitionKey": [{"exists": false}]}')._root
+    match = record_matcher([root], within="kinesis")
+    expected = root.match_dict(view if isinstance(view, dict) else {})
+    assert match({"kinesis": view}) == expected
+    assert match({}) == root.match_dict({})
+
+
+def test_the_payload_is_decoded_once_and_only_when_read() -> None:
+    decoded: list[Any] = []
+
+    def decode(raw: Any) -> Any:
+        decoded.append(raw)
+        return {"k": raw}
+
+    roots = [
+        compile_pattern(p)._root
+        for p in (
+            '{"a": ["1"], "body": {"k": ["x"]}}',
+            '{"body": {"k": ["y"]}}',
+            '{"body": {"k": ["z"]}}',
+        )
+    ]
+    match = record_matcher(roots, payload_key="body", decode=decode)
+    assert not match({"a": "1", "body": "w"})
+    assert decoded == ["w"]
+    assert match({"body": "z"})
+    assert decoded == ["w", "z"]
+    # The first pattern's other key fails first, and so do the other two on `b`: none decodes.
+    only_a = record_matcher(roots[:1], payload_key="body", decode=decode)
+    assert not only_a({"a": "2", "body": "x"})
+    assert decoded == ["w", "z"]
 
 
 @pytest.mark.parametrize("innermost", ["", "1", "[]", "{}"])
@@ -196,3 +310,21 @@ def test_nesting_bound_passes_ordinary_bodies() -> None:
     # A 1 KB object with a few arrays, the common case, still takes orjson.
     body = json.dumps({"items": [[1, 2], [3]], "note": "x" * 1000})
     assert filtering._shallow(body) and filtering._shallow(body.encode())
+
+
+@pytest.mark.parametrize("objects", [0, 1, 4])
+def test_nesting_bound_never_passes_a_deep_text_with_gaps(objects: int) -> None:
+    # Deep texts a little longer than the shortest, the extra characters (spaces, here)
+    # spread evenly between the opening brackets: the shortest runs of adjacent ones, for
+    # the run test that spares 1 KB bodies a count.
+    for depth in (filtering._ORJSON_MAX_DEPTH, filtering._ORJSON_MAX_DEPTH + 1):
+        for extra in [*range(60), 100, 250, 499, 500, 1000, 1600]:
+            openers = ['{"":'] * objects + ["["] * (depth - objects)
+            gaps = [0] * depth
+            for i in range(extra):
+                gaps[i * depth // extra] += 1
+            opening = "".join(" " * gap + opener for gap, opener in zip(gaps, openers, strict=True))
+            closing = "".join("}" if o == '{"":' else "]" for o in reversed(openers))
+            text = opening + closing
+            json.loads(text)  # JSON, as deep as it says
+            assert not filtering._shallow(text), (depth, extra)
