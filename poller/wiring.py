@@ -273,7 +273,7 @@ class SqsMapping(_Mapping):
         receiver = await services.clients.client("sqs", region=region, retries=False)
         source = sqs_source(
             mapping,
-            SqsQueue(client, mapping.source_arn, receiver),
+            SqsQueue(client, mapping.source_arn, receiver, mapping=mapping.name),
             self._target,
             status,
             shutdown=services.shutdown,

@@ -88,11 +88,20 @@ class SqsQueue:
     """
 
     def __init__(
-        self, client: SQSClient, arn: SourceArn, receiver: SQSClient | None = None
+        self,
+        client: SQSClient,
+        arn: SourceArn,
+        receiver: SQSClient | None = None,
+        *,
+        mapping: str | None = None,
     ) -> None:
         self.client = client
         self.receiver = receiver or client
         self.arn = arn
+        # Every line this queue logs names the mapping (log alerts are per mapping) and queue.
+        self._extra = (
+            {"queue": arn.name} if mapping is None else {"mapping": mapping, "queue": arn.name}
+        )
         self.url = ""
         self.visibility_timeout = 30
 
@@ -167,7 +176,7 @@ class SqsQueue:
                 "could not delete %d message(s) after retries; they will be delivered again: %s",
                 left,
                 failure,
-                extra={"queue": self.arn.name},
+                extra=self._extra,
             )
         return done
 
@@ -192,7 +201,8 @@ class SqsQueue:
             elif entry.get("SenderFault"):
                 # A fault of ours that retrying cannot mend; the message simply comes back.
                 pending.pop(entry["Id"], None)
-                log.warning("delete refused: %s", entry.get("Message") or entry.get("Code"))
+                reason = entry.get("Message") or entry.get("Code")
+                log.warning("delete refused: %s", reason, extra=self._extra)
         return done
 
     async def extend(self, receipts: Sequence[Receipt], seconds: int) -> None:
@@ -208,7 +218,11 @@ class SqsQueue:
                     self.client.change_message_visibility_batch(QueueUrl=self.url, Entries=entries),
                 )
             except AWS_ERRORS as exc:
-                log.warning("could not extend visibility: %s", exc, extra={"queue": self.arn.name})
+                log.warning("could not extend visibility: %s", exc, extra=self._extra)
                 continue
             for entry in answer.get("Failed", []):
-                log.debug("visibility not extended for one message: %s", entry.get("Code"))
+                log.debug(
+                    "visibility not extended for one message: %s",
+                    entry.get("Code"),
+                    extra=self._extra,
+                )
