@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import pytest
 
 from poller.config.settings import MappingSettings, TuningSettings
 from poller.engine.lifecycle import Shutdown
@@ -192,17 +193,38 @@ async def test_shutdown_hands_a_half_gathered_batch_back_to_the_queue() -> None:
     assert ([first], 0) in queue.extensions  # visible again at once, not after 30 s
 
 
-async def test_the_heartbeat_extends_batches_past_40_percent_of_the_timeout() -> None:
+async def test_the_heartbeat_extends_batches_past_30_percent_of_the_timeout() -> None:
     queue = MemoryQueue(visibility_timeout=10)
     keeper = VisibilityKeeper(queue, Shutdown())  # type: ignore[arg-type]
     old = keeper.hold([Receipt("m1", "h1")], received_at=100.0)
-    keeper.hold([Receipt("m2", "h2")], received_at=103.5)
-    await keeper.extend_due(now=104.0)  # m1: 4 s of 10 gone; m2: 0.5 s
+    keeper.hold([Receipt("m2", "h2")], received_at=102.5)
+    await keeper.extend_due(now=103.0)  # m1: 3 s of 10 gone; m2: 0.5 s
     assert queue.extensions == [(["m1"], 10)]
-    assert old.extended_at == 104.0
+    assert old.extended_at == 103.0
     keeper.release(old)
-    await keeper.extend_due(now=108.0)  # m2: 4.5 s gone since its receipt
+    await keeper.extend_due(now=105.5)  # m2: 3 s gone since its receipt
     assert queue.extensions[-1] == (["m2"], 10)
+
+
+@pytest.mark.parametrize("timeout", [1, 30, 43_200])
+async def test_each_step_is_sent_by_40_percent_of_the_last_one(timeout: int) -> None:
+    # Scanning once a tick, wherever the receipt falls between two scans, the extension is
+    # sent with a tenth of the timeout to spare before half of the last step has gone.
+    queue = MemoryQueue(visibility_timeout=timeout)
+    keeper = VisibilityKeeper(queue, Shutdown())  # type: ignore[arg-type]
+    tick = keeper.tick
+    for offset in (0.0, 0.01, 0.5, 0.99):
+        received = 1000.0 + offset * tick
+        lease = keeper.hold([Receipt("m", "h")], received_at=received)
+        now, sent = 1000.0, []
+        while len(sent) < 3:
+            now += tick
+            before = lease.extended_at
+            await keeper.extend_due(now)
+            if lease.extended_at != before:
+                sent.append(now - before)
+        keeper.release(lease)
+        assert max(sent) <= 0.4 * timeout + 1e-9, (offset, sent)
 
 
 async def test_no_more_than_maximum_concurrency_batches_are_ever_in_flight() -> None:

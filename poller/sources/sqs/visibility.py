@@ -1,8 +1,10 @@
 """Keeps in-flight SQS messages hidden while poller still owns them.
 
-One task per mapping scans the live batches and extends a batch's messages by the queue's own
-visibility timeout once 40 % of the last step has passed, so every step is taken well before
-half of the previous one is gone, and a dead daemon's messages reappear within one timeout.
+One task per mapping scans the live batches every tenth of the queue's visibility timeout and
+extends a batch's messages by that timeout once 30 % of the last step has passed: a step is sent
+by 40 % of the last one at the latest, which leaves a tenth of the timeout for the call itself
+and a busy loop before half of the last step is gone. A dead daemon's messages reappear within
+one timeout.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import anyio
 from poller.engine.lifecycle import Shutdown
 from poller.sources.sqs.queue import QueueApi, Receipt
 
-_EXTEND_AT = 0.4
+_EXTEND_AT = 0.3
 
 
 class Lease:
