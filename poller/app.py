@@ -133,6 +133,11 @@ class App:
                         self._mapping_tasks = mappings
                         for entry in self.mappings:
                             self._start(entry)
+                        if not any(entry.settings.enabled for entry in self.mappings):
+                            log.warning(
+                                "no mapping is enabled: serving the endpoints only (a SIGHUP "
+                                "after editing the file starts what it enables)"
+                            )
                         self.started.set()
                         # Serve until signalled, whatever the mappings do: a daemon that exits
                         # when none is enabled, or when all have failed, is a restart loop in a

@@ -65,9 +65,9 @@ def parse_config(
     if isinstance(mappings, list):
         for index, item in enumerate(mappings):
             _check_mapping(item, ("mappings", index), reader, context)
+        # An empty list is valid: a daemon serves its endpoints with no mapping, and a reload
+        # that removes the last one drains and stops it, as it does any removed mapping.
         check_names(mappings, reader)
-        if not mappings:
-            reader.add(("mappings",), "at least one mapping is required")
         raw = {**raw, "mappings": []}  # checked above, one by one
     try:
         Settings.model_validate(raw, context=context)

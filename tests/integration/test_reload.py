@@ -156,6 +156,30 @@ async def test_a_file_that_does_not_validate_keeps_the_running_mappings(
     assert bodies(fake, "fn") == ["still-here"]
 
 
+async def test_a_reload_that_removes_the_last_mapping_drains_it_and_keeps_serving(
+    moto: str, sqs: Any, tmp_path: Path
+) -> None:
+    queue = await make_queue(sqs, "orders")
+    path = tmp_path / "poller.yaml"
+    async with FakeLambda() as fake:
+        with_one = config_yaml(
+            moto, [{"source": queue.arn, "function": "fn"}], lambda_url=fake.endpoint_url
+        )
+        path.write_text(with_one)
+        async with running(load_settings(path), config_path=path) as app:
+            await send(sqs, queue.url, ["before"])
+            await fake.wait_for(1)
+            path.write_text(with_one.replace("mappings:\n", "mappings: []\n").split("  - ")[0])
+            assert await app.reload()
+            assert app.mappings == []
+            status = json.loads(await http_get(app.server.port, "/status"))
+            assert status == {"mappings": []}
+            metrics = await http_get(app.server.port, "/metrics")
+            assert 'mapping="orders"' not in metrics
+            assert "poller_mapping_up" in metrics  # the family is there, without the mapping
+    assert bodies(fake, "fn") == ["before"]
+
+
 async def test_a_changed_stream_mapping_restarts_from_its_checkpoints(
     moto: str, kinesis: Any, tmp_path: Path
 ) -> None:

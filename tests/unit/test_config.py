@@ -507,7 +507,6 @@ BAD = [
     ),
     ("section-type", "aws: [1]\n" + SQS, "aws", 1, "must be a mapping (got a list)"),
     ("no-mappings", "server: {}\n", "mappings", 1, "required"),
-    ("empty-mappings", "mappings: []\n", "mappings", 1, "at least one mapping"),
     ("mapping-not-dict", "mappings:\n  - q\n", "mappings[0]", 2, "must be a mapping (got 'q')"),
     (
         "duplicate-yaml-key",
@@ -533,6 +532,12 @@ def test_bad_config_is_reported_at_its_line(text: str, path: str, line: int, fra
     assert [(p.path, p.line) for p in problems] == [(path, line)], problems
     assert fragment in problems[0].message
     assert problems[0].format().startswith(f"poller.yaml:{line}: ")
+
+
+def test_an_empty_mappings_list_is_valid() -> None:
+    # A daemon with no mapping serves its endpoints; a reload to it stops the last mapping.
+    settings = parse_settings("mappings: []\n", "poller.yaml", {})
+    assert settings.mappings == []
 
 
 @pytest.mark.parametrize("text", ["", "\n# only a comment\n"])
