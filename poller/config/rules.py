@@ -364,15 +364,17 @@ def _stream_rules(mapping: MappingSettings, source: SourceArn) -> list[RuleProbl
 
 
 def check_checkpoints(checkpoints: CheckpointSettings) -> list[RuleProblem]:
-    """`path` belongs to the sqlite backend, `table` to dynamodb, which requires it."""
+    """`path` belongs to the sqlite backend; `table`, which it requires, and
+    `lease_duration_seconds` to dynamodb (a key that does nothing is a mistake to name)."""
     present = checkpoints.model_fields_set
+    problems: list[RuleProblem] = []
     if checkpoints.backend == "dynamodb":
-        problems: list[RuleProblem] = []
         if checkpoints.table is None:
             problems.append((("table",), "required with backend dynamodb (the lease table)"))
         if "path" in present:
             problems.append((("path",), "only applies to backend sqlite"))
         return problems
-    if "table" in present:
-        return [(("table",), "only applies to backend dynamodb")]
-    return []
+    for key in ("table", "lease_duration_seconds"):
+        if key in present:
+            problems.append(((key,), "only applies to backend dynamodb"))
+    return problems

@@ -493,10 +493,17 @@ BAD = [
     ),
     (
         "lease",
-        "checkpoints:\n  lease_duration_seconds: 0.5\n" + SQS,
+        "checkpoints:\n  backend: dynamodb\n  table: leases\n  lease_duration_seconds: 0.5\n" + SQS,
+        "checkpoints.lease_duration_seconds",
+        4,
+        "at least 1",
+    ),
+    (
+        "sqlite-lease",
+        "checkpoints:\n  lease_duration_seconds: 30\n" + SQS,
         "checkpoints.lease_duration_seconds",
         2,
-        "at least 1",
+        "only applies to backend dynamodb",
     ),
     (
         "endpoint-service",
