@@ -137,6 +137,48 @@ async def test_a_raised_handler_error_is_logged_at_error_for_python_and_runtime_
         assert line["request_id"]
 
 
+async def test_a_python_handlers_stderr_and_log_records_are_its_function_lines(
+    moto: str, sqs: Any, tmp_path: Path
+) -> None:
+    queue = await make_queue(sqs, "orders")
+    target = {"type": "python", "handler": "tests.support.handlers:reports"}
+    mappings = [{"name": "orders", "source": queue.arn, "target": target, "batch_size": 1}]
+    daemon = start(tmp_path, config_yaml(moto, mappings))
+    try:
+        await send(sqs, queue.url, ["one", "two"])
+
+        def function_lines() -> list[dict[str, Any]]:
+            return [line for line in log_lines(daemon) if "output" in line]
+
+        await eventually(lambda: len(function_lines()) >= 8, timeout=30)
+    finally:
+        await daemon.stop()
+    lines = function_lines()
+    requests = {line["request_id"] for line in lines}
+    assert len(requests) == 2, lines
+    for request in requests:
+        mine = {(line["level"], line["output"]) for line in lines if line["request_id"] == request}
+        # stderr at INFO, as stdout; each record at its own level; DEBUG under the INFO root.
+        assert mine == {
+            ("INFO", f"stdout {request}"),
+            ("INFO", f"stderr {request}"),
+            ("INFO", f"root info {request}"),
+            ("WARNING", f"app warning {request}"),
+        }
+    for line in lines:
+        assert set(line) == {"ts", "level", "function", "request_id", "output"}
+        assert line["function"] == "orders"
+    logs = daemon.logs()
+    assert "root debug" not in logs
+    # Nothing of the handler's went out raw or as one of the daemon's own lines, which still
+    # carry their message and logger.
+    assert [line for line in logs.splitlines() if line.startswith("stderr ")] == []
+    daemon_lines = [line for line in log_lines(daemon) if "output" not in line]
+    assert any(line["logger"].startswith("poller.") for line in daemon_lines)
+    assert all({"msg", "logger"} <= set(line) for line in daemon_lines)
+    assert [line for line in daemon_lines if line["logger"] in ("root", "orders.app")] == []
+
+
 async def test_a_port_in_use_names_server_port_and_the_port(moto: str, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
