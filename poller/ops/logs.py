@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from poller.targets.output import FunctionLogHandler, is_function_record, is_poller_logger
+
 # Extra attributes a log call may carry and that the JSON line promotes to top-level keys.
 _CONTEXT_KEYS = ("mapping", "shard", "batch", "error", "count", "queue", "attempt", "delay")
 
@@ -54,18 +56,35 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+def _daemon_record(record: logging.LogRecord) -> bool:
+    """What the daemon's handler writes: poller's records at `--log-level` (their loggers filter),
+    other libraries' warnings and errors; a function's records are the function's lines."""
+    if is_poller_logger(record.name):
+        return True
+    return record.levelno >= logging.WARNING and not is_function_record(record)
+
+
 def configure_logging(level: str, fmt: str | None, stream: TextIO | None = None) -> None:
-    """Route every `poller` log to `stream` (default stdout) in the chosen format."""
+    """Route every `poller` log to `stream` (default stdout) in the chosen format, and what a
+    `python` handler logs to its function lines."""
     out = stream if stream is not None else sys.stdout
     if fmt is None:
         fmt = "text" if out.isatty() else "json"
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_daemon_record)
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(handler)
-    root.setLevel(logging.WARNING)
+    # Added before any handler module is imported, so a library that attaches filters to the
+    # root's handlers as it is set up (Powertools' Logger does, not to log its records twice)
+    # finds this one too.
+    root.addHandler(FunctionLogHandler())
+    # The root level is the threshold of a function's loggers (those it has not set itself):
+    # INFO, Lambda's default application log level. Other libraries' INFO records outside an
+    # invocation stay out of the daemon's lines (`_daemon_record`), as a WARNING root kept them.
+    root.setLevel(logging.INFO)
     logging.getLogger("poller").setLevel(level.upper())
     # botocore and werkzeug are chatty at INFO; their warnings still show.
     for noisy in ("botocore", "aiobotocore", "werkzeug", "urllib3"):

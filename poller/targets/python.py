@@ -35,7 +35,7 @@ from poller.targets.base import (
     Outcome,
     TargetSettingError,
 )
-from poller.targets.output import function_output, report_error
+from poller.targets.output import function_output, install, report_error
 
 # Sync handlers each hold a worker thread for their whole run. The engine already bounds
 # concurrency per mapping (maximum_concurrency, shards × parallelization), so this only has to
@@ -253,6 +253,10 @@ class PythonTarget(AcloseOnExit):
         memory_limit_in_mb: int = DEFAULT_MEMORY_MB,
         log: logging.Logger | None = None,
     ) -> None:
+        # The stream proxies go on before the handler's module is imported: a logger it sets up
+        # there with a handler on `sys.stdout` (Powertools' Logger) then writes through them, so
+        # what it writes during an invocation is a function line like the rest of its output.
+        install()
         self._handler = load_handler(settings.handler)
         self._spec = settings.handler
         self._is_async = _is_async(self._handler)

@@ -137,6 +137,62 @@ async def test_a_raised_handler_error_is_logged_at_error_for_python_and_runtime_
         assert line["request_id"]
 
 
+async def test_a_python_handlers_stderr_and_log_records_are_its_function_lines(
+    moto: str, sqs: Any, tmp_path: Path
+) -> None:
+    queue = await make_queue(sqs, "orders")
+    payments = await make_queue(sqs, "payments")
+    target = {"type": "python", "handler": "tests.support.handlers:reports"}
+    powertools = {"type": "python", "handler": "tests.support.powertools_handlers:handler"}
+    mappings = [
+        {"name": "orders", "source": queue.arn, "target": target, "batch_size": 1},
+        {"name": "payments", "source": payments.arn, "target": powertools},
+    ]
+    daemon = start(tmp_path, config_yaml(moto, mappings))
+    try:
+        await send(sqs, queue.url, ["one", "two"])
+        await send(sqs, payments.url, ["three"])
+
+        def function_lines(function: str) -> list[dict[str, Any]]:
+            return [line for line in log_lines(daemon) if line.get("function") == function]
+
+        await eventually(lambda: len(function_lines("orders")) >= 8, timeout=30)
+        await eventually(lambda: function_lines("payments"), timeout=30)
+    finally:
+        await daemon.stop()
+    # Powertools' Logger, set up at import, writes its own JSON to stdout: once, as a printed
+    # line of the request (its record is not passed on a second time).
+    (printed,) = function_lines("payments")
+    assert printed["level"] == "INFO"
+    written = json.loads(printed["output"])
+    assert written["message"] == f"powertools info {printed['request_id']}"
+    assert written["service"] == "payments"
+    lines = function_lines("orders")
+    requests = {line["request_id"] for line in lines}
+    assert len(requests) == 2, lines
+    for request in requests:
+        mine = {(line["level"], line["output"]) for line in lines if line["request_id"] == request}
+        # stderr at INFO, as stdout; each record at its own level; DEBUG under the INFO root.
+        assert mine == {
+            ("INFO", f"stdout {request}"),
+            ("INFO", f"stderr {request}"),
+            ("INFO", f"root info {request}"),
+            ("WARNING", f"app warning {request}"),
+        }
+    for line in [*lines, printed]:
+        assert set(line) == {"ts", "level", "function", "request_id", "output"}
+    logs = daemon.logs()
+    assert "root debug" not in logs
+    # Nothing of the handler's went out raw or as one of the daemon's own lines, which still
+    # carry their message and logger.
+    assert [line for line in logs.splitlines() if line.startswith(("stderr ", '{"level"'))] == []
+    daemon_lines = [line for line in log_lines(daemon) if "output" not in line]
+    assert any(line["logger"].startswith("poller.") for line in daemon_lines)
+    assert all({"msg", "logger"} <= set(line) for line in daemon_lines)
+    handlers = ("root", "orders.app", "payments")
+    assert [line for line in daemon_lines if line["logger"] in handlers] == []
+
+
 async def test_a_port_in_use_names_server_port_and_the_port(moto: str, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
