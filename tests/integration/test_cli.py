@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +201,46 @@ async def test_sigterm_drains_the_in_flight_batch_and_deletes_it(
         assert await depth(sqs, queue.url) == (0, 0), daemon.logs()
         assert len(fake.invocations) == 1
         assert "shutting down" in daemon.logs()
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
+)
+async def test_a_second_signal_during_the_drain_exits_at_once_with_128_plus_n(
+    moto: str, sqs: Any, tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    release = anyio.Event()
+
+    async def stuck_until_released(event: Any, info: Invocation) -> Any:
+        await release.wait()
+        return None
+
+    async with FakeLambda(stuck_until_released) as fake:
+        queue = await make_queue(sqs, "orders", visibility_timeout=30)
+        await send(sqs, queue.url, ["one"])
+        config = tmp_path / "poller.yaml"
+        mappings = [{"source": queue.arn, "function": "orders-fn"}]
+        # A drain far longer than the test may take: only the second signal can end it soon.
+        config.write_text(
+            config_yaml(moto, mappings, lambda_url=fake.endpoint_url, shutdown_timeout=120)
+        )
+        daemon = DaemonProcess(config, tmp_path / "log")
+        daemon.start()
+        proc = daemon.proc
+        assert proc is not None
+        try:
+            await fake.wait_for(1, timeout=30)  # the batch is in flight, and stays there
+            proc.send_signal(signum)
+            await eventually(lambda: "shutting down" in daemon.logs(), timeout=15)
+            assert proc.poll() is None, daemon.logs()  # still draining the held batch
+            second = time.monotonic()
+            proc.send_signal(signum)
+            assert await daemon.wait(timeout=10) == code, daemon.logs()
+            print(f"\nexit {code} {time.monotonic() - second:.2f}s after the second signal")
+        finally:
+            release.set()
+            daemon.kill()
+        assert "second signal" in daemon.logs()
 
 
 async def test_sigkill_loses_nothing(moto: str, sqs: Any, tmp_path: Path) -> None:

@@ -63,6 +63,22 @@ def backdate_kinesis_records(stream_name: str, seconds: float) -> None:
             record.created_at -= seconds
 
 
+def spread_kinesis_arrivals(stream_name: str, step: float) -> None:
+    """Space a stream's records `step` seconds apart, the newest left as it is (moto runs in
+    this process): records put in one go arrive within milliseconds of each other, so how far
+    a read is behind the newest record would be too small to tell from zero."""
+    from datetime import timedelta
+
+    from moto.kinesis.models import kinesis_backends
+
+    stream = kinesis_backends[ACCOUNT][REGION].streams[stream_name]
+    for shard in stream.shards.values():
+        records = list(shard.records.values())
+        for newer, record in enumerate(reversed(records)):
+            record.created_at_datetime -= timedelta(seconds=newer * step)
+            record.created_at -= newer * step
+
+
 def backdate_dynamodb_records(table_name: str, seconds: float) -> None:
     """Make every stream record of a table look `seconds` older (moto runs in this process):
     its ApproximateCreationDateTime moves back, as `backdate_kinesis_records` does for Kinesis."""
