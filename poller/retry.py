@@ -9,13 +9,14 @@ bisect decide, in `poller.engine.settle`); their *spacing* is a curve here like 
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 import anyio
-from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, stop_never
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result
 
 T = TypeVar("T")
 
@@ -111,6 +112,10 @@ async def sleep_or_stop(seconds: float, stopping: anyio.Event) -> bool:
     return stopping.is_set()
 
 
+class _OutOfTime(Exception):
+    """A wait of `retry_result` reached the end of its `time_left`: no attempt follows."""
+
+
 async def _end_when(waiting: Callable[[], Awaitable[object]], scope: anyio.CancelScope) -> None:
     await waiting()
     scope.cancel()
@@ -126,6 +131,7 @@ async def retry_result(
     before_sleep: Callable[[T, int, float], None] | None = None,
     max_attempts: int | None = None,
     wake: Callable[[], Awaitable[object]] | None = None,
+    time_left: Callable[[], float] | None = None,
 ) -> T:
     """Call until `again(result)` is false, waiting along `curve` in between; the last result.
 
@@ -134,7 +140,10 @@ async def retry_result(
     returns (something changed that makes another attempt worth it at once). With
     `max_attempts`, the result of the last attempt is returned even if it still wants another.
     `stopping` None: the waits run to their end whatever happens (a shielded write that must
-    finish).
+    finish). `time_left()` is how many seconds more the call is worth retrying (the age limit
+    of the records a held invocation carries): a wait never outlasts it, and once it is below
+    0 after an attempt or at the end of a wait, no attempt follows and the last result is
+    returned, still wanting another.
 
     The first attempt runs before any retry machinery is built: nearly every invoke and delete
     succeeds at once, and building tenacity's retry object and its callbacks cost ~57 µs a
@@ -145,38 +154,60 @@ async def retry_result(
     if not again(first):
         return first
     pending = [first]  # tenacity's attempt 1 is the one already made
+    latest = [first]
+
+    def out_of_time() -> bool:
+        return time_left is not None and time_left() < 0
+
+    def stop(state: RetryCallState) -> bool:
+        if max_attempts is not None and state.attempt_number >= max_attempts:
+            return True
+        return out_of_time()
 
     def wait(state: RetryCallState) -> float:
         outcome = state.outcome
         result_hint = None
         if hint is not None and outcome is not None and not outcome.failed:
             result_hint = hint(outcome.result())
-        return curve.delay(state.attempt_number, hint=result_hint)
+        delay = curve.delay(state.attempt_number, hint=result_hint)
+        if time_left is not None:
+            delay = min(delay, max(0.0, time_left()))
+        return delay
 
     def announce(state: RetryCallState) -> None:
         if before_sleep is not None and state.outcome is not None and not state.outcome.failed:
             before_sleep(state.outcome.result(), state.attempt_number, state.upcoming_sleep)
 
     async def sleep(seconds: float) -> None:
+        # Cut at the end of `time_left`, so a long back-off never outlasts it.
+        left = math.inf if time_left is None else time_left()
+        cut = left <= seconds
+        seconds = max(0.0, min(seconds, left))
         if wake is None:
             if stopping is None:
                 await anyio.sleep(seconds)
             elif await sleep_or_stop(seconds, stopping):
                 raise Stopped("stopping")
-            return
-        with anyio.move_on_after(seconds):
-            async with anyio.create_task_group() as waits:
-                waits.start_soon(_end_when, wake, waits.cancel_scope)
-                if stopping is not None:
-                    waits.start_soon(_end_when, stopping.wait, waits.cancel_scope)
-        if stopping is not None and stopping.is_set():
-            raise Stopped("stopping")
+            timed_out = True
+        else:
+            with anyio.move_on_after(seconds) as timer:
+                async with anyio.create_task_group() as waits:
+                    waits.start_soon(_end_when, wake, waits.cancel_scope)
+                    if stopping is not None:
+                        waits.start_soon(_end_when, stopping.wait, waits.cancel_scope)
+            if stopping is not None and stopping.is_set():
+                raise Stopped("stopping")
+            timed_out = timer.cancelled_caught
+        # Woken early (`wake`), the call is tried again at once, as without `time_left`.
+        if cut and timed_out and out_of_time():
+            raise _OutOfTime
 
     async def attempt() -> T:
         # A coroutine function, so tenacity awaits it (a lambda returning a coroutine is not).
         if pending:
             return pending.pop()
-        return await call()
+        latest[0] = await call()
+        return latest[0]
 
     def last_result(state: RetryCallState) -> T:
         assert state.outcome is not None
@@ -186,11 +217,14 @@ async def retry_result(
     retrying = AsyncRetrying(
         retry=retry_if_result(again),
         wait=wait,
-        stop=stop_never if max_attempts is None else stop_after_attempt(max_attempts),
+        stop=stop,
         sleep=sleep,
         before_sleep=announce,
         retry_error_callback=last_result,
         reraise=True,
     )
-    result: T = await retrying(attempt)
+    try:
+        result: T = await retrying(attempt)
+    except _OutOfTime:
+        return latest[0]
     return result

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from poller.engine.lifecycle import Gate, Shutdown
 from poller.engine.verdict import BatchVerdict, verdict_for
@@ -68,7 +68,9 @@ class Invoker:
             self.metrics.count("failed", count)
         return result
 
-    def _on_hold(self, result: InvokeResult, attempt: int, delay: float) -> None:
+    def _held(self, result: InvokeResult) -> str:
+        """The target did not take a batch: close the gate, show the mapping degraded (or
+        failed), and raise `Stopped` if the mapping is stopping; the reason, for logs."""
         reason = f"{result.outcome.value}: {result.detail}"
         self.gate.close()
         message = f"mapping {self.status.name}: target {self.target.description}: {reason}"
@@ -80,6 +82,10 @@ class Invoker:
             self.status.degraded(TARGET, message)
         if self._shutdown.is_stopping:
             raise Stopped(reason)
+        return reason
+
+    def _on_hold(self, result: InvokeResult, attempt: int, delay: float) -> None:
+        reason = self._held(result)
         log.warning(
             "target did not take the batch (%s); retrying in %.1fs",
             reason,
@@ -88,13 +94,21 @@ class Invoker:
         )
 
     async def invoke(
-        self, payload: bytes, count: int, trace_header: str | None = None
+        self,
+        payload: bytes,
+        count: int,
+        trace_header: str | None = None,
+        *,
+        hold_for: Callable[[], float] | None = None,
     ) -> InvokeResult:
         """Invoke until the function is reached (or the target says the batch is too large).
 
         Throttles and invoke errors never count as attempts of the batch: they back off and
         retry while the mapping shows degraded. Raises `Stopped` if the mapping starts stopping
-        during a back-off, so the caller can leave the batch unsettled.
+        during a back-off, so the caller can leave the batch unsettled. `hold_for()` is how
+        many seconds more the batch is worth holding (its records' age limit): the hold ends
+        when that runs out, however long the back-off drawn, and the last result is returned,
+        one that never reached the function.
         """
         result = await retry_result(
             lambda: self._attempt(payload, count, trace_header),
@@ -106,7 +120,13 @@ class Invoker:
             # Another batch reaching the function opens the gate: every held batch tries
             # again at once instead of waiting out the back-off it drew during the outage.
             wake=self.gate.wait_open,
+            time_left=hold_for,
         )
+        if _needs_retry(result):
+            # Held until its records aged out: the target still does not take batches (the
+            # last attempt may have been the first, so nothing said so yet).
+            self._held(result)
+            return result
         if not self.gate.is_open:
             self.gate.open()
             self.status.recovered(TARGET)

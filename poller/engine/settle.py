@@ -8,7 +8,8 @@ ordering key"), retries, bisects and expires records as the plan says.
 
 Retries of function errors are not a generic retry: they follow `maximum_retry_attempts`,
 `maximum_record_age_in_seconds` and `bisect_batch_on_function_error`. What never reached the
-function (throttles, outages) is held by the Invoker and costs nothing.
+function (throttles, outages) is held by the Invoker and costs nothing, until its oldest
+records pass the age limit: then they expire as if found too old before an invocation.
 """
 
 from __future__ import annotations
@@ -225,11 +226,18 @@ class Settler(Generic[R]):
             if run.scope is not None:
                 self.metrics.iterator_age(run.scope, self.clock() - records[-1].arrival)
             result = await self.invoker.invoke(
-                run.event(records), len(records), self._trace(records)
+                run.event(records),
+                len(records),
+                self._trace(records),
+                hold_for=self._time_to_live(records),
             )
             history = replace(history, invocations=history.invocations + 1, last=result)
             if run.window is not None and result.reached_function:
                 run.window.delivered = True
+            if not result.reached_function and not result.too_large:
+                # Held by throttles or an outage until its oldest records aged out: they go as
+                # records too old before an invocation do, and the rest is invoked again.
+                continue
             if result.too_large:
                 if len(records) == 1:
                     # A single record over the payload limit is a failed batch of one:
@@ -292,6 +300,15 @@ class Settler(Generic[R]):
         first, second = split_in_two(records)
         await self._settle(run, first, history)
         await self._settle(run, second, history)
+
+    def _time_to_live(self, records: Sequence[R]) -> Callable[[], float] | None:
+        """Seconds until the oldest of `records` is too old (below 0: it is), for the Invoker
+        to end a hold there; None without an age limit. `_expire`'s test, rearranged."""
+        max_age = self.plan.max_record_age
+        if max_age < 0:
+            return None
+        oldest = min(record.arrival for record in records)
+        return lambda: max_age - (self.clock() - oldest)
 
     async def _expire(self, run: _Run[R], records: Sequence[R], history: History) -> Sequence[R]:
         """Give up the records older than maximum_record_age_in_seconds; return the rest.

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from poller.ops.status import State
 from poller.sources.streams.shards import MAX_UNSETTLED_BATCHES, lane_for
 from tests.support import moto_patches
 from tests.support.daemon import (
@@ -372,6 +373,76 @@ async def test_records_older_than_maximum_record_age_go_to_the_destination(
         record = json.loads(messages[0]["Body"])
         assert record["requestContext"]["condition"] == "RecordAgeExceeded"
         assert record["KinesisBatchInfo"]["batchSize"] == 3
+
+
+async def test_records_held_by_throttles_go_to_the_destination_once_too_old(
+    moto: str, kinesis: Any, sqs: Any, state: Path
+) -> None:
+    # maximum_record_age_in_seconds is at least 60 and the test should not wait a minute: the
+    # records are backdated in moto's backend so that they pass 60 s `young_for` seconds after
+    # they were put, while the daemon holds them through throttles.
+    young_for = 10.0
+    arn = await make_stream(kinesis, "orders")
+    await put_records(kinesis, arn, [("k", {"n": i}) for i in range(3)])
+    backdate_kinesis_records("orders", 60 - young_for)
+    failed = await make_queue(sqs, "orders-failed")
+    throttling = True
+
+    def target(event: Any, info: Invocation) -> Any:
+        # A Retry-After far past the records' expiry: the hold must end at the expiry, not
+        # after the back-off.
+        return Reply.throttled(retry_after_seconds=50) if throttling else None
+
+    async with FakeLambda(target) as fake:
+        mapping = on_failure(
+            failed,
+            source=arn,
+            starting_position="TRIM_HORIZON",
+            maximum_record_age_in_seconds=60,
+        )
+        async with running(settings_from(stream_yaml(moto, fake, state, [mapping]))) as app:
+            status = app.mappings[0].status
+            await fake.wait_for(1, timeout=young_for)  # invoked while young, and throttled
+            records: list[dict[str, Any]] = []
+
+            async def all_given_up() -> bool:
+                records.extend(json.loads(m["Body"]) for m in await receive_all(sqs, failed.url))
+                return sum(r["KinesisBatchInfo"]["batchSize"] for r in records) >= 3
+
+            # Well before the 50 s back-off would end: the hold ended at the records' expiry.
+            await eventually(all_given_up, timeout=young_for + 20)
+            # Past the age the records left, but the target still throttles: it shows.
+            assert status.state is State.DEGRADED
+            throttling = False
+            await put_records(kinesis, arn, [("k", {"n": 3})])
+            await eventually(lambda: invocations_total(app, "success") == 1)
+            await eventually(lambda: status.state is State.RUNNING)
+            assert await receive_all(sqs, failed.url) == []
+            throttled = invocations_total(app, "throttled")
+        *held, delivered = [
+            [r["kinesis"]["sequenceNumber"] for r in i.event["Records"]] for i in fake.invocations
+        ]
+        assert numbers(fake.invocations[-1].event["Records"]) == [3]
+        assert throttled == len(held)
+        # The records were put within a few milliseconds and each expires at its own instant:
+        # each hold ends with the oldest of its records, and the younger ones are invoked (and
+        # throttled) again until they are too old in turn. Nothing was delivered late.
+        batch = held[0]
+        assert len(batch) == 3 and delivered not in held
+        assert all(again == batch[-len(again) :] for again in held)
+        records.sort(key=lambda r: int(r["KinesisBatchInfo"]["startSequenceNumber"]))
+        given_up: list[str] = []
+        for record in records:
+            info = record["KinesisBatchInfo"]
+            run = batch[len(given_up) : len(given_up) + info["batchSize"]]
+            assert (info["startSequenceNumber"], info["endSequenceNumber"]) == (run[0], run[-1])
+            given_up += run
+            assert record["requestContext"]["condition"] == "RecordAgeExceeded"
+            # As many invocations as held these records (at least one, as AWS counts).
+            invoked = sum(run[0] in again for again in held)
+            assert record["requestContext"]["approximateInvokeCount"] == max(1, invoked)
+            assert "responseContext" not in record
+        assert given_up == batch
 
 
 @pytest.mark.parametrize("iterators_end", [True, False], ids=["null-iterator", "ending-sequence"])

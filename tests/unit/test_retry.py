@@ -110,3 +110,67 @@ async def test_retry_result_raises_stopped_when_its_owner_stops() -> None:
 
     with anyio.fail_after(5), pytest.raises(Stopped):
         await retry_result(call, again=bool, curve=Curve(30, 30), stopping=stopping)
+
+
+async def test_retry_result_ends_once_time_left_runs_out_after_an_attempt() -> None:
+    left = 1.0
+    calls = 0
+
+    async def call() -> int:
+        nonlocal calls, left
+        calls += 1
+        left -= 0.4  # each attempt uses up 0.4 s of the time left: 0.6, 0.2, then -0.2
+        return calls
+
+    result = await retry_result(
+        call, again=bool, curve=Curve(0.001, 0.001), stopping=None, time_left=lambda: left
+    )
+    assert (result, calls) == (3, 3)  # the last result, still wanting another
+
+
+@pytest.mark.parametrize("wake", [False, True], ids=["sleeping", "waiting-for-wake"])
+async def test_retry_result_cuts_a_wait_at_the_end_of_time_left(wake: bool) -> None:
+    deadline = anyio.current_time() + 0.3
+    delays: list[float] = []
+    calls = 0
+
+    async def call() -> int:
+        nonlocal calls
+        calls += 1
+        return 1
+
+    with anyio.fail_after(10):
+        result = await retry_result(
+            call,
+            again=bool,
+            curve=Curve(100, 100, jitter=0.0),
+            stopping=anyio.Event(),
+            before_sleep=lambda _result, _attempt, delay: delays.append(delay),
+            wake=anyio.Event().wait if wake else None,
+            time_left=lambda: deadline - anyio.current_time(),
+        )
+    assert anyio.current_time() >= deadline
+    assert (result, calls) == (1, 1)  # no attempt once the time is up
+    [delay] = delays
+    assert 0 < delay <= 0.3  # the wait announced is the one made, not the curve's 100 s
+
+
+async def test_retry_result_woken_before_time_runs_out_tries_again() -> None:
+    woken = anyio.Event()
+    answers = iter([1, 0])
+
+    async def call() -> int:
+        answer = next(answers)
+        woken.set()
+        return answer
+
+    with anyio.fail_after(10):
+        result = await retry_result(
+            call,
+            again=bool,
+            curve=Curve(100, 100, jitter=0.0),
+            stopping=anyio.Event(),
+            wake=woken.wait,
+            time_left=lambda: 60.0,
+        )
+    assert result == 0

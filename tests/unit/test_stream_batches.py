@@ -85,6 +85,7 @@ class Harness:
         destination: MemoryDestination | None = None,
         clock: Clock | None = None,
         retry_curve: Curve = TINY,
+        hold_curve: Curve = TINY,
         **settings: Any,
     ) -> None:
         self.mapping = MappingSettings.model_validate(
@@ -100,9 +101,9 @@ class Harness:
         self.metrics: MappingMetrics = self.metrics_root.for_mapping("orders")
         self.target = ScriptedTarget(respond)
         self.shutdown = Shutdown()
-        status = MappingStatus("orders", self.mapping.uuid, STREAM, "scripted", self.metrics)
+        self.status = MappingStatus("orders", self.mapping.uuid, STREAM, "scripted", self.metrics)
         self.invoker = Invoker(
-            self.target, self.metrics, status, shutdown=self.shutdown, curve=TINY
+            self.target, self.metrics, self.status, shutdown=self.shutdown, curve=hold_curve
         )
         self.destination = destination
         self.clock = clock or Clock()
