@@ -82,9 +82,10 @@ def configure_logging(level: str, fmt: str | None, stream: TextIO | None = None)
     # finds this one too.
     root.addHandler(FunctionLogHandler())
     # The root level is the threshold of a function's loggers (those it has not set itself):
-    # INFO, Lambda's default application log level. Other libraries' INFO records outside an
-    # invocation stay out of the daemon's lines (`_daemon_record`), as a WARNING root kept them.
-    root.setLevel(logging.INFO)
+    # WARNING, as in Lambda's Python runtime with its default text log format, where a handler
+    # calls `logging.getLogger().setLevel(logging.INFO)` to see its INFO records. A handler that
+    # does so here lets no other library's INFO into the daemon's lines (`_daemon_record`).
+    root.setLevel(logging.WARNING)
     logging.getLogger("poller").setLevel(level.upper())
     # botocore and werkzeug are chatty at INFO; their warnings still show.
     for noisy in ("botocore", "aiobotocore", "werkzeug", "urllib3"):

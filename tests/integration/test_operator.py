@@ -172,24 +172,25 @@ async def test_a_python_handlers_stderr_and_log_records_are_its_function_lines(
     assert len(requests) == 2, lines
     for request in requests:
         mine = {(line["level"], line["output"]) for line in lines if line["request_id"] == request}
-        # stderr at INFO, as stdout; each record at its own level; DEBUG under the INFO root.
+        # stderr at INFO, as stdout; each record at its own level, the root's INFO and DEBUG
+        # under its WARNING level, a logger set to INFO passing its INFO.
         assert mine == {
             ("INFO", f"stdout {request}"),
             ("INFO", f"stderr {request}"),
-            ("INFO", f"root info {request}"),
+            ("INFO", f"audit info {request}"),
             ("WARNING", f"app warning {request}"),
         }
     for line in [*lines, printed]:
         assert set(line) == {"ts", "level", "function", "request_id", "output"}
     logs = daemon.logs()
-    assert "root debug" not in logs
+    assert "root debug" not in logs and "root info" not in logs
     # Nothing of the handler's went out raw or as one of the daemon's own lines, which still
     # carry their message and logger.
     assert [line for line in logs.splitlines() if line.startswith(("stderr ", '{"level"'))] == []
     daemon_lines = [line for line in log_lines(daemon) if "output" not in line]
     assert any(line["logger"].startswith("poller.") for line in daemon_lines)
     assert all({"msg", "logger"} <= set(line) for line in daemon_lines)
-    handlers = ("root", "orders.app", "payments")
+    handlers = ("root", "orders.app", "orders.audit", "payments")
     assert [line for line in daemon_lines if line["logger"] in handlers] == []
 
 

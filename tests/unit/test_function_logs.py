@@ -30,6 +30,9 @@ FIELDS = {"ts", "level", "function", "request_id", "output"}
 # --- handlers, imported back through their "module:function" spec -------------------------
 
 app_log = logging.getLogger("orders.app")
+# Set to INFO at import, as Lambda functions set theirs: the root stays at WARNING.
+audit_log = logging.getLogger("orders.audit")
+audit_log.setLevel(logging.INFO)
 
 
 def writes_stderr(event: Any, context: Any) -> None:
@@ -38,7 +41,8 @@ def writes_stderr(event: Any, context: Any) -> None:
 
 
 def logs(event: Any, context: Any) -> None:
-    logging.info("root info %s", context.aws_request_id)
+    logging.info("root info %s", context.aws_request_id)  # under the WARNING root: dropped
+    audit_log.info("audit info %s", context.aws_request_id)
     app_log.warning("app warning")
     logging.debug("root debug")
     logging.getLogger("poller.engine").info("the daemon's own, from inside")
@@ -71,7 +75,7 @@ def logs_from_a_plain_thread(event: Any, context: Any) -> None:
 
 def logs_a_lot(event: Any, context: Any) -> None:
     for i in range(30):
-        app_log.info("%s %d", context.aws_request_id, i)
+        audit_log.info("%s %d", context.aws_request_id, i)
         print(f"{context.aws_request_id} {i}", file=sys.stderr)
         time.sleep(0.0005)
 
@@ -147,7 +151,7 @@ async def test_log_records_become_function_lines_at_their_level(
     await target("logs").invoke(request("req-l"))
     lines = output_lines(capsys.readouterr().out)
     assert [(line["level"], line["output"]) for line in lines] == [
-        ("INFO", "root info req-l"),
+        ("INFO", "audit info req-l"),
         ("WARNING", "app warning"),
     ]
     for line in lines:
