@@ -75,7 +75,12 @@ def _start_emulator() -> tuple[Any, str]:
         raise RuntimeError(
             f"needs moto, which the demo extra installs: {install_hint()} ({exc})"
         ) from exc
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    werkzeug = logging.getLogger("werkzeug")
+    werkzeug.setLevel(logging.ERROR)
+    # The emulator's first requests come before the daemon's logging is set up; finding no
+    # handler then, werkzeug would add one of its own writing to the terminal, where an
+    # emulator error would break into the progress line. Its records go to the log file.
+    werkzeug.addHandler(logging.NullHandler())
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
 import sys
 from importlib import resources
 
@@ -59,3 +60,32 @@ def test_without_moto_the_demo_says_how_to_add_the_extra(monkeypatch: pytest.Mon
     assert f"{sys.executable} -m pip install" in message
     assert "[demo]'" in message
     assert "'poller[demo]'" not in message
+
+
+# In a fresh interpreter, as `poller demo` runs: werkzeug decides where its records go at its
+# first log call, the emulator's first request, which comes before the daemon's logging is set.
+_EMULATOR_ERROR = """
+import io, logging, sys, urllib.request
+from werkzeug._internal import _log
+from poller.demo.environment import _start_emulator
+from poller.ops.logs import configure_logging
+server, endpoint = _start_emulator()
+urllib.request.urlopen(endpoint + "/moto-api/data.json").read()
+log = io.StringIO()
+configure_logging("INFO", "json", stream=log)
+_log("error", "Error on request: an emulator error")
+server.stop()
+assert "an emulator error" in log.getvalue(), log.getvalue()
+"""
+
+
+def test_an_emulator_error_goes_to_the_log_file_not_the_terminal() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _EMULATOR_ERROR],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "an emulator error" not in done.stderr
