@@ -123,13 +123,7 @@ def _decode_json(text: str | bytes) -> Any:
     fast as the json module with its number hooks; whatever orjson refuses (NaN, lone
     surrogates, numbers past 64 bits, UTF-16, invalid UTF-8) goes to the json module, which
     decides as before."""
-    # `_shallow`'s first two tests inline: they decide for nearly every body.
-    extra = len(text) - _NO_SCAN_BELOW
-    if (
-        extra < 0
-        or (extra < len(_DEEP_RUNS) and type(text) is str and _DEEP_RUNS[extra] not in text)
-        or _shallow(text)
-    ):
+    if _shallow(text):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
